@@ -1,0 +1,1 @@
+"""Torch-free client SDK for mcrave's encoder, decoder and trainer services."""

@@ -1,0 +1,47 @@
+"""`mcrave` command-line entry point.
+
+Each subcommand lives in its own module with a `main(argv) -> int` and is imported only when it
+is invoked: `mcrave info` never pays for gRPC, and `mcrave serve` is the only path that imports it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "new": ("mcrave.cli.model_commands", "create an untrained model checkpoint"),
+    "info": ("mcrave.cli.model_commands", "describe a model (checkpoint or registry entry)"),
+    "export": ("mcrave.cli.model_commands", "export a TorchScript .ts that nn~ loads"),
+    "infer": ("mcrave.cli.infer", "infer all channels of a file from the present ones"),
+    "synth": ("mcrave.cli.synth", "generate a synthetic multichannel corpus"),
+    "prepare": ("mcrave.cli.prepare", "prepare audio files into a training dataset"),
+    "train": ("mcrave.cli.train", "train a model"),
+    "eval": ("mcrave.cli.evaluate", "evaluate missing-channel inference against baselines"),
+    "serve": ("mcrave.cli.serve", "run the encoder, decoder or trainer gRPC service"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: mcrave COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<8} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "run `mcrave COMMAND --help` for a command's options"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"mcrave: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main([name, *rest]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""One configuration dataclass for a model and its training recipe, with named presets.
+
+A checkpoint stores the full config, so a model is always rebuilt from the file, never from flags
+(RAVE #273/#275: the channel count was lost between training and export).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+PROJECTIONS = ("identity", "ms", "dct", "learned")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training recipe (RAVE v2 defaults scaled to the preset; see shared rave_facts.md)."""
+
+    batch_size: int = 8
+    crop_frames: int = 131072  # samples per training crop (all channels share the crop)
+    phase1_steps: int = 1_000_000  # representation phase; adversarial phase follows
+    max_steps: int = 2_000_000
+    lr: float = 1e-3  # generator Adam, decays linearly to lr_end over phase 1
+    lr_end: float = 1e-4
+    d_lr: float = 1e-4
+    betas: tuple[float, float] = (0.5, 0.9)
+    kl_beta_start: float = 1e-6  # beta rises log-linearly to kl_beta_max over kl_warmup_steps
+    kl_beta_max: float = 0.05
+    kl_warmup_steps: int = 20_000
+    # random channel masking: probabilities of the three mask kinds (>= 1 channel always present)
+    mask_p_all: float = 0.3
+    mask_p_single: float = 0.35
+    mask_p_subset: float = 0.35
+    interchannel_weight: float = 1.0
+    feature_matching_weight: float = 20.0
+    d_every: int = 4  # phase 2: one discriminator step every d_every batches
+    grad_clip: float = 10.0
+    disc_capacity: int = 16
+    checkpoint_every: int = 1000
+    keep_last: int = 3
+    validate_every: int = 1000
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of an N-channel masked RAVE-style VAE.
+
+    The encoder sees raw present channels (plus the presence mask); the decoder predicts all N
+    channels in the `projection` domain and inverts it, so a mask always means "this raw channel".
+    """
+
+    channels: int = 2
+    sample_rate: int = 44100
+    channel_names: tuple[str, ...] = ()
+    projection: str = "identity"
+    bands: int = 16
+    pqmf_taps: int = 256  # prototype length; 512 matches RAVE's 100 dB bank
+    capacity: int = 96
+    multipliers: tuple[int, ...] = (1, 2, 4, 8, 16)
+    strides: tuple[int, ...] = (4, 4, 4, 2)
+    dilations: tuple[int, ...] = (1, 3, 9)
+    kernel_size: int = 3
+    latent_size: int = 128
+    noise: bool = True
+    preset: str = "custom"
+
+    def __post_init__(self) -> None:
+        if self.channels < 1:
+            raise ValueError(f"channels must be >= 1, got {self.channels}")
+        if self.projection not in PROJECTIONS:
+            raise ValueError(f"projection must be one of {PROJECTIONS}, got {self.projection!r}")
+        if self.projection == "ms" and self.channels != 2:
+            raise ValueError("mid/side projection needs exactly 2 channels")
+        if len(self.multipliers) != len(self.strides) + 1:
+            raise ValueError("multipliers must have one more entry than strides")
+        if self.bands & (self.bands - 1) or any(s & (s - 1) for s in self.strides):
+            raise ValueError("bands and strides must be powers of two (nn~ needs a power-of-two ratio)")
+        if self.channel_names and len(self.channel_names) != self.channels:
+            raise ValueError("channel_names must name every channel")
+
+    @property
+    def ratio(self) -> int:
+        """Audio samples per latent frame."""
+        r = self.bands
+        for s in self.strides:
+            r *= s
+        return r
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Channel labels, defaulting to L/R for stereo and ch0..chN-1 otherwise."""
+        if self.channel_names:
+            return self.channel_names
+        if self.channels == 2:
+            return ("L", "R")
+        return tuple(f"ch{i}" for i in range(self.channels))
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        return cls(model=_build(ModelConfig, data["model"]), train=_build(TrainConfig, data["train"]))
+
+
+def _build(kind: type, data: dict[str, Any]) -> Any:
+    known = {f.name: f for f in dataclasses.fields(kind)}
+    unknown = set(data) - set(known)
+    if unknown:
+        raise ValueError(f"unknown {kind.__name__} keys: {sorted(unknown)}")
+    # JSON turns tuples into lists; restore them so configs compare equal after a round trip
+    return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+_PRESETS: dict[str, Config] = {
+    # trains in seconds: tiny widths, ratio 256
+    "test": Config(
+        ModelConfig(bands=8, pqmf_taps=64, capacity=8, multipliers=(1, 2, 2, 4), strides=(4, 4, 2),
+                    dilations=(1, 3), latent_size=8, preset="test"),
+        TrainConfig(batch_size=4, crop_frames=8192, phase1_steps=150, max_steps=300,
+                    kl_warmup_steps=100, checkpoint_every=50, keep_last=2, validate_every=100,
+                    disc_capacity=4),
+    ),
+    # useful after ~100 min on 2 CPU cores; ratio 1024
+    "cpu-small": Config(
+        ModelConfig(bands=16, pqmf_taps=256, capacity=32, multipliers=(1, 2, 4, 4), strides=(4, 4, 4),
+                    dilations=(1, 3, 9), latent_size=16, preset="cpu-small"),
+        TrainConfig(batch_size=8, crop_frames=32768, phase1_steps=4000, max_steps=6000,
+                    kl_beta_max=0.01, kl_warmup_steps=2000, checkpoint_every=250, keep_last=3,
+                    validate_every=500, disc_capacity=8),
+    ),
+    # RAVE v2 sizes: 16 bands, strides 4,4,4,2 (ratio 2048), latent 128, capacity 96
+    "v2": Config(
+        ModelConfig(bands=16, pqmf_taps=512, capacity=96, multipliers=(1, 2, 4, 8, 16),
+                    strides=(4, 4, 4, 2), dilations=(1, 3, 9), latent_size=128, preset="v2"),
+        TrainConfig(),
+    ),
+}
+
+PRESET_NAMES = tuple(_PRESETS)
+
+
+def preset(name: str, *, channels: int = 2, projection: str = "identity",
+           sample_rate: int = 44100, channel_names: tuple[str, ...] = ()) -> Config:
+    """A named config specialised to a channel count, projection and rate."""
+    if name not in _PRESETS:
+        raise ValueError(f"unknown config {name!r}; choose one of {', '.join(PRESET_NAMES)}")
+    base = _PRESETS[name]
+    model = dataclasses.replace(base.model, channels=channels, projection=projection,
+                                sample_rate=sample_rate, channel_names=tuple(channel_names))
+    return Config(model=model, train=base.train)

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs everything mcrave and its tests need on a fresh Debian machine with Python 3.11.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m pip install --quiet --upgrade pip
+# torch first and pinned: this CPU wheel lies on local disk here; a bare `torch` would pull CUDA builds
+python3 -m pip install --quiet torch==2.13.0
+python3 -m pip install --quiet -e clients/python -e '.[dev]'
+pkgs=$(grep -v '^#' scripts/apt-packages.txt | xargs || true)
+if [ -n "$pkgs" ] && [ "$(id -u)" = 0 ]; then
+  missing=""
+  for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+  if [ -n "$missing" ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+  fi
+fi
