@@ -1,0 +1,39 @@
+from mcrave_client.proto import stream_pb2 as _stream_pb2
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class EncodeRequest(_message.Message):
+    __slots__ = ("config", "chunk")
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    config: _stream_pb2.StreamConfig
+    chunk: _stream_pb2.AudioChunk
+    def __init__(self, config: _Optional[_Union[_stream_pb2.StreamConfig, _Mapping]] = ..., chunk: _Optional[_Union[_stream_pb2.AudioChunk, _Mapping]] = ...) -> None: ...
+
+class EncodeResponse(_message.Message):
+    __slots__ = ("started", "latents")
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    LATENTS_FIELD_NUMBER: _ClassVar[int]
+    started: _stream_pb2.StreamStarted
+    latents: _stream_pb2.LatentChunk
+    def __init__(self, started: _Optional[_Union[_stream_pb2.StreamStarted, _Mapping]] = ..., latents: _Optional[_Union[_stream_pb2.LatentChunk, _Mapping]] = ...) -> None: ...
+
+class EncodeClipRequest(_message.Message):
+    __slots__ = ("config", "pcm")
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    PCM_FIELD_NUMBER: _ClassVar[int]
+    config: _stream_pb2.StreamConfig
+    pcm: bytes
+    def __init__(self, config: _Optional[_Union[_stream_pb2.StreamConfig, _Mapping]] = ..., pcm: _Optional[bytes] = ...) -> None: ...
+
+class EncodeClipResponse(_message.Message):
+    __slots__ = ("started", "latents")
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    LATENTS_FIELD_NUMBER: _ClassVar[int]
+    started: _stream_pb2.StreamStarted
+    latents: _stream_pb2.LatentChunk
+    def __init__(self, started: _Optional[_Union[_stream_pb2.StreamStarted, _Mapping]] = ..., latents: _Optional[_Union[_stream_pb2.LatentChunk, _Mapping]] = ...) -> None: ...
