@@ -83,8 +83,9 @@ def test_mask_kinds_follow_the_config_probabilities():
     only_subset = dataclasses.replace(TrainConfig(), mask_p_all=0, mask_p_single=0, mask_p_subset=1)
     counts = random_masks(400, 4, only_subset, gen).sum(dim=1)
     assert set(counts.tolist()) == {1, 2, 3}
-    mixed = random_masks(4000, 4, TrainConfig(mask_p_all=0.5, mask_p_single=0.5, mask_p_subset=0),
-                         gen)
+    mixed = random_masks(
+        4000, 4, TrainConfig(mask_p_all=0.5, mask_p_single=0.5, mask_p_subset=0), gen
+    )
     share_all = mixed.all(dim=1).float().mean().item()
     assert 0.45 < share_all < 0.55
     # every channel gets dropped sometimes
@@ -103,7 +104,9 @@ def test_masks_are_reproducible_from_the_seed_and_reject_bad_config():
 def test_schedules():
     cfg = TrainConfig(phase1_steps=100, kl_warmup_steps=10, d_every=4)
     assert schedules.kl_beta(0, cfg) == pytest.approx(cfg.kl_beta_start)
-    assert schedules.kl_beta(5, cfg) == pytest.approx(math.sqrt(cfg.kl_beta_start * cfg.kl_beta_max))
+    assert schedules.kl_beta(5, cfg) == pytest.approx(
+        math.sqrt(cfg.kl_beta_start * cfg.kl_beta_max)
+    )
     assert schedules.kl_beta(10, cfg) == schedules.kl_beta(10**6, cfg) == cfg.kl_beta_max
     assert schedules.generator_lr(0, cfg) == pytest.approx(cfg.lr)
     assert schedules.generator_lr(50, cfg) == pytest.approx((cfg.lr + cfg.lr_end) / 2)

@@ -90,8 +90,9 @@ def _per_item_mean(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], -1).mean(dim=1)
 
 
-def discriminator_loss(real: list[list[torch.Tensor]],
-                       fake: list[list[torch.Tensor]]) -> torch.Tensor:
+def discriminator_loss(
+    real: list[list[torch.Tensor]], fake: list[list[torch.Tensor]]
+) -> torch.Tensor:
     """Hinge loss for D, summed over sub-discriminators."""
     loss = real[0][-1].new_zeros(())
     for r, f in zip(real, fake, strict=True):
@@ -99,8 +100,9 @@ def discriminator_loss(real: list[list[torch.Tensor]],
     return loss
 
 
-def generator_losses(real: list[list[torch.Tensor]],
-                     fake: list[list[torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+def generator_losses(
+    real: list[list[torch.Tensor]], fake: list[list[torch.Tensor]]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(adversarial hinge term, relative-L1 feature matching), each summed over sub-discriminators.
 
     Feature matching is |f_real - f_fake| / |f_real| per item, averaged over layers; real features
@@ -111,8 +113,10 @@ def generator_losses(real: list[list[torch.Tensor]],
     for r, f in zip(real, fake, strict=True):
         adv = adv - f[-1].mean()
         terms = [
-            (_per_item_mean((fr.detach() - ff).abs())
-             / (_per_item_mean(fr.detach().abs()) + 1e-7)).mean()
+            (
+                _per_item_mean((fr.detach() - ff).abs())
+                / (_per_item_mean(fr.detach().abs()) + 1e-7)
+            ).mean()
             for fr, ff in zip(r[:-1], f[:-1], strict=True)
         ]
         fm = fm + torch.stack(terms).mean()

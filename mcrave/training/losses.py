@@ -28,13 +28,20 @@ def _stft(x: torch.Tensor, n_fft: int) -> torch.Tensor:
         x = torch.nn.functional.pad(x, (0, n_fft - t))
         t = n_fft
     window = torch.hann_window(n_fft, device=x.device, dtype=x.dtype)
-    spec = torch.stft(x.reshape(b * c, t), n_fft, hop_length=n_fft // 4, window=window,
-                      center=False, return_complex=True)
+    spec = torch.stft(
+        x.reshape(b * c, t),
+        n_fft,
+        hop_length=n_fft // 4,
+        window=window,
+        center=False,
+        return_complex=True,
+    )
     return spec.reshape(b, c, *spec.shape[-2:])
 
 
-def spectral_distance(target: torch.Tensor, estimate: torch.Tensor,
-                      scales: tuple[int, ...] | None = None) -> torch.Tensor:
+def spectral_distance(
+    target: torch.Tensor, estimate: torch.Tensor, scales: tuple[int, ...] | None = None
+) -> torch.Tensor:
     """RAVE's multiscale spectral distance, per channel, averaged (scalar).
 
     Per scale: mean((X-Y)^2)/mean(X^2) + mean|log(X+eps) - log(Y+eps)| on magnitudes, with the
@@ -52,8 +59,9 @@ def spectral_distance(target: torch.Tensor, estimate: torch.Tensor,
     return total
 
 
-def band_matrix(n_fft: int, sample_rate: int, bands: int, device: torch.device,
-                f_lo: float = 50.0) -> torch.Tensor:
+def band_matrix(
+    n_fft: int, sample_rate: int, bands: int, device: torch.device, f_lo: float = 50.0
+) -> torch.Tensor:
     """(bands, n_fft//2+1) 0/1 matrix grouping STFT bins into log-spaced bands up to Nyquist."""
     freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, device=device)
     edges = torch.logspace(math.log10(f_lo), math.log10(sample_rate / 2), bands + 1, device=device)
@@ -62,8 +70,14 @@ def band_matrix(n_fft: int, sample_rate: int, bands: int, device: torch.device,
     return ((freqs[None] >= edges[:-1, None]) & (freqs[None] < edges[1:, None])).float()
 
 
-def interchannel_loss(target: torch.Tensor, estimate: torch.Tensor, sample_rate: int,
-                      n_fft: int = 1024, bands: int = 16, ild_clip_db: float = 40.0) -> torch.Tensor:
+def interchannel_loss(
+    target: torch.Tensor,
+    estimate: torch.Tensor,
+    sample_rate: int,
+    n_fft: int = 1024,
+    bands: int = 16,
+    ild_clip_db: float = 40.0,
+) -> torch.Tensor:
     """Per-band level difference and coherence errors over every channel pair (scalar).
 
     ILD: per band and frame, 10 log10 of the pair's power ratio (clipped to +-40 dB), error in

@@ -21,8 +21,9 @@ def mask_probabilities(cfg: TrainConfig) -> torch.Tensor:
     return p / p.sum()
 
 
-def random_masks(batch: int, channels: int, cfg: TrainConfig,
-                 generator: torch.Generator) -> torch.Tensor:
+def random_masks(
+    batch: int, channels: int, cfg: TrainConfig, generator: torch.Generator
+) -> torch.Tensor:
     """(batch, channels) bool, True = present; every row has at least one present channel.
 
     "subset" keeps 1..N-1 channels chosen uniformly (for N = 2 it coincides with "single");
