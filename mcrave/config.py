@@ -76,7 +76,9 @@ class ModelConfig:
         if len(self.multipliers) != len(self.strides) + 1:
             raise ValueError("multipliers must have one more entry than strides")
         if self.bands & (self.bands - 1) or any(s & (s - 1) for s in self.strides):
-            raise ValueError("bands and strides must be powers of two (nn~ needs a power-of-two ratio)")
+            raise ValueError(
+                "bands and strides must be powers of two (nn~ needs a power-of-two ratio)"
+            )
         if self.channel_names and len(self.channel_names) != self.channels:
             raise ValueError("channel_names must name every channel")
 
@@ -108,7 +110,9 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:
-        return cls(model=_build(ModelConfig, data["model"]), train=_build(TrainConfig, data["train"]))
+        return cls(
+            model=_build(ModelConfig, data["model"]), train=_build(TrainConfig, data["train"])
+        )
 
 
 def _build(kind: type, data: dict[str, Any]) -> Any:
@@ -123,24 +127,65 @@ def _build(kind: type, data: dict[str, Any]) -> Any:
 _PRESETS: dict[str, Config] = {
     # trains in seconds: tiny widths, ratio 256
     "test": Config(
-        ModelConfig(bands=8, pqmf_taps=64, capacity=8, multipliers=(1, 2, 2, 4), strides=(4, 4, 2),
-                    dilations=(1, 3), latent_size=8, preset="test"),
-        TrainConfig(batch_size=4, crop_frames=8192, phase1_steps=150, max_steps=300,
-                    kl_warmup_steps=100, checkpoint_every=50, keep_last=2, validate_every=100,
-                    disc_capacity=4),
+        ModelConfig(
+            bands=8,
+            pqmf_taps=64,
+            capacity=8,
+            multipliers=(1, 2, 2, 4),
+            strides=(4, 4, 2),
+            dilations=(1, 3),
+            latent_size=8,
+            preset="test",
+        ),
+        TrainConfig(
+            batch_size=4,
+            crop_frames=8192,
+            phase1_steps=150,
+            max_steps=300,
+            kl_warmup_steps=100,
+            checkpoint_every=50,
+            keep_last=2,
+            validate_every=100,
+            disc_capacity=4,
+        ),
     ),
     # useful after ~100 min on 2 CPU cores; ratio 1024
     "cpu-small": Config(
-        ModelConfig(bands=16, pqmf_taps=256, capacity=32, multipliers=(1, 2, 4, 4), strides=(4, 4, 4),
-                    dilations=(1, 3, 9), latent_size=16, preset="cpu-small"),
-        TrainConfig(batch_size=8, crop_frames=32768, phase1_steps=4000, max_steps=6000,
-                    kl_beta_max=0.01, kl_warmup_steps=2000, checkpoint_every=250, keep_last=3,
-                    validate_every=500, disc_capacity=8),
+        ModelConfig(
+            bands=16,
+            pqmf_taps=256,
+            capacity=32,
+            multipliers=(1, 2, 4, 4),
+            strides=(4, 4, 4),
+            dilations=(1, 3, 9),
+            latent_size=16,
+            preset="cpu-small",
+        ),
+        TrainConfig(
+            batch_size=8,
+            crop_frames=32768,
+            phase1_steps=4000,
+            max_steps=6000,
+            kl_beta_max=0.01,
+            kl_warmup_steps=2000,
+            checkpoint_every=250,
+            keep_last=3,
+            validate_every=500,
+            disc_capacity=8,
+        ),
     ),
     # RAVE v2 sizes: 16 bands, strides 4,4,4,2 (ratio 2048), latent 128, capacity 96
     "v2": Config(
-        ModelConfig(bands=16, pqmf_taps=512, capacity=96, multipliers=(1, 2, 4, 8, 16),
-                    strides=(4, 4, 4, 2), dilations=(1, 3, 9), latent_size=128, preset="v2"),
+        ModelConfig(
+            bands=16,
+            pqmf_taps=512,
+            capacity=96,
+            multipliers=(1, 2, 4, 8, 16),
+            strides=(4, 4, 4, 2),
+            dilations=(1, 3, 9),
+            latent_size=128,
+            preset="v2",
+        ),
         TrainConfig(),
     ),
 }
@@ -148,12 +193,23 @@ _PRESETS: dict[str, Config] = {
 PRESET_NAMES = tuple(_PRESETS)
 
 
-def preset(name: str, *, channels: int = 2, projection: str = "identity",
-           sample_rate: int = 44100, channel_names: tuple[str, ...] = ()) -> Config:
+def preset(
+    name: str,
+    *,
+    channels: int = 2,
+    projection: str = "identity",
+    sample_rate: int = 44100,
+    channel_names: tuple[str, ...] = (),
+) -> Config:
     """A named config specialised to a channel count, projection and rate."""
     if name not in _PRESETS:
         raise ValueError(f"unknown config {name!r}; choose one of {', '.join(PRESET_NAMES)}")
     base = _PRESETS[name]
-    model = dataclasses.replace(base.model, channels=channels, projection=projection,
-                                sample_rate=sample_rate, channel_names=tuple(channel_names))
+    model = dataclasses.replace(
+        base.model,
+        channels=channels,
+        projection=projection,
+        sample_rate=sample_rate,
+        channel_names=tuple(channel_names),
+    )
     return Config(model=model, train=base.train)

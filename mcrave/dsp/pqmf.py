@@ -1,0 +1,142 @@
+"""Causal multichannel pseudo-QMF filter bank (analysis and synthesis), streamable.
+
+Analysis is a stride-`bands` convolution with `taps - 1` samples of left context; synthesis is a
+stride-`bands` transposed convolution whose overlap-add tail (`taps - bands` samples) carries over
+into the next chunk. Both keep their context in an explicit state tensor, so chunked processing
+equals one offline pass exactly. Analysis followed by synthesis delays the signal by `taps - 1`.
+Bands are stacked channel-major: channel c owns rows [c*bands, (c+1)*bands).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+import torch
+from scipy.optimize import minimize_scalar
+from scipy.signal import firwin
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from mcrave.dsp.stateful import StatefulLayer
+
+
+@lru_cache(maxsize=16)
+def design_prototype(taps: int, bands: int, stopband_db: float = 100.0) -> np.ndarray:
+    """Kaiser-window lowpass prototype whose cutoff is tuned for near-perfect reconstruction.
+
+    The product filter h*h~ must be a Nyquist(2M) filter: its samples at multiples of 2M
+    (except the centre) vanish. We tune the cutoff so the largest of those samples is minimal.
+    """
+    beta = 0.1102 * (stopband_db - 8.7)
+
+    def leakage(cutoff: float) -> float:
+        h = firwin(taps, cutoff, window=("kaiser", beta))
+        product = np.convolve(h, h[::-1])
+        centre = taps - 1
+        side = np.concatenate(
+            [product[centre + 2 * bands :: 2 * bands], product[centre - 2 * bands :: -2 * bands]]
+        )
+        return float(np.max(np.abs(side)) / abs(product[centre])) if side.size else 0.0
+
+    nominal = 1.0 / (2 * bands)
+    best = minimize_scalar(
+        leakage, bounds=(0.6 * nominal, 1.4 * nominal), method="bounded", options={"xatol": 1e-7}
+    )
+    return firwin(taps, best.x, window=("kaiser", beta))
+
+
+def _cosine_bank(taps: int, bands: int) -> tuple[np.ndarray, np.ndarray]:
+    """Analysis and synthesis filters (bands, taps) by cosine modulation of the prototype."""
+    h = design_prototype(taps, bands)
+    n = np.arange(taps)
+    k = np.arange(bands)[:, None]
+    arg = (2 * k + 1) * math.pi / (2 * bands) * (n - (taps - 1) / 2)
+    phase = (-1.0) ** k * math.pi / 4
+    analysis = 2 * h * np.cos(arg + phase)
+    synthesis = 2 * h * np.cos(arg - phase)
+    return analysis, synthesis
+
+
+class PQMFAnalysis(StatefulLayer):
+    """[B, C, T] -> [B, C*M, T/M] with `taps - 1` samples of left context; T a multiple of M."""
+
+    def __init__(self, kernel: Tensor, bands: int, channels: int) -> None:
+        super().__init__()
+        self.register_buffer("kernel", kernel)
+        self.bands, self.channels, self.context = bands, channels, kernel.shape[-1] - 1
+
+    def state_shape(self) -> tuple[int, int]:
+        return (self.channels, self.context)
+
+    def forward(self, x: Tensor, states: list[Tensor]) -> Tensor:
+        b, c, t = x.shape
+        x = torch.cat([states[self.sid], x], -1)
+        states[self.sid] = x[..., x.shape[-1] - self.context :]
+        y = F.conv1d(x.reshape(b * c, 1, -1), self.kernel, stride=self.bands)
+        return y.reshape(b, c * self.bands, t // self.bands)
+
+
+class PQMFSynthesis(StatefulLayer):
+    """[B, C*M, F] -> [B, C, F*M]; the overlap-add tail (`taps - M` samples) is the state."""
+
+    def __init__(self, kernel: Tensor, bands: int, channels: int) -> None:
+        super().__init__()
+        self.register_buffer("kernel", kernel)
+        self.bands, self.channels, self.tail = bands, channels, kernel.shape[-1] - bands
+
+    def state_shape(self) -> tuple[int, int]:
+        return (self.channels, self.tail)
+
+    def forward(self, y: Tensor, states: list[Tensor]) -> Tensor:
+        b, cm, f = y.shape
+        c = cm // self.bands
+        full = F.conv_transpose1d(y.reshape(b * c, self.bands, f), self.kernel, stride=self.bands)
+        full = full.reshape(b, c, -1)
+        n = f * self.bands
+        head = full[..., :n]
+        head = torch.cat([head[..., : self.tail] + states[self.sid], head[..., self.tail :]], -1)
+        states[self.sid] = full[..., n:]
+        return head
+
+
+class PQMF(nn.Module):
+    """M-band PQMF applied independently to each of `channels` signals.
+
+    `analysis`/`synthesis` here are stateless conveniences (one offline pass, e.g. for losses);
+    models call the `analyzer`/`synthesizer` layers with their stream states.
+    """
+
+    def __init__(self, bands: int, taps: int, channels: int) -> None:
+        super().__init__()
+        if taps % bands:
+            raise ValueError(f"PQMF taps ({taps}) must be a multiple of bands ({bands})")
+        self.bands, self.taps, self.channels = bands, taps, channels
+        analysis, synthesis = _cosine_bank(taps, bands)
+        # conv1d correlates, so flip the analysis filters to convolve
+        flipped = torch.tensor(analysis[:, ::-1].copy(), dtype=torch.float32)[:, None]
+        scaled = torch.tensor(synthesis * bands, dtype=torch.float32)[:, None]
+        self.analyzer = PQMFAnalysis(flipped, bands, channels)
+        self.synthesizer = PQMFSynthesis(scaled, bands, channels)
+
+    @property
+    def delay(self) -> int:
+        """Samples by which analysis followed by synthesis delays its input."""
+        return self.taps - 1
+
+    def analysis(self, x: Tensor) -> Tensor:
+        """[B, C, T] -> [B, C*M, T/M], from silence."""
+        state = x.new_zeros(x.shape[0], x.shape[1], self.analyzer.context)
+        return _run(self.analyzer, x, state)
+
+    def synthesis(self, y: Tensor) -> Tensor:
+        """[B, C*M, F] -> [B, C, F*M], from silence (the final tail is dropped)."""
+        state = y.new_zeros(y.shape[0], y.shape[1] // self.bands, self.synthesizer.tail)
+        return _run(self.synthesizer, y, state)
+
+
+def _run(layer: StatefulLayer, x: Tensor, state: Tensor) -> Tensor:
+    """Run one stateful layer once from the given state, whatever slot it owns in its model."""
+    states = [state] * (max(layer.sid, 0) + 1)
+    return layer(x, states)

@@ -1,0 +1,65 @@
+"""Orthonormal channel projections for the decoder side.
+
+The decoder predicts channels in a projected domain (e.g. mid/side) and the transpose maps them
+back to the N raw channels. Orthonormality makes the inverse exact and cheap, and keeps energy
+comparable across domains so losses may use both.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+def dct_matrix(n: int) -> Tensor:
+    """Orthonormal DCT-II matrix [n, n]: row k is the k-th cosine across channels."""
+    i = torch.arange(n, dtype=torch.float64)
+    k = i[:, None]
+    m = torch.cos(math.pi / n * (i[None, :] + 0.5) * k)
+    m[0] *= 1 / math.sqrt(2)
+    return (m * math.sqrt(2 / n)).float()
+
+
+class ChannelProjection(nn.Module):
+    """x_proj = Q x_raw with Q orthonormal; kinds: identity, ms, dct, learned."""
+
+    def __init__(self, kind: str, channels: int) -> None:
+        super().__init__()
+        self.kind = kind
+        if kind == "learned":
+            # Q = exp(A - A^T) is orthonormal for any A; zeros start at the identity
+            self.skew = nn.Parameter(torch.zeros(channels, channels))
+            self.register_buffer("fixed", torch.eye(channels))
+        else:
+            if kind == "identity":
+                q = torch.eye(channels)
+            elif kind == "ms":
+                q = torch.tensor([[1.0, 1.0], [1.0, -1.0]]) / math.sqrt(2)
+            elif kind == "dct":
+                q = dct_matrix(channels)
+            else:
+                raise ValueError(f"unknown projection {kind!r}")
+            self.register_buffer("fixed", q)
+
+    def matrix(self) -> Tensor:
+        if self.kind == "learned":
+            a = self.skew - self.skew.T
+            return torch.linalg.matrix_exp(a)
+        return self.fixed
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Raw [B, N, T] -> projected [B, N, T]."""
+        return torch.einsum("ij,bjt->bit", self.matrix(), x)
+
+    def inverse(self, p: Tensor) -> Tensor:
+        """Projected [B, N, T] -> raw [B, N, T]."""
+        return torch.einsum("ji,bjt->bit", self.matrix(), p)
+
+    def frozen(self) -> ChannelProjection:
+        """A copy with the current matrix fixed (for inference and TorchScript export)."""
+        out = ChannelProjection("identity", self.fixed.shape[0])
+        out.kind = "frozen"
+        out.fixed = self.matrix().detach().clone()
+        return out

@@ -1,0 +1,99 @@
+"""Whole-signal inference: feed the present channels, get all N back, aligned and trimmed.
+
+This is the reference path that the CLI, the evaluation and the services' parity tests share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from mcrave.model import MCRave
+from mcrave.streaming import StreamingEngine
+
+
+def parse_present(present: Sequence[int] | None, channels: int) -> list[int]:
+    """Validated, sorted, de-duplicated present set (None = all channels)."""
+    if present is None:
+        return list(range(channels))
+    chosen = sorted(set(int(i) for i in present))
+    if not chosen:
+        raise ValueError("the present set is empty: at least one channel must be fed")
+    bad = [i for i in chosen if not 0 <= i < channels]
+    if bad:
+        raise ValueError(
+            f"channel index {bad[0]} out of range for a {channels}-channel model (0..{channels - 1})"
+        )
+    return chosen
+
+
+def place_channels(audio: np.ndarray, present: list[int], channels: int) -> np.ndarray:
+    """[C, T] with C == N (all channels) or C == len(present) (present ones, ascending) -> [N, T]."""
+    if audio.ndim != 2:
+        raise ValueError(f"expected audio shaped [channels, samples], got {audio.shape}")
+    if audio.shape[0] == channels:
+        return audio.astype(np.float32, copy=False)
+    if audio.shape[0] == len(present):
+        full = np.zeros((channels, audio.shape[1]), np.float32)
+        full[present] = audio
+        return full
+    raise ValueError(
+        f"input has {audio.shape[0]} channels; the model needs {channels} "
+        f"(all) or {len(present)} (one per present channel)"
+    )
+
+
+def infer_array(
+    model: MCRave | StreamingEngine,
+    audio: np.ndarray,
+    present: Sequence[int] | None = None,
+    chunk: int | None = None,
+    passthrough: bool = False,
+    progress: bool = False,
+) -> np.ndarray:
+    """Infer all N channels of `audio` ([N, T] or [len(present), T]) -> [N, T] float32.
+
+    The output is latency-compensated and trimmed to T (the decoder tail is flushed with silence).
+    `chunk=None` runs one offline pass; otherwise fixed chunks of `chunk` samples (a multiple of the
+    ratio) stream through the engine, which gives the same result to float tolerance.
+    With `passthrough`, present channels are copied from the input and only missing ones decoded.
+    """
+    engine = model if isinstance(model, StreamingEngine) else StreamingEngine(model)
+    n = engine.channels
+    chosen = parse_present(present, n)
+    full = place_channels(np.asarray(audio), chosen, n)
+    t = full.shape[1]
+    needed = t + engine.latency
+    step = chunk if chunk is not None else -(-needed // engine.ratio) * engine.ratio
+    if chunk is not None:
+        engine.check_chunk(chunk)
+    total = -(-needed // step) * step
+    padded = np.zeros((n, total), np.float32)
+    padded[:, :t] = full
+    mask = torch.zeros(1, n, dtype=torch.bool)
+    mask[0, chosen] = True
+    x = torch.from_numpy(padded)[None]
+    enc, dec = engine.new_encoder_state(1), engine.new_decoder_state(1)
+    outputs = []
+    starts = range(0, total, step)
+    if progress:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, unit="chunk", desc="infer")
+    for start in starts:
+        if chunk is None:
+            # one offline pass may exceed the engine's per-step limit: run the layers directly
+            enc_states, dec_states = list(enc.tensors), list(dec.tensors)
+            with torch.no_grad():
+                z, _ = engine.model.encoder(x.to(engine.device), mask.to(engine.device), enc_states)
+                y = engine.model.decoder(z, dec_states)
+        else:
+            enc, z = engine.encode_step(enc, x[..., start : start + step], mask)
+            dec, y = engine.decode_step(dec, z)
+        outputs.append(y[0].cpu())
+    out = torch.cat(outputs, -1).numpy()[:, engine.latency : engine.latency + t]
+    if passthrough:
+        out[chosen] = full[chosen]
+    return np.ascontiguousarray(out, dtype=np.float32)

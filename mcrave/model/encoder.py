@@ -1,0 +1,55 @@
+"""Masked multichannel encoder: present channels (plus the mask) -> VAE mean and scale."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from mcrave.config import ModelConfig
+from mcrave.dsp.pqmf import PQMFAnalysis
+from mcrave.model.layers import CausalConv1d, ResidualUnit
+
+
+class EncoderStage(nn.Module):
+    """Residual units at one resolution, then a strided conv (kernel 2r) to the next."""
+
+    def __init__(self, cin: int, cout: int, stride: int, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.units = nn.ModuleList(ResidualUnit(cin, cfg.kernel_size, d) for d in cfg.dilations)
+        self.down = CausalConv1d(cin, cout, 2 * stride, stride=stride)
+
+    def forward(self, x: Tensor, states: list[Tensor]) -> Tensor:
+        for unit in self.units:
+            x = unit(x, states)
+        return self.down(F.leaky_relu(x, 0.2), states)
+
+
+class Encoder(nn.Module):
+    """audio [B, N, T] + mask [B, N] -> mean, scale [B, D, T/ratio].
+
+    Absent channels are replaced by zeros with `torch.where` (so even NaN there cannot leak) and
+    the mask enters as N constant feature rows: the network knows "absent", not "silent".
+    """
+
+    def __init__(self, cfg: ModelConfig, analyzer: PQMFAnalysis) -> None:
+        super().__init__()
+        widths = [cfg.capacity * m for m in cfg.multipliers]
+        self.analyzer = analyzer
+        self.bands = cfg.bands
+        self.inp = CausalConv1d(cfg.channels * cfg.bands + cfg.channels, widths[0], 7)
+        self.stages = nn.ModuleList(
+            EncoderStage(widths[i], widths[i + 1], s, cfg) for i, s in enumerate(cfg.strides)
+        )
+        self.out = CausalConv1d(widths[-1], 2 * cfg.latent_size, 1)
+
+    def forward(self, audio: Tensor, mask: Tensor, states: list[Tensor]) -> tuple[Tensor, Tensor]:
+        present = mask.to(torch.bool)[:, :, None]
+        audio = torch.where(present, audio, torch.zeros_like(audio))
+        bands = self.analyzer(audio, states)  # [B, N*M, T/M]
+        flags = present.to(bands.dtype).expand(-1, -1, bands.shape[-1])  # [B, N, T/M]
+        x = self.inp(torch.cat([bands, flags], 1), states)
+        for stage in self.stages:
+            x = stage(x, states)
+        mean, raw_scale = self.out(F.leaky_relu(x, 0.2), states).chunk(2, 1)
+        return mean, F.softplus(raw_scale) + 1e-4

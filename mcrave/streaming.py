@@ -1,0 +1,151 @@
+"""Streaming engine: explicit per-stream state, batched steps, join/leave between steps.
+
+A stream's state is a `StreamState`: a fixed-size list of tensors with the batch first (conv
+contexts, overlap-add tails, the noise seed and sample position). Nothing hides in module
+buffers, so one engine serves any number of streams: a server gathers the states of the streams
+that have a chunk ready, runs one batched step and scatters the new states back. The cost of a
+step depends only on its chunk size and batch, never on how long a stream has run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from mcrave.model import MCRave
+from mcrave.model.layers import remove_weight_norm
+
+MAX_CHUNK_FRAMES = (
+    64  # latent frames per step; bounds a step's memory and a server's work per message
+)
+
+
+@dataclass(frozen=True)
+class StreamState:
+    """States of B streams; index i along dim 0 of every tensor belongs to stream i."""
+
+    tensors: tuple[Tensor, ...]
+
+    @property
+    def batch(self) -> int:
+        return self.tensors[0].shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors)
+
+    def gather(self, index: Sequence[int] | Tensor) -> StreamState:
+        """The states of the streams at `index`, in that order."""
+        idx = torch.as_tensor(index, dtype=torch.long, device=self.tensors[0].device)
+        return StreamState(tuple(t.index_select(0, idx) for t in self.tensors))
+
+    def scatter(self, index: Sequence[int] | Tensor, part: StreamState) -> StreamState:
+        """A copy with the streams at `index` replaced by `part` (same order)."""
+        idx = torch.as_tensor(index, dtype=torch.long, device=self.tensors[0].device)
+        return StreamState(
+            tuple(t.index_copy(0, idx, p) for t, p in zip(self.tensors, part.tensors, strict=True))
+        )
+
+    @staticmethod
+    def stack(states: Sequence[StreamState]) -> StreamState:
+        """Join single- or multi-stream states into one batch (in the given order)."""
+        return StreamState(
+            tuple(torch.cat(ts, 0) for ts in zip(*(s.tensors for s in states), strict=True))
+        )
+
+    def split(self) -> list[StreamState]:
+        """One single-stream state per batch item."""
+        return [StreamState(tuple(t[i : i + 1] for t in self.tensors)) for i in range(self.batch)]
+
+    def to(self, device: torch.device | str) -> StreamState:
+        return StreamState(tuple(t.to(device) for t in self.tensors))
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """The requested device, else CUDA when present, else CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class StreamingEngine:
+    """Chunked, batched encode/decode over an inference copy of a model."""
+
+    def __init__(self, model: MCRave, device: str | torch.device | None = None) -> None:
+        self.device = pick_device(device)
+        self.model = inference_copy(model).to(self.device)
+        cfg = model.cfg
+        self.cfg = cfg
+        self.channels = cfg.channels
+        self.ratio = cfg.ratio
+        self.latent_size = cfg.latent_size
+        self.sample_rate = cfg.sample_rate
+        self.latency = model.latency
+        self.max_chunk = MAX_CHUNK_FRAMES * cfg.ratio
+
+    def new_encoder_state(self, batch: int = 1) -> StreamState:
+        return StreamState(tuple(self.model.initial_states("encoder", batch, self.device)))
+
+    def new_decoder_state(self, batch: int = 1, seeds: Sequence[int] | None = None) -> StreamState:
+        tensors = self.model.initial_states("decoder", batch, self.device)
+        if seeds is not None:
+            if len(seeds) != batch:
+                raise ValueError(f"got {len(seeds)} seeds for {batch} streams")
+            slot = self.model.decoder.noise.sid
+            tensors[slot][:, 0, 0] = torch.as_tensor(
+                list(seeds), dtype=torch.int64, device=self.device
+            )
+        return StreamState(tuple(tensors))
+
+    def check_chunk(self, frames: int) -> None:
+        """Raise ValueError unless `frames` audio samples form an allowed chunk."""
+        if frames <= 0 or frames % self.ratio or frames > self.max_chunk:
+            raise ValueError(
+                f"chunk of {frames} samples: must be a positive multiple of {self.ratio} "
+                f"and at most {self.max_chunk}"
+            )
+
+    @torch.no_grad()
+    def encode_step(
+        self, state: StreamState, audio: Tensor, mask: Tensor
+    ) -> tuple[StreamState, Tensor]:
+        """audio [B, N, C] (absent channels ignored), mask [B, N] -> new state, latent means [B, D, C/ratio]."""
+        b, n, c = audio.shape
+        if n != self.channels or mask.shape != (b, n) or state.batch != b:
+            raise ValueError(
+                f"expected audio [B, {self.channels}, C], mask [B, {self.channels}] and {b} states"
+            )
+        self.check_chunk(c)
+        states = list(state.tensors)
+        mean, _ = self.model.encoder(
+            audio.to(self.device, torch.float32), mask.to(self.device), states
+        )
+        return StreamState(tuple(states)), mean
+
+    @torch.no_grad()
+    def decode_step(self, state: StreamState, z: Tensor) -> tuple[StreamState, Tensor]:
+        """z [B, D, F] -> new state, audio [B, N, F*ratio]."""
+        b, d, f = z.shape
+        if d != self.latent_size or state.batch != b:
+            raise ValueError(f"expected latents [B, {self.latent_size}, F] and {b} states")
+        self.check_chunk(f * self.ratio)
+        states = list(state.tensors)
+        audio = self.model.decoder(z.to(self.device, torch.float32), states)
+        return StreamState(tuple(states)), audio
+
+
+def inference_copy(model: MCRave) -> MCRave:
+    """A frozen copy for inference: weight norm folded, projection matrix fixed, eval mode."""
+    # rebuilt, not deep-copied: parametrised modules share generated classes with their copies,
+    # so folding weight norm in a deepcopy would break the original
+    twin = MCRave(model.cfg)
+    twin.load_state_dict(model.state_dict())
+    remove_weight_norm(twin)
+    twin.decoder.projection = twin.projection = model.projection.frozen()
+    twin.eval()
+    for p in twin.parameters():
+        p.requires_grad_(False)
+    return twin
