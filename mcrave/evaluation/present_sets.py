@@ -1,0 +1,55 @@
+"""Which channel subsets are given to the model ("present sets") in an evaluation."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# above this many channels, `auto` samples this many singles and leave-one-outs instead of all
+MAX_AUTO_PER_KIND = 8
+
+
+def auto_present_sets(channels: int) -> list[tuple[int, ...]]:
+    """Each single channel, each leave-one-out, then all channels (deduplicated, in that order).
+
+    For N > 8 the singles and leave-one-outs are taken at 8 evenly spaced channels, so the
+    selection is deterministic and covers the array.
+    """
+    picks = range(channels)
+    if channels > MAX_AUTO_PER_KIND:
+        picks = np.unique(np.linspace(0, channels - 1, MAX_AUTO_PER_KIND).round().astype(int))
+    everything = tuple(range(channels))
+    sets = [(int(i),) for i in picks]
+    sets += [tuple(c for c in everything if c != i) for i in picks]
+    sets.append(everything)
+    unique: list[tuple[int, ...]] = []
+    for s in sets:
+        if s and s not in unique:
+            unique.append(s)
+    return unique
+
+
+def parse_present(spec: str, channels: int, names: tuple[str, ...]) -> list[tuple[int, ...]]:
+    """`auto` or one comma-separated set of channel indices or names ("1,3", "R") -> present sets.
+
+    Raises ValueError naming the bad token.
+    """
+    if spec.strip() == "auto":
+        return auto_present_sets(channels)
+    chosen: list[int] = []
+    for token in (t.strip() for t in spec.split(",")):
+        if token in names:
+            index = names.index(token)
+        elif token.isdigit():
+            index = int(token)
+        else:
+            raise ValueError(
+                f"--present: {token!r} is neither a channel index nor one of {list(names)}"
+            )
+        if not 0 <= index < channels:
+            raise ValueError(
+                f"--present: channel {index} out of range for a {channels}-channel model"
+            )
+        if index in chosen:
+            raise ValueError(f"--present: channel {index} given twice")
+        chosen.append(index)
+    return [tuple(sorted(chosen))]

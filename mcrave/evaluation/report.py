@@ -1,0 +1,121 @@
+"""Aggregates metric rows into means and writes report.json and report.md (atomically)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mcrave.evaluation.metrics import METRICS
+
+REPORT_FORMAT = "mcrave-eval-report"
+REPORT_VERSION = 1
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write via a temp file in the same folder + fsync + rename: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def mean_metric(values: list[float]) -> float:
+    """Mean ignoring NaN (undefined cases); +-inf propagate (a copy's w_err is -inf by design)."""
+    finite_or_inf = [v for v in values if not math.isnan(v)]
+    if not finite_or_inf:
+        return float("nan")
+    with np.errstate(invalid="ignore"):
+        return float(np.mean(finite_or_inf))
+
+
+def summarise(rows: list[dict], systems: list[str]) -> dict[str, dict[str, dict[str, float]]]:
+    """{"all": {system: means}, <case label>: {system: means}}; "all" averages every missing-channel
+    case of every file (the all-present reconstruction rows keep their own system name)."""
+    groups: dict[str, list[dict]] = {"all": rows}
+    for row in rows:
+        groups.setdefault(row["case"], []).append(row)
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for group, members in groups.items():
+        table = {}
+        for system in systems:
+            picked = [r for r in members if r["system"] == system]
+            if picked:
+                table[system] = {m: mean_metric([r[m] for r in picked]) for m in METRICS}
+                table[system]["n"] = len(picked)
+        summary[group] = table
+    return summary
+
+
+def _jsonable(value: Any) -> Any:
+    """Non-finite floats become "inf" / "-inf" / "nan" strings (float() reads them back)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return _jsonable(value.item())
+    return value
+
+
+def write_json(path: Path, report: dict) -> None:
+    body = {"format": REPORT_FORMAT, "version": REPORT_VERSION, **report}
+    atomic_write(path, (json.dumps(_jsonable(body), indent=1, allow_nan=False) + "\n").encode())
+
+
+def _cell(metric: str, value: float) -> str:
+    if math.isnan(value):
+        return "n/a"
+    if math.isinf(value):
+        return "−∞" if value < 0 else "+∞"
+    return f"{value:.3f}" if metric in ("d_icc", "d_ipd") else f"{value:.2f}"
+
+
+def markdown_table(table: dict[str, dict[str, float]]) -> str:
+    lines = ["| system | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
+    for system, means in table.items():
+        lines.append(f"| {system} | " + " | ".join(_cell(m, means[m]) for m in METRICS) + " |")
+    return "\n".join(lines)
+
+
+def write_markdown(path: Path, report: dict, figures: list[str]) -> None:
+    model, bitrate = report["model"], report["bitrate"]
+    summary = report["summary"]
+    files = report["files"]
+    seconds = sum(f["seconds"] for f in files)
+    lines = [
+        f"# mcrave eval: {model['path']}",
+        "",
+        f"- model: preset {model['preset']}, {model['channels']} channels ({', '.join(model['names'])}),"
+        f" {model['sample_rate']} Hz, ratio {model['ratio']}, latent {model['latent_size']},"
+        f" latency {model['latency']} samples",
+        f"- data: {len(files)} file(s), {seconds:.1f} s; second halves scored, Wiener fitted on first halves",
+        f"- latent rate: {bitrate['latent_frames_per_second']:.2f} frames/s,"
+        f" raw {bitrate['raw_bits_per_second'] / 1000:.1f} kbit/s (float32),"
+        f" KL estimate {bitrate['kl_bits_per_second'] / 1000:.2f} kbit/s",
+        f"- latency check: {report['latency_check']['summary']}",
+        "",
+        "Means over files, present sets and missing channels (recon_all: every channel with all"
+        " present). Lower is better for mss, d_ild, d_icc, d_ipd; higher for si_sdr, d_snr;"
+        " w_err best at 0.",
+        "",
+        markdown_table(summary["all"]),
+    ]
+    for group, table in summary.items():
+        if group != "all":
+            lines += ["", f"## {group}", "", markdown_table(table)]
+    lines += [""] + [f"![{name}]({name})" for name in figures]
+    atomic_write(path, ("\n".join(lines) + "\n").encode())

@@ -1,0 +1,146 @@
+"""Scores a model and the baselines on each file, present set and missing channel.
+
+Protocol (shared rave_facts.md section 4): every system sees the whole file, the Wiener baselines
+are fitted on its first half, and everything is scored on the second half, so the model and the
+baselines are judged on the same held-out span with the same context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mcrave.evaluation.alignment import nearest_present, xcorr_peak
+from mcrave.evaluation.baselines import wiener_baselines
+from mcrave.evaluation.metrics import score
+from mcrave.evaluation.sources import EvalFile
+from mcrave.evaluation.spatial import band_cues
+
+InferFn = Callable[[np.ndarray, tuple[int, ...]], np.ndarray]
+"""(audio [N, T], present set) -> all channels [N, T], latency-compensated, from the present ones."""
+
+BASELINES = ("silence", "copy", "copy_decoded", "wiener", "wiener_pm", "oracle")
+PASSTHROUGH_SYSTEMS = ("model_pt", "coded_pt")
+RECON = "recon_all"
+NEAREST_MAX_LAG_S = 0.01  # spaced pairs correlate at 1-2 ms; 10 ms covers room-sized arrays
+
+
+@dataclass
+class Example:
+    """Scored-span signals of one case, kept for the spectrogram figure."""
+
+    label: str
+    sample_rate: int
+    signals: dict[str, np.ndarray]  # "truth", "model", "wiener_pm", ... -> [T/2]
+
+
+@dataclass
+class FileResult:
+    rows: list[dict] = field(default_factory=list)
+    latency: list[dict] = field(default_factory=list)  # per channel: residual lag, peak
+    example: Example | None = None
+
+
+def case_label(present: tuple[int, ...], missing: int, names: tuple[str, ...]) -> str:
+    return f"{{{','.join(names[i] for i in present)}}} -> {names[missing]}"
+
+
+def _candidates(
+    audio: np.ndarray,
+    out: np.ndarray,
+    recon: np.ndarray,
+    present: tuple[int, ...],
+    c: int,
+    p: int,
+    fit: slice,
+    scored: slice,
+    passthrough: bool,
+) -> dict:
+    """system -> (c_hat [T], p_out [T]): the output pair each system produces."""
+    x_p = audio[p]
+    wiener = wiener_baselines(audio[list(present)].astype(np.float64), audio[c], fit, scored)
+    cands = {
+        "silence": (np.zeros_like(x_p), x_p),
+        "copy": (x_p, x_p),
+        # the decoder's own version of p pasted into c's slot: copy, but through the codec
+        "copy_decoded": (out[p], out[p]),
+        **{name: (est, x_p) for name, est in wiener.items()},
+        "model": (out[c], out[p]),
+    }
+    if passthrough:
+        cands["model_pt"] = (out[c], x_p)  # present channels copied through, c from the decoder
+        cands["coded_pt"] = (recon[c], x_p)  # the forum's case: latents of all channels, p copied
+    return cands
+
+
+def evaluate_file(
+    file: EvalFile,
+    infer: InferFn,
+    present_sets: list[tuple[int, ...]],
+    sample_rate: int,
+    names: tuple[str, ...],
+    passthrough: bool = False,
+    keep_example: bool = False,
+) -> FileResult:
+    """Rows of metrics for one file: one per (present set, missing channel, system), plus the
+    all-present reconstruction of every channel."""
+    audio = file.audio.astype(np.float64)
+    n, length = audio.shape
+    half = length // 2
+    fit, scored = slice(0, half), slice(half, length)
+    max_lag = int(NEAREST_MAX_LAG_S * sample_rate)
+    everything = tuple(range(n))
+    recon = infer(file.audio, everything).astype(np.float64)
+    result = FileResult()
+
+    def add_rows(label, present, c, p, cands):
+        ref = band_cues(audio[c, scored], audio[p, scored], sample_rate)
+        for system, (c_hat, p_out) in cands.items():
+            metrics = score(
+                audio[c, scored],
+                audio[p, scored],
+                c_hat[scored],
+                p_out[scored],
+                sample_rate,
+                reference_cues=ref,
+            )
+            result.rows.append(
+                {
+                    "file": file.name,
+                    "case": label,
+                    "present": list(present),
+                    "missing": c,
+                    "nearest": p,
+                    "system": system,
+                    **metrics,
+                }
+            )
+
+    for present in present_sets:
+        if len(present) == n:
+            continue  # all present: scored below as the reconstruction
+        out = infer(file.audio, present).astype(np.float64)
+        for c in (i for i in everything if i not in present):
+            p = nearest_present(audio, c, list(present), fit, max_lag)
+            label = case_label(present, c, names)
+            cands = _candidates(audio, out, recon, present, c, p, fit, scored, passthrough)
+            add_rows(label, present, c, p, cands)
+            if keep_example and result.example is None:
+                signals = {
+                    "truth": audio[c],
+                    "model": out[c],
+                    "wiener_pm": cands["wiener_pm"][0],
+                    "copy": audio[p],
+                }
+                result.example = Example(
+                    f"{file.name}: {label}", sample_rate, {k: v[scored] for k, v in signals.items()}
+                )
+    for c in everything:
+        if n > 1:
+            p = nearest_present(audio, c, [q for q in everything if q != c], fit, max_lag)
+            add_rows(f"all -> {names[c]}", everything, c, p, {RECON: (recon[c], recon[p])})
+        lag, peak = xcorr_peak(audio[c, scored], recon[c, scored], max_lag=length // 4)
+        result.latency.append({"file": file.name, "channel": c, "residual_lag": lag, "peak": peak})
+    return result
