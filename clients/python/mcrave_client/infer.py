@@ -1,0 +1,169 @@
+"""Whole-file inference through the services, aligned exactly like `mcrave infer`.
+
+The encoder flushes zeros covering the model latency at the end of a stream, so the decoded
+audio is the input delayed by `latency` samples: the result is `decoded[:, latency:latency + T]`.
+A file is finite, so a connection lost mid-way (UNAVAILABLE) restarts it from the top after a
+backoff: streams are stateful and cannot resume on a fresh server.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import grpc
+import numpy as np
+import soundfile as sf
+
+from mcrave_client.errors import ClientError
+from mcrave_client.framing import iter_chunks
+from mcrave_client.pipeline import Pipeline
+from mcrave_client.types import ModelInfo
+
+Progress = Callable[[int], None]  # called with the number of output frames just completed
+
+
+def select_present(audio: np.ndarray, present: Iterable[int], channels: int) -> np.ndarray:
+    """The present channels of `audio`: all N channels given, or exactly the present ones."""
+    present = tuple(present)
+    if not present or list(present) != sorted(set(present)):
+        raise ClientError(f"present channels must be distinct and increasing, got {list(present)}")
+    if present[-1] >= channels or present[0] < 0:
+        raise ClientError(f"present channels {list(present)} out of range for {channels} channels")
+    if audio.shape[0] == channels:
+        return audio[list(present)]
+    if audio.shape[0] == len(present):
+        return audio
+    raise ClientError(
+        f"audio has {audio.shape[0]} channels; the model takes {channels} "
+        f"(or just the {len(present)} present ones)"
+    )
+
+
+def default_chunk(info: ModelInfo, frames: int) -> int:
+    """The largest server-allowed chunk, but no longer than the (ratio-rounded) input."""
+    cap = info.max_chunk - info.max_chunk % info.ratio if info.max_chunk else frames
+    needed = -(-max(frames, 1) // info.ratio) * info.ratio
+    return max(info.ratio, min(cap, needed))
+
+
+def infer_array(
+    pipeline: Pipeline,
+    audio: np.ndarray,
+    present: Iterable[int],
+    *,
+    model: str | ModelInfo | None = None,
+    chunk: int | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """All N channels `(N, T)` inferred from the present channels of `audio` (N or |present| rows)."""
+    info = model if isinstance(model, ModelInfo) else pipeline.model(model)
+    present = tuple(present)
+    x = np.ascontiguousarray(select_present(np.asarray(audio, np.float32), present, info.channels))
+    frames = x.shape[1]
+    chunk = chunk or default_chunk(info, frames)
+    delays = list(pipeline.encoder.backoff.delays())
+    for attempt in range(len(delays) + 1):
+        try:
+            return _run_once(pipeline, info, x, present, chunk, seed, progress)
+        except ClientError as err:
+            if err.code != grpc.StatusCode.UNAVAILABLE or attempt == len(delays):
+                raise
+        time.sleep(delays[attempt])
+    raise AssertionError("unreachable")
+
+
+def _run_once(
+    pipeline: Pipeline,
+    info: ModelInfo,
+    x: np.ndarray,
+    present: tuple[int, ...],
+    chunk: int,
+    seed: int,
+    progress: Progress | None,
+) -> np.ndarray:
+    frames = x.shape[1]
+    blocks, have, reported = [], 0, 0
+    with pipeline.stream(info, present, chunk, seed=seed) as stream:
+        for block in stream.run(iter_chunks(x, chunk)):
+            blocks.append(block.audio)
+            have += block.audio.shape[1]
+            done = min(frames, max(0, have - stream.info.latency))
+            if progress and done > reported:
+                progress(done - reported)
+                reported = done
+        latency = stream.info.latency
+    out = np.concatenate(blocks, axis=1) if blocks else np.zeros((info.channels, 0), np.float32)
+    if out.shape[1] < latency + frames:
+        raise ClientError(
+            f"decoder returned {out.shape[1]} frames, expected at least {latency + frames} "
+            "(input plus latency)"
+        )
+    return out[:, latency : latency + frames]
+
+
+def read_audio(path: Path) -> tuple[np.ndarray, int]:
+    """`(channels, frames)` float32 and the sample rate, with a one-line error on failure."""
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (OSError, RuntimeError, sf.LibsndfileError) as exc:
+        raise ClientError(f"{path}: cannot read audio ({_one_line(exc)})") from None
+    return np.ascontiguousarray(data.T), rate
+
+
+def write_audio(path: Path, audio: np.ndarray, rate: int) -> None:
+    """Write atomically (temp file in the same folder, fsync, rename): never a half file."""
+    path = Path(path)
+    fmt = sf.available_formats().get(path.suffix.lstrip(".").upper())
+    if fmt is None:
+        raise ClientError(f"{path}: unknown audio file type {path.suffix!r}")
+    subtype = "FLOAT" if path.suffix.lower() == ".wav" else None  # keep wav output exact
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            sf.write(fh, audio.T, rate, subtype=subtype, format=path.suffix.lstrip(".").upper())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def infer_file(
+    pipeline: Pipeline,
+    in_path: Path,
+    out_path: Path,
+    present: Iterable[int],
+    *,
+    model: str | None = None,
+    chunk: int | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> ModelInfo:
+    """Read `in_path`, infer all channels from `present`, write `out_path`; returns the model."""
+    audio, rate = read_audio(Path(in_path))
+    info = pipeline.model(model)
+    if rate != info.sample_rate:
+        raise ClientError(
+            f"{in_path}: sample rate {rate} Hz, model {info.ref.name} expects {info.sample_rate} Hz"
+        )
+    try:
+        select_present(audio, tuple(present), info.channels)
+    except ClientError as err:
+        raise ClientError(f"{in_path}: {err}") from None
+    if not Path(out_path).parent.is_dir():
+        raise ClientError(f"{out_path}: folder {Path(out_path).parent} does not exist")
+    out = infer_array(
+        pipeline, audio, present, model=info, chunk=chunk, seed=seed, progress=progress
+    )
+    write_audio(Path(out_path), out, rate)
+    return info
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())

@@ -1,0 +1,160 @@
+"""Unit tests of the SDK's pure parts: framing, backoff, connection checks, the stream protocol."""
+
+from __future__ import annotations
+
+import random
+
+import grpc
+import numpy as np
+import pytest
+
+from mcrave_client import protocol
+from mcrave_client.backoff import Backoff
+from mcrave_client.connection import Connection, is_loopback, read_token
+from mcrave_client.errors import ClientError
+from mcrave_client.framing import FramingError, iter_chunks, pack, unpack
+from mcrave_client.proto import encoder_pb2, stream_pb2
+from mcrave_client.types import SetPresent
+
+
+def test_pack_is_frame_major_little_endian_float32():
+    a = np.array([[1.0, 2.0, 3.0], [-1.0, -2.0, -3.0]], np.float32)  # 2 channels, 3 frames
+    raw = pack(a)
+    assert np.frombuffer(raw, "<f4").tolist() == [1.0, -1.0, 2.0, -2.0, 3.0, -3.0]
+    np.testing.assert_array_equal(unpack(raw, 2), a)
+
+
+def test_unpack_rejects_partial_frames_and_roundtrips_random():
+    rng = np.random.default_rng(0)
+    for channels in (1, 2, 5, 299):
+        a = rng.standard_normal((channels, 17)).astype(np.float32)
+        np.testing.assert_array_equal(unpack(pack(a), channels), a)
+    with pytest.raises(FramingError, match="not a whole number of 2-channel"):
+        unpack(b"\0" * 12, 2)
+    with pytest.raises(FramingError, match="channels, frames"):
+        pack(np.zeros(4, np.float32))
+
+
+def test_iter_chunks_covers_everything_in_order():
+    a = np.arange(2 * 10, dtype=np.float32).reshape(2, 10)
+    parts = list(iter_chunks(a, 4))
+    assert [p.shape[1] for p in parts] == [4, 4, 2]
+    np.testing.assert_array_equal(np.concatenate(parts, axis=1), a)
+
+
+def test_backoff_grows_caps_and_counts():
+    b = Backoff(attempts=6, initial=0.1, factor=2.0, max_delay=0.5, jitter=0.0)
+    assert list(b.delays()) == pytest.approx([0.1, 0.2, 0.4, 0.5, 0.5])
+    jittered = list(Backoff(attempts=4, jitter=0.2).delays(random.Random(1)))
+    assert len(jittered) == 3 and all(0.08 <= d <= 0.12 * 4 for d in jittered)
+    assert list(Backoff(attempts=1).delays()) == []
+    with pytest.raises(ValueError):
+        Backoff(attempts=0)
+
+
+def test_connection_refuses_token_in_clear_off_loopback(tmp_path):
+    assert is_loopback("127.0.0.1:5") and is_loopback("localhost:5") and is_loopback("[::1]:5")
+    assert not is_loopback("10.1.2.3:5") and not is_loopback("example.org:5")
+    Connection("127.0.0.1:5", token="t")  # loopback plaintext: allowed
+    with pytest.raises(ClientError, match="plaintext"):
+        Connection("example.org:5", token="t")
+    with pytest.raises(ClientError, match="both a client certificate and its key"):
+        Connection("example.org:5", tls_ca=tmp_path / "ca", tls_cert=tmp_path / "c")
+    (tmp_path / "tok").write_text("  secret\n")
+    assert read_token(tmp_path / "tok") == "secret"
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ClientError, match="empty"):
+        read_token(tmp_path / "empty")
+    with pytest.raises(ClientError, match="cannot read"):
+        read_token(tmp_path / "missing")
+    assert Connection("127.0.0.1:1", token="x").metadata() == (("authorization", "Bearer x"),)
+
+
+def _started(credit: int) -> encoder_pb2.EncodeResponse:
+    ref = stream_pb2.ModelRef(name="m", version=1, fingerprint="f")
+    return encoder_pb2.EncodeResponse(
+        started=stream_pb2.StreamStarted(model=ref, credit=credit, latency=8, ratio=4, latent_size=3)
+    )
+
+
+def _latents(ack: int, frames: int = 1, final: bool = False) -> encoder_pb2.EncodeResponse:
+    data = np.full((frames, 3), ack, "<f4").tobytes()
+    return encoder_pb2.EncodeResponse(
+        latents=stream_pb2.LatentChunk(seq=ack, data=data, ack=ack, final=final)
+    )
+
+
+def _drive(stream, items, replies):
+    """Run the protocol against scripted replies; returns (written requests, emitted, max unanswered)."""
+    ops, it, replies = protocol.exchange(stream), iter(items), iter(replies)
+    written, emitted, peak, value = [], [], 0, None
+    while True:
+        try:
+            op = ops.send(value)
+        except StopIteration:
+            return written, emitted, peak
+        value = None
+        if op is protocol.NEXT:
+            value = next(it, protocol.END)
+        elif op is protocol.READ:
+            value = next(replies, None)
+        elif isinstance(op, protocol.Write):
+            written += op.requests
+            peak = max(peak, stream.sent - stream.answered)
+        elif isinstance(op, protocol.Emit):
+            emitted.append(op.value)
+
+
+def _encode_stream(credit: int) -> protocol.EncodeStream:
+    s = protocol.EncodeStream(stream_pb2.StreamConfig(model="m", channels=2, present=[1]))
+    s.started(_started(credit))
+    return s
+
+
+def test_protocol_respects_credit_and_orders_replies():
+    s = _encode_stream(credit=2)
+    chunks = [np.zeros((1, 4), np.float32)] * 5
+    replies = [_latents(i) for i in range(5)] + [_latents(5, frames=2, final=True)]
+    written, emitted, peak = _drive(s, chunks, replies)
+    assert peak == 2  # never more than `credit` chunks unanswered
+    assert [r.chunk.seq for r in written] == [0, 1, 2, 3, 4]
+    assert [e.array[0, 0] for e in emitted] == [0, 1, 2, 3, 4, 5] and emitted[-1].final
+
+
+def test_protocol_present_update_goes_before_next_chunk():
+    s = _encode_stream(credit=4)
+    one, two = np.zeros((1, 4), np.float32), np.zeros((2, 4), np.float32)
+    replies = [_latents(0), _latents(1), _latents(2, final=True)]
+    written, _, _ = _drive(s, [one, SetPresent((0, 1)), two], replies)
+    kinds = [r.WhichOneof("msg") for r in written]
+    assert kinds == ["chunk", "config", "chunk"]
+    assert list(written[1].config.present) == [0, 1]
+    with pytest.raises(ClientError, match="does not hold the 2 present channels"):
+        _drive(_encode_stream(4), [SetPresent((0, 1)), one], [])
+
+
+def test_protocol_fails_on_out_of_order_or_missing_final():
+    with pytest.raises(ClientError, match="acknowledges chunk 1, expected 0"):
+        _drive(_encode_stream(1), [np.zeros((1, 4), np.float32)] * 2, [_latents(1)])
+    with pytest.raises(ClientError, match="ended before its final reply"):
+        _drive(_encode_stream(4), [np.zeros((1, 4), np.float32)], [_latents(0)])
+    with pytest.raises(ClientError, match="did not acknowledge"):
+        protocol.EncodeStream(stream_pb2.StreamConfig()).started(None)
+
+
+def test_rpc_errors_become_one_line_with_hints():
+    from mcrave_client.errors import from_rpc_error
+
+    class Err(grpc.RpcError):
+        def code(self):
+            return grpc.StatusCode.UNAVAILABLE
+
+        def details(self):
+            return "failed to connect\nto all addresses"
+
+        def trailing_metadata(self):
+            return (("mcrave-reason", "draining"),)
+
+    err = from_rpc_error(Err(), "encoder", "127.0.0.1:1", secure=True)
+    assert "\n" not in str(err) and "encoder at 127.0.0.1:1: UNAVAILABLE" in str(err)
+    assert "--tls-ca" in str(err) and err.reason == "draining"
