@@ -144,3 +144,14 @@ def test_hinge_and_feature_matching():
     margin = [[torch.full((2, 1, 4), 2.0)]]
     assert discriminator_loss(margin, [[-x for x in margin[0]]]).item() == 0.0
     assert discriminator_loss([[torch.zeros(2, 1, 4)]], [[torch.zeros(2, 1, 4)]]).item() == 2.0
+
+
+def test_spectral_distance_groups_share_a_level():
+    # a near-empty band next to a loud one: grouped, its error is measured against the group level
+    x = torch.cat([_noise(1, 1, 2048), 1e-6 * _noise(1, 1, 2048, 2)], dim=1)
+    y = torch.cat([x[:, :1], 1e-3 * _noise(1, 1, 2048, 3)], dim=1)
+    alone, grouped = spectral_distance(x, y), spectral_distance(x, y, groups=1)
+    assert grouped < alone
+    silent = torch.zeros(1, 2, 2048)
+    silent[:, 0] = _noise(1, 1, 2048)[:, 0]
+    assert spectral_distance(silent, silent + 1e-3).item() < 100

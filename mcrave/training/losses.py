@@ -40,22 +40,31 @@ def _stft(x: torch.Tensor, n_fft: int) -> torch.Tensor:
 
 
 def spectral_distance(
-    target: torch.Tensor, estimate: torch.Tensor, scales: tuple[int, ...] | None = None
+    target: torch.Tensor,
+    estimate: torch.Tensor,
+    scales: tuple[int, ...] | None = None,
+    groups: int | None = None,
 ) -> torch.Tensor:
-    """RAVE's multiscale spectral distance, per channel, averaged (scalar).
+    """RAVE's multiscale spectral distance, per channel group, averaged (scalar).
 
-    Per scale: mean((X-Y)^2)/mean(X^2) + mean|log(X+eps) - log(Y+eps)| on magnitudes, with the
-    means taken per item and channel (a silent target channel gets a small floor, not a NaN).
+    Per scale: mean((X-Y)^2)/mean(X^2) + mean|log(X+eps) - log(Y+eps)| on magnitudes. The linear
+    term is normalised per item and per group of adjacent channels (default: each channel alone;
+    PQMF bands pass groups=N so a channel's near-empty bands share its level), with a floor at
+    1e-3 of the item's mean power so a silent channel does not blow up.
     """
     scales = scales or usable_scales(target.shape[-1])
+    b, c = target.shape[:2]
+    groups = groups or c
     total = target.new_zeros(())
     for n in scales:
         x = _stft(target, n).abs()
         y = _stft(estimate, n).abs()
-        power = x.pow(2).mean(dim=(-2, -1))
-        linear = (x - y).pow(2).mean(dim=(-2, -1)) / (power + EPS)
+        power = x.pow(2).mean(dim=(-2, -1)).reshape(b, groups, -1).mean(-1)
+        error = (x - y).pow(2).mean(dim=(-2, -1)).reshape(b, groups, -1).mean(-1)
+        floor = 1e-3 * power.mean(dim=1, keepdim=True) + EPS
+        linear = error / torch.maximum(power, floor)
         log = (torch.log(x + EPS) - torch.log(y + EPS)).abs().mean(dim=(-2, -1))
-        total = total + (linear + log).mean()
+        total = total + linear.mean() + log.mean()
     return total
 
 

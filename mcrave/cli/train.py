@@ -1,0 +1,142 @@
+"""`mcrave train DATASET --config NAME -o RUN_DIR`: two-phase masked training (see training/README).
+
+The channel count, rate and channel names come from the dataset manifest only (one source of
+truth, RAVE #273); a resumed run takes its whole config from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from mcrave.config import PRESET_NAMES, PROJECTIONS, Config, preset
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mcrave train", description=__doc__.splitlines()[0])
+    p.add_argument("dataset", type=Path, help="prepared dataset folder (manifest.json + shards)")
+    p.add_argument("--config", default="cpu-small", choices=PRESET_NAMES, help="preset name")
+    p.add_argument("-o", "--out", type=Path, required=True, help="run folder")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps (default: preset)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.ckpt")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics here (0 = any)")
+    p.add_argument("--projection", default="identity", choices=PROJECTIONS)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="torch CPU threads (fix it for exact resume)")
+    p.add_argument("--log-every", type=int, default=10, help="steps between progress-log lines")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config field, e.g. --set train.phase1_steps=20 (repeatable)",
+    )
+    return p
+
+
+def _coerce(old: object, text: str) -> object:
+    if isinstance(old, bool):
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"expected true/false, got {text!r}")
+        return text.lower() in ("true", "1")
+    if isinstance(old, tuple):
+        return tuple(type(old[0])(v) if old else v for v in text.split(",") if v)
+    return type(old)(text)
+
+
+def apply_overrides(cfg: Config, items: list[str]) -> Config:
+    """Apply `section.key=value` overrides, typed like the field they replace."""
+    sections = {"model": cfg.model, "train": cfg.train}
+    for item in items:
+        key, sep, text = item.partition("=")
+        section, _, name = key.partition(".")
+        if not sep or section not in sections or not hasattr(sections[section], name):
+            raise ValueError(f"--set {item!r}: expected model.KEY=VALUE or train.KEY=VALUE")
+        old = getattr(sections[section], name)
+        try:
+            sections[section] = dataclasses.replace(sections[section], **{name: _coerce(old, text)})
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"--set {item!r}: {exc}") from exc
+    return Config(model=sections["model"], train=sections["train"])
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv[1:])
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    # heavy imports after argument parsing so `--help` stays fast
+    from mcrave.atomic import atomic_write_bytes
+    from mcrave.checkpoint import load_checkpoint
+    from mcrave.training.data import ManifestCrops, read_manifest
+    from mcrave.training.distributed import init_from_env, shutdown
+    from mcrave.training.trainer import RunOptions, Trainer
+
+    last = args.out / "last.ckpt"
+    try:
+        manifest = read_manifest(args.dataset)
+        if args.resume:
+            if not last.exists():
+                raise ValueError(f"{last}: nothing to resume")
+            cfg = Config.from_dict(load_checkpoint(last)["config"])
+            if cfg.model.channels != manifest["channels"]:
+                raise ValueError(
+                    f"{args.dataset}: {manifest['channels']} channels, the run has "
+                    f"{cfg.model.channels}"
+                )
+        else:
+            if last.exists():
+                raise ValueError(f"{args.out}: already holds a run (pass --resume to continue)")
+            cfg = preset(
+                args.config,
+                channels=int(manifest["channels"]),
+                projection=args.projection,
+                sample_rate=int(manifest["sample_rate"]),
+                channel_names=tuple(manifest.get("channel_names") or ()),
+            )
+            cfg = apply_overrides(cfg, args.set)
+        if args.max_steps is not None:
+            cfg = dataclasses.replace(
+                cfg, train=dataclasses.replace(cfg.train, max_steps=args.max_steps)
+            )
+        if cfg.train.crop_frames % cfg.model.ratio:
+            raise ValueError(
+                f"crop_frames {cfg.train.crop_frames} is not a multiple of the model "
+                f"ratio {cfg.model.ratio}"
+            )
+        train = ManifestCrops(args.dataset, "train", cfg.train.crop_frames, args.seed)
+        valid = ManifestCrops(args.dataset, "valid", cfg.train.crop_frames, args.seed)
+        if len(train) == 0:
+            raise ValueError(
+                f"{args.dataset}: no training file is longer than one crop "
+                f"({cfg.train.crop_frames} frames)"
+            )
+    except (ValueError, OSError) as exc:
+        print(f"mcrave train: {exc}", file=sys.stderr)
+        return 2
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    info = init_from_env(device)
+    if device.type == "cuda" and info.world > 1:
+        device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    if info.is_main and not args.resume:
+        args.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(args.out / "config.json", json.dumps(cfg.to_dict(), indent=2).encode())
+    opts = RunOptions(args.out, cfg.train.max_steps, args.seed, args.metrics_port, args.log_every)
+    trainer = Trainer(cfg, train, valid if len(valid) else None, opts, info, device)
+    if args.resume:
+        trainer.resume(last)
+    outcome = trainer.fit()
+    if outcome != "done":
+        print(
+            f"mcrave train: stopped by {outcome} at step {trainer.step} (rank {info.rank})",
+            file=sys.stderr,
+        )
+    shutdown(info)
+    return 0

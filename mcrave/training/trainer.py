@@ -1,0 +1,299 @@
+"""The two-phase masked training loop (RAVE recipe, N channels, data-parallel, exactly resumable).
+
+Phase 1 (step < phase1_steps): spectral + inter-channel reconstruction + beta*KL on random channel
+masks. Phase 2: the encoder is frozen (its output detached), the discriminator trains on one batch
+in `d_every`, the generator on the others with the reconstruction, hinge and feature-matching
+losses. Every random draw of a step (masks, latent noise, decoder noise seeds) comes from a
+generator seeded by (seed, step) over the *global* batch, so a resumed run and a data-parallel
+run reproduce a plain run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mcrave.checkpoint import load_checkpoint
+from mcrave.config import Config
+from mcrave.model import MCRave
+from mcrave.training import schedules
+from mcrave.training.checkpoints import RunCheckpoints, restore_rng_state, rng_state
+from mcrave.training.data import BatchPlan, CropSource, mix_seed
+from mcrave.training.discriminator import Discriminator, discriminator_loss, generator_losses
+from mcrave.training.distributed import DistInfo, agree, average_gradients
+from mcrave.training.losses import interchannel_loss, spectral_distance
+from mcrave.training.masking import random_masks
+from mcrave.training.monitor import Monitor
+
+# test hook: "sigterm_at:STEP" or "sigterm_at:STEP@RANK" makes that rank signal itself after STEP
+FAULT_ENV = "MCRAVE_FAULT"
+VALID_CROPS = 8
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    run_dir: Path
+    max_steps: int
+    seed: int = 0
+    metrics_port: int | None = None
+    log_every: int = 10
+
+
+class Trainer:
+    def __init__(
+        self,
+        cfg: Config,
+        train: CropSource,
+        valid: CropSource | None,
+        opts: RunOptions,
+        info: DistInfo,
+        device: torch.device,
+    ) -> None:
+        self.cfg, self.tc, self.opts, self.info, self.device = cfg, cfg.train, opts, info, device
+        torch.manual_seed(mix_seed(opts.seed, 0x1417))  # same initial weights on every rank
+        self.model = MCRave(cfg.model).to(device)
+        self.disc = Discriminator(cfg.model.channels, self.tc.disc_capacity).to(device)
+        self.opt_g = torch.optim.Adam(self.model.parameters(), lr=self.tc.lr, betas=self.tc.betas)
+        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=self.tc.d_lr, betas=self.tc.betas)
+        self.plan = BatchPlan(train, self.tc.batch_size, opts.seed, info)
+        self.valid = valid
+        self.step = 0
+        self.best_valid: float | None = None
+        self.checkpoints = RunCheckpoints(opts.run_dir, self.tc.keep_last)
+        self._stop_signal: str | None = None
+
+    # ---- state -------------------------------------------------------------------------------
+    def training_state(self) -> dict[str, Any]:
+        return {
+            "phase": 2 if schedules.is_adversarial(self.step, self.tc) else 1,
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "discriminator": {k: v.detach().cpu() for k, v in self.disc.state_dict().items()},
+            "data_order": self.plan.state(),
+            "rng": rng_state(),
+            "best_valid": self.best_valid,
+        }
+
+    def resume(self, path: Path) -> None:
+        """Continue from a checkpoint written by this trainer (weights, optimisers, data order)."""
+        payload = load_checkpoint(path)
+        stored = Config.from_dict(payload["config"])
+        if stored.model != self.cfg.model:
+            raise ValueError(f"{path}: model config differs from this run's")
+        extra = payload["extra"]
+        if "opt_g" not in extra:
+            raise ValueError(f"{path}: has no training state (not written by `mcrave train`)")
+        self.plan.check_state(extra["data_order"])
+        self.model.load_state_dict(payload["model_state"])
+        self.disc.load_state_dict(extra["discriminator"])
+        self.opt_g.load_state_dict(extra["opt_g"])
+        self.opt_d.load_state_dict(extra["opt_d"])
+        restore_rng_state(extra["rng"])
+        self.step = int(payload["step"])
+        self.best_valid = extra["best_valid"]
+
+    # ---- one step ----------------------------------------------------------------------------
+    def _reconstruction(self, target: torch.Tensor, out: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Losses on *all* channels, output aligned to the input by the model's latency."""
+        lat, bands = self.model.latency, self.cfg.model.bands
+        usable = (target.shape[-1] - lat) // bands * bands
+        x, y = target[..., :usable], out[..., lat : lat + usable]
+        pqmf = self.model.pqmf
+        losses = {
+            "spectral": spectral_distance(x, y),
+            "multiband": spectral_distance(pqmf.analysis(x), pqmf.analysis(y), groups=x.shape[1]),
+            "interchannel": interchannel_loss(x, y, self.cfg.model.sample_rate),
+        }
+        if self.cfg.model.projection != "identity":
+            q = self.model.projection.matrix().detach()
+            project = lambda s: torch.einsum("ij,bjt->bit", q, s)  # noqa: E731
+            losses["projected"] = spectral_distance(project(x), project(y))
+        return losses
+
+    def _draws(self, step: int, frames: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Masks, latent noise and decoder seeds of this rank's rows of global batch `step`."""
+        gen = torch.Generator().manual_seed(mix_seed(self.opts.seed, step))
+        g, rows = self.plan.global_batch, self.info.shard(self.tc.batch_size)
+        masks = random_masks(g, self.cfg.model.channels, self.tc, gen)[rows]
+        noise = torch.randn(g, self.cfg.model.latent_size, frames, generator=gen)[rows]
+        seeds = torch.randint(0, 2**31 - 1, (g,), generator=gen)[rows]
+        return masks.to(self.device), noise.to(self.device), seeds.to(self.device)
+
+    def train_step(self, step: int) -> dict[str, float]:
+        tc = self.tc
+        audio = self.plan.audio(step).to(self.device)
+        masks, noise, seeds = self._draws(step, audio.shape[-1] // self.model.ratio)
+        adversarial = schedules.is_adversarial(step, tc)
+        self.model.encoder.requires_grad_(not adversarial)
+        with torch.set_grad_enabled(not adversarial):
+            mean, scale = self.model.encode(audio, masks)
+            _, kl = self.model.reparametrize(mean, scale)
+            z = mean + scale * noise  # our noise: drawn per global row, so ranks match one process
+        if schedules.is_discriminator_step(step, tc):
+            with torch.no_grad():
+                fake = self.model.decode(z, seeds)
+            self.disc.requires_grad_(True)
+            loss_d = discriminator_loss(self.disc(audio), self.disc(fake))
+            self._update(self.opt_d, self.disc, loss_d, tc.d_lr)
+            return {"discriminator": loss_d.item()}
+        out = self.model.decode(z, seeds)
+        losses = self._reconstruction(audio, out)
+        total = losses["spectral"] + losses["multiband"] + losses.get("projected", 0.0)
+        total = total + tc.interchannel_weight * losses["interchannel"]
+        if adversarial:
+            self.disc.requires_grad_(False)
+            with torch.no_grad():
+                real_features = self.disc(audio)
+            adv, fm = generator_losses(real_features, self.disc(out))
+            losses |= {"adversarial": adv, "feature_matching": fm}
+            total = total + adv + tc.feature_matching_weight * fm
+        else:
+            losses["kl"] = kl.mean()
+            total = total + schedules.kl_beta(step, tc) * losses["kl"]
+        self._update(self.opt_g, self.model, total, schedules.generator_lr(step, tc))
+        return {"loss": total.item(), **{k: v.item() for k, v in losses.items()}}
+
+    def _update(
+        self, opt: torch.optim.Optimizer, module: torch.nn.Module, loss: torch.Tensor, lr: float
+    ) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for p in module.parameters() if p.requires_grad]
+        average_gradients(params, self.info)
+        torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], self.tc.grad_clip)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.step()
+
+    # ---- validation --------------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self) -> float | None:
+        """Mean spectral distance on fixed valid crops: all present, then each channel alone."""
+        if self.valid is None or len(self.valid) == 0:
+            return None
+        self.model.eval()
+        audio = torch.stack(
+            [
+                torch.from_numpy(self.valid.crop(0, i))
+                for i in range(min(VALID_CROPS, len(self.valid)))
+            ]
+        ).to(self.device)
+        n = self.cfg.model.channels
+        masks = [torch.ones(n, dtype=torch.bool)] + (
+            [torch.eye(n, dtype=torch.bool)[c] for c in range(n)] if n > 1 else []
+        )
+        scores = []
+        for mask in masks:
+            m = mask.to(self.device).expand(audio.shape[0], n)
+            mean, _ = self.model.encode(audio, m)
+            scores.append(self._reconstruction(audio, self.model.decode(mean))["spectral"].item())
+        self.model.train()
+        return sum(scores) / len(scores)
+
+    # ---- loop --------------------------------------------------------------------------------
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self._stop_signal = signal.Signals(signum).name
+
+    def _fault(self) -> None:
+        spec = os.environ.get(FAULT_ENV, "")
+        if not spec.startswith("sigterm_at:"):
+            return
+        step, _, rank = spec.removeprefix("sigterm_at:").partition("@")
+        if int(step) == self.step and (not rank or int(rank) == self.info.rank):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def _save(self, monitor: Monitor | None) -> Path | None:
+        if not self.info.is_main:
+            return None
+        path = self.checkpoints.save(self.model, self.cfg, self.step, self.training_state())
+        if monitor:
+            monitor.event("checkpoint", step=self.step, path=str(path))
+        return path
+
+    def fit(self) -> str:
+        """Train to max_steps or until a signal; returns "done" or the signal's name."""
+        tc, opts = self.tc, self.opts
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        monitor = (
+            Monitor(opts.run_dir, self.step, opts.max_steps, opts.metrics_port)
+            if self.info.is_main
+            else None
+        )
+        audio_per_step = self.plan.global_batch * tc.crop_frames / self.cfg.model.sample_rate
+        if monitor:
+            monitor.event(
+                "start",
+                step=self.step,
+                max_steps=opts.max_steps,
+                world=self.info.world,
+                pid=os.getpid(),
+                metrics_port=monitor.metrics_port,
+                audio_seconds_per_step=audio_per_step,
+            )
+        self.model.train()
+        outcome, saved_at, started, timed = "done", -1, time.perf_counter(), 0
+        try:
+            while self.step < opts.max_steps:
+                t0 = time.perf_counter()
+                losses = self.train_step(self.step)
+                self.step += 1
+                self._fault()
+                # one all_reduce: losses for the log, and the stop flag so every rank stops together
+                values = agree(
+                    torch.tensor(
+                        [float(self._stop_signal is not None), *losses.values()],
+                        dtype=torch.float64,
+                    ),
+                    self.info,
+                )
+                losses = dict(zip(losses, (values[1:] / self.info.world).tolist(), strict=True))
+                seconds = time.perf_counter() - t0
+                timed += 1
+                if monitor:
+                    write = self.step % opts.log_every == 0 or self.step == opts.max_steps
+                    monitor.step(
+                        self.step,
+                        losses,
+                        seconds,
+                        audio_per_step,
+                        (time.perf_counter() - started) / timed,
+                        write,
+                    )
+                if self.step % tc.validate_every == 0 and self.info.is_main:
+                    self._validate_and_save(monitor)
+                    saved_at = self.step
+                elif self.step % tc.checkpoint_every == 0:
+                    self._save(monitor)
+                    saved_at = self.step
+                if values[0] > 0:
+                    outcome = self._stop_signal or "peer-signal"
+                    break
+            if saved_at != self.step:
+                self._save(monitor)
+            if monitor:
+                monitor.event(
+                    "stop" if outcome != "done" else "done", step=self.step, reason=outcome
+                )
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            if monitor:
+                monitor.close()
+        return outcome
+
+    def _validate_and_save(self, monitor: Monitor | None) -> None:
+        score = self.validate()
+        improved = score is not None and (self.best_valid is None or score < self.best_valid)
+        if improved:
+            self.best_valid = score
+        path = self._save(monitor)
+        if improved and path is not None:
+            self.checkpoints.mark_best(path)
+        if monitor and score is not None:
+            monitor.event("validation", step=self.step, spectral=score, best=improved)
