@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from mcrave.evaluation.bitrate import latent_bitrate
 from mcrave.evaluation.plots import metric_bars, spectrograms
 from mcrave.evaluation.report import summarise, write_json, write_markdown
 from mcrave.evaluation.runner import BASELINES, PASSTHROUGH_SYSTEMS, RECON, evaluate_file
 from mcrave.evaluation.sources import EvalFile
+from mcrave.inference import infer_array
+from mcrave.streaming import StreamingEngine
 
 # a residual lag is trusted only when the output correlates this well with the input
 LATENCY_PEAK_MIN = 0.5
@@ -33,7 +34,7 @@ def _latency_summary(checks: list[dict], latency: int) -> dict:
 
 
 def run_evaluation(
-    model: torch.nn.Module,
+    engine: StreamingEngine,
     model_path: str,
     files: list[EvalFile],
     present_sets: list[tuple[int, ...]],
@@ -41,14 +42,17 @@ def run_evaluation(
     passthrough: bool = False,
     chunk: int | None = None,
 ) -> dict:
-    """Evaluate `model` on `files`; writes the report into `out_dir` and returns it."""
-    from mcrave.inference import infer_array
+    """Evaluate the engine's model on `files`; writes the report into `out_dir` and returns it.
 
+    `chunk` (samples, checked by the caller with `engine.check_chunk`) streams inference in
+    chunks; None runs one offline pass.
+    """
+    model = engine.model
     cfg = model.cfg
     names = tuple(cfg.names)
 
     def infer(audio: np.ndarray, present: tuple[int, ...]) -> np.ndarray:
-        return np.asarray(infer_array(model, audio, present=list(present), chunk=chunk))
+        return infer_array(engine, audio, present=list(present), chunk=chunk)
 
     results = [
         evaluate_file(
@@ -80,7 +84,7 @@ def run_evaluation(
         "files": [
             {"name": f.name, "seconds": f.audio.shape[-1] / model.sample_rate} for f in files
         ],
-        "bitrate": latent_bitrate(model, files[0].audio),
+        "bitrate": latent_bitrate(engine.model, [f.audio for f in files]),
         "latency_check": _latency_summary(
             [c for r in results for c in r.latency], int(model.latency)
         ),

@@ -12,8 +12,8 @@ matplotlib.use("Agg")  # files only, never a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from mcrave.atomic import atomic_write_bytes  # noqa: E402
 from mcrave.evaluation.metrics import METRICS  # noqa: E402
-from mcrave.evaluation.report import atomic_write  # noqa: E402
 from mcrave.evaluation.runner import Example  # noqa: E402
 from mcrave.evaluation.spectral import stft  # noqa: E402
 
@@ -22,7 +22,7 @@ def _save(fig: plt.Figure, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    atomic_write(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def metric_bars(table: dict[str, dict[str, float]], path: Path, title: str) -> None:

@@ -4,31 +4,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mcrave.atomic import atomic_write_bytes
 from mcrave.evaluation.metrics import METRICS
 
 REPORT_FORMAT = "mcrave-eval-report"
 REPORT_VERSION = 1
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder + fsync + rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def mean_metric(values: list[float]) -> float:
@@ -73,7 +58,9 @@ def _jsonable(value: Any) -> Any:
 
 def write_json(path: Path, report: dict) -> None:
     body = {"format": REPORT_FORMAT, "version": REPORT_VERSION, **report}
-    atomic_write(path, (json.dumps(_jsonable(body), indent=1, allow_nan=False) + "\n").encode())
+    atomic_write_bytes(
+        path, (json.dumps(_jsonable(body), indent=1, allow_nan=False) + "\n").encode()
+    )
 
 
 def _cell(metric: str, value: float) -> str:
@@ -118,4 +105,4 @@ def write_markdown(path: Path, report: dict, figures: list[str]) -> None:
         if group != "all":
             lines += ["", f"## {group}", "", markdown_table(table)]
     lines += [""] + [f"![{name}]({name})" for name in figures]
-    atomic_write(path, ("\n".join(lines) + "\n").encode())
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())

@@ -1,0 +1,167 @@
+"""`mcrave eval` end to end on a tiny untrained model, and its input errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from scipy.signal import lfilter
+
+from mcrave.checkpoint import save_checkpoint
+from mcrave.cli.evaluate import main
+from mcrave.config import preset
+from mcrave.evaluation.metrics import METRICS
+from mcrave.model import MCRave
+
+SR = 44100
+
+
+def _stereo(seconds: float, seed: int) -> np.ndarray:
+    """[T, 2]: R coloured noise, L = R delayed 30 samples, 4 dB quieter, plus a little noise."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SR)
+    right = lfilter([1.0], [1.0, -0.9], rng.standard_normal(n)) * 0.05
+    left = 0.63 * np.concatenate([np.zeros(30), right[:-30]]) + 0.002 * rng.standard_normal(n)
+    return np.stack([left, right], axis=1).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("eval")
+    torch.manual_seed(0)
+    save_checkpoint(root / "model.ckpt", MCRave(preset("test", channels=2).model))
+    sf.write(root / "a.wav", _stereo(2.5, 0), SR)
+    sf.write(root / "mono.wav", _stereo(2.5, 1)[:, 0], SR)
+    # a prepared dataset: only its valid file may be evaluated
+    data = root / "dataset"
+    (data / "shards").mkdir(parents=True)
+    np.save(data / "shards" / "v.npy", _stereo(2.0, 2))
+    np.save(data / "shards" / "t.npy", _stereo(2.0, 3))
+    files = [
+        {
+            "source": "v.wav",
+            "sha256": "0",
+            "split": "valid",
+            "shard": "shards/v.npy",
+            "frames": 2 * SR,
+        },
+        {
+            "source": "t.wav",
+            "sha256": "1",
+            "split": "train",
+            "shard": "shards/t.npy",
+            "frames": 2 * SR,
+        },
+    ]
+    manifest = {
+        "format": "mcrave-dataset",
+        "version": 1,
+        "channels": 2,
+        "sample_rate": SR,
+        "channel_names": ["L", "R"],
+        "files": files,
+    }
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+def test_eval_writes_report_json_md_png(workdir: Path):
+    out = workdir / "report"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = [
+        "eval",
+        str(workdir / "model.ckpt"),
+        str(workdir / "a.wav"),
+        str(workdir / "dataset"),
+        "-o",
+        str(out),
+        "--passthrough",
+        "--chunk",
+        "1024",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "mcrave.cli.main", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["format"] == "mcrave-eval-report"
+    assert [f["name"] for f in report["files"]] == [str(workdir / "a.wav"), "dataset/v.wav"]
+    assert report["settings"]["present_sets"] == [[0], [1], [0, 1]]
+    systems = [
+        "silence",
+        "copy",
+        "copy_decoded",
+        "wiener",
+        "wiener_pm",
+        "oracle",
+        "model",
+        "model_pt",
+        "coded_pt",
+        "recon_all",
+    ]
+    assert report["systems"] == systems
+    overall = report["summary"]["all"]
+    assert set(overall) == set(systems) and set(METRICS) <= set(overall["model"])
+    # 2 files x 2 single-channel cases, and 2 files x 2 channels reconstructed
+    assert overall["model"]["n"] == 4 and overall["recon_all"]["n"] == 4
+    assert float(overall["copy"]["w_err"]) == -math.inf and overall["copy"]["d_snr"] == 0.0
+    # a delayed, attenuated copy is LTI: the fitted baselines must beat copying it
+    r_to_l = report["summary"]["{R} -> L"]
+    assert r_to_l["wiener_pm"]["d_snr"] > 10.0
+    assert r_to_l["wiener_pm"]["d_ild"] < r_to_l["copy"]["d_ild"]
+    assert r_to_l["wiener_pm"]["mss"] < r_to_l["copy"]["mss"] < r_to_l["silence"]["mss"]
+    rates = report["bitrate"]
+    assert rates["raw_bits_per_second"] == pytest.approx(SR / 256 * 8 * 32)
+    assert rates["kl_bits_per_second"] >= 0.0
+    assert report["model"]["latency"] >= 0 and report["latency_check"]["checks"]
+    md = (out / "report.md").read_text()
+    for system in systems:
+        assert f"| {system} |" in md
+    for png in ("metrics.png", "spectrograms.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"({png})" in md
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["{mono}"], "mono.wav: has 1 channels, the model has 2"),
+        (["{missing}"], "nope.wav: cannot read audio"),
+        (["{wav}", "--present", "Q"], "--present: 'Q'"),
+        (["{wav}", "--chunk", "1000"], "--chunk:"),
+        (["{wav}", "--max-seconds", "0.5"], "too short"),
+    ],
+)
+def test_eval_bad_input_exits_2_with_one_line(workdir, capsys, extra, needle):
+    paths = {
+        "mono": workdir / "mono.wav",
+        "missing": workdir / "nope.wav",
+        "wav": workdir / "a.wav",
+    }
+    args = [a.format(**paths) for a in extra]
+    code = main(["eval", str(workdir / "model.ckpt"), *args, "-o", str(workdir / "bad")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert needle in err and len(err.splitlines()) == 1
+    assert not (workdir / "bad").exists()
+
+
+def test_eval_rejects_unloadable_model(workdir, capsys):
+    junk = workdir / "junk.ckpt"
+    junk.write_bytes(b"not a checkpoint")
+    code = main(["eval", str(junk), str(workdir / "a.wav"), "-o", str(workdir / "bad")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "junk.ckpt" in err and len(err.splitlines()) == 1
