@@ -1,0 +1,114 @@
+"""`mcrave serve encoder|decoder --models DIR ...`: run one gRPC service until SIGTERM.
+
+The only place in `mcrave/` that touches gRPC, and only lazily inside `main`: `services` is
+imported after the arguments are parsed. New services join `SERVICES` (a module exposing a
+`services.common.server.ServiceDef` named SERVICE); where models come from is decided in
+`models_dir` (the hook for `--pull-from`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import sys
+from pathlib import Path
+
+# service -> (module exposing SERVICE, default gRPC port, default metrics port)
+SERVICES: dict[str, tuple[str, int, int]] = {
+    "encoder": ("services.encoder.servicer", 50051, 9451),
+    "decoder": ("services.decoder.servicer", 50052, 9452),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mcrave serve", description="run an mcrave gRPC service")
+    parser.add_argument("service", choices=sorted(SERVICES), help="which service to run")
+    parser.add_argument(
+        "--models", type=Path, required=True, help="model registry folder (MODELS/<name>/<version>)"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (gRPC and metrics)")
+    parser.add_argument(
+        "--port", type=int, help="gRPC port (0 = any free; default 50051 encoder, 50052 decoder)"
+    )
+    parser.add_argument(
+        "--metrics-port", type=int, help="Prometheus port (default 9451 encoder, 9452 decoder)"
+    )
+    parser.add_argument("--tls-cert", help="server certificate (PEM); enables TLS")
+    parser.add_argument("--tls-key", help="server private key (PEM)")
+    parser.add_argument(
+        "--tls-ca", help="CA (PEM) that client certificates must chain to: enables mTLS"
+    )
+    parser.add_argument("--token-file", help="file holding the bearer token clients must send")
+    parser.add_argument(
+        "--max-streams", type=int, default=64, help="concurrent streams (default 64)"
+    )
+    parser.add_argument(
+        "--max-batch", type=int, default=16, help="streams joined per forward (default 16)"
+    )
+    parser.add_argument(
+        "--max-wait-ms", type=float, default=5.0, help="batching wait per chunk (default 5)"
+    )
+    parser.add_argument(
+        "--poll-seconds", type=float, default=2.0, help="registry poll interval (default 2)"
+    )
+    parser.add_argument(
+        "--grace-seconds", type=float, default=10.0, help="drain time on SIGTERM (default 10)"
+    )
+    parser.add_argument(
+        "--threads", type=int, help="torch threads for the model (default: torch's choice)"
+    )
+    parser.add_argument(
+        "--ready-file", type=Path, help="write the bound ports here as JSON once serving"
+    )
+    parser.add_argument("--no-reflection", action="store_true", help="do not serve gRPC reflection")
+    return parser
+
+
+def models_dir(args: argparse.Namespace) -> Path:
+    """The registry folder to serve (a `--pull-from` mirror would be prepared here)."""
+    if not args.models.is_dir():
+        raise ValueError(f"{args.models}: model registry folder does not exist")
+    return args.models
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv[1:])
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from services.common.auth import ConfigError
+    from services.common.limits import Limits
+    from services.common.server import ServerConfig, serve
+
+    module, port, metrics_port = SERVICES[args.service]
+    service = importlib.import_module(module).SERVICE
+    try:
+        cfg = ServerConfig(
+            models=models_dir(args),
+            host=args.host,
+            port=port if args.port is None else args.port,
+            metrics_port=metrics_port if args.metrics_port is None else args.metrics_port,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tls_ca=args.tls_ca,
+            token_file=args.token_file,
+            limits=Limits(
+                max_streams=args.max_streams,
+                max_batch=args.max_batch,
+                max_wait_s=args.max_wait_ms / 1000,
+            ),
+            poll_interval_s=args.poll_seconds,
+            grace_s=args.grace_seconds,
+            reflection=not args.no_reflection,
+        )
+        asyncio.run(serve(cfg, service, ready_file=args.ready_file))
+    except (ConfigError, ValueError, OSError) as error:
+        print(f"mcrave serve {args.service}: {error}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,122 @@
+"""What the encoder and decoder share at run time: loaded models, stream slots, batch groups, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Hashable
+from typing import Any
+
+from services.common.batcher import BatchGroup, RunFn
+from services.common.errors import ResourceExhausted, Unavailable
+from services.common.limits import Limits
+from services.common.metrics import ServiceMetrics
+from services.common.registry_watch import LoadedVersion, RegistryWatcher
+
+log = logging.getLogger(__name__)
+
+
+class Stream:
+    """An open stream's hold on a slot and its model's batch group; `close()` frees both."""
+
+    def __init__(self, runtime: Runtime, model: LoadedVersion) -> None:
+        self.runtime = runtime
+        self.model = model
+        self.group = runtime.group(model)
+        self._closed = False
+        self.group.join()
+        runtime.metrics.active_streams.labels(model.name).inc()
+
+    async def step(self, key: Hashable, run: RunFn, payload: Any, audio_s: float) -> Any:
+        return await self.group.submit(key, run, payload, audio_s)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.group.leave()
+        self.runtime.metrics.active_streams.labels(self.model.name).dec()
+        self.runtime.release()
+
+
+class Runtime:
+    def __init__(self, watcher: RegistryWatcher, limits: Limits, metrics: ServiceMetrics) -> None:
+        self.watcher = watcher
+        self.limits = limits
+        self.metrics = metrics
+        self.draining = False
+        self._open = 0
+        self._groups: dict[LoadedVersion, BatchGroup] = {}
+
+    @property
+    def open_streams(self) -> int:
+        return self._open
+
+    def open(self, model: LoadedVersion) -> Stream:
+        """Take a stream slot (refused when full or draining) bound to `model`."""
+        if self.draining:
+            raise Unavailable("server is shutting down: retry on another instance", "draining")
+        if self._open >= self.limits.max_streams:
+            raise ResourceExhausted(
+                f"stream limit reached ({self.limits.max_streams} open streams): retry later",
+                "too-many-streams",
+            )
+        self._prune()
+        self._open += 1
+        return Stream(self, model)
+
+    def release(self) -> None:
+        self._open -= 1
+
+    def group(self, model: LoadedVersion) -> BatchGroup:
+        if model not in self._groups:
+            name = model.name
+
+            def observe(size: int, waits: list[float], compute: float, audio_s: float) -> None:
+                m = self.metrics
+                m.batch_size.labels(name).observe(size)
+                for w in waits:
+                    m.queue_wait.labels(name).observe(w)
+                m.compute.labels(name).inc(compute)
+                if compute > 0:
+                    m.speed.labels(name).set(audio_s / compute)
+
+            self._groups[model] = BatchGroup(
+                f"{name}-{model.version}", self.limits.max_batch, self.limits.max_wait_s, observe
+            )
+        return self._groups[model]
+
+    def count_in(self, model: str, kind: str, nbytes: int, audio_s: float) -> None:
+        m = self.metrics
+        m.chunks_in.labels(model).inc()
+        m.bytes_in.labels(model, kind).inc(nbytes)
+        m.audio_in.labels(model).inc(audio_s)
+
+    def count_out(self, model: str, kind: str, nbytes: int, audio_s: float, started: float) -> None:
+        m = self.metrics
+        m.chunks_out.labels(model).inc()
+        m.bytes_out.labels(model, kind).inc(nbytes)
+        m.audio_out.labels(model).inc(audio_s)
+        m.chunk_latency.labels(model).observe(time.perf_counter() - started)
+
+    def _prune(self) -> None:
+        """Stop the workers of versions that left the registry and have no stream left."""
+        current = {lv for versions in self.watcher.models().values() for lv in versions.values()}
+        for model in [m for m, g in self._groups.items() if m not in current and g.streams == 0]:
+            self._groups.pop(model).close()
+
+    async def watch(self, interval_s: float) -> None:
+        """Poll the registry forever (the blocking scan and model loads run in a thread)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await loop.run_in_executor(None, self.watcher.poll)
+            except Exception:  # noqa: BLE001 - a failed scan must not stop the watch
+                log.exception("registry poll failed")
+
+    def close(self) -> None:
+        for group in self._groups.values():
+            group.close()
+        self._groups.clear()

@@ -1,0 +1,127 @@
+"""DecoderService: latents -> all N channels. Converts protobuf to arrays and back."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+from mcrave_client.proto import decoder_pb2, decoder_pb2_grpc, stream_pb2
+
+from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.model_service import stream_started
+from services.common.protocol import SeqCounter, StreamSpec, bind, read_f32
+from services.common.runtime import Runtime
+from services.common.server import ServiceDef
+from services.decoder.session import DecoderSession
+
+
+def check_origin(chunk: stream_pb2.LatentChunk, spec: StreamSpec) -> None:
+    """Latents only make sense to the weights that made them (unlabelled latents are trusted)."""
+    m = spec.model
+    if (
+        (chunk.model and chunk.model != m.name)
+        or (chunk.version and chunk.version != m.version)
+        or (chunk.fingerprint and chunk.fingerprint != m.fingerprint)
+    ):
+        raise FailedPrecondition(
+            f"latents come from model {chunk.model!r} version {chunk.version} ({chunk.fingerprint[:12]}), "
+            f"this stream decodes {m.name!r} version {m.version} ({m.fingerprint[:12]}): open the decoder "
+            "stream with the encoder's version",
+            "version-mismatch",
+        )
+
+
+class DecoderServicer(decoder_pb2_grpc.DecoderServiceServicer):
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+
+    async def _decode(
+        self, session: DecoderSession, chunk: stream_pb2.LatentChunk, max_frames: int, what: str
+    ) -> stream_pb2.AudioChunk:
+        started = time.perf_counter()
+        spec = session.spec
+        check_origin(chunk, spec)
+        engine = spec.model.engine
+        z = read_f32(chunk.data, engine.latent_size, max_frames, what)
+        self.rt.count_in(
+            spec.model.name,
+            "latent",
+            len(chunk.data),
+            z.shape[0] * engine.ratio / engine.sample_rate,
+        )
+        audio = await session.decode(z)
+        pcm = audio.astype("<f4", copy=False).tobytes()
+        self.rt.count_out(
+            spec.model.name, "pcm", len(pcm), audio.shape[0] / engine.sample_rate, started
+        )
+        return stream_pb2.AudioChunk(pcm=pcm, ack=chunk.seq)
+
+    async def Decode(
+        self, requests: AsyncIterator[decoder_pb2.DecodeRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[decoder_pb2.DecodeResponse]:
+        session: DecoderSession | None = None
+        seq = SeqCounter()
+        try:
+            async for request in requests:
+                kind = request.WhichOneof("msg")
+                if kind is None:
+                    raise InvalidArgument("empty DecodeRequest: set config or chunk", "bad-message")
+                if session is None:
+                    if kind == "chunk":
+                        raise FailedPrecondition(
+                            "latent chunk before the stream config: send a StreamConfig first",
+                            "no-config",
+                        )
+                    spec = bind(request.config, self.rt.watcher, self.rt.limits, encoder=False)
+                    session = DecoderSession(self.rt.open(spec.model), spec)
+                    yield decoder_pb2.DecodeResponse(
+                        started=stream_started(spec, self.rt.limits.credit)
+                    )
+                    continue
+                if kind == "config":
+                    raise FailedPrecondition(
+                        "a decoder stream takes one config: open a new stream", "config-change"
+                    )
+                seq.check(request.chunk.seq)
+                max_frames = session.spec.chunk_frames // session.engine.ratio
+                audio = await self._decode(
+                    session, request.chunk, max_frames, f"latent chunk {request.chunk.seq}"
+                )
+                audio.seq = seq.next - 1
+                yield decoder_pb2.DecodeResponse(audio=audio)
+            if session is None:
+                raise InvalidArgument("stream ended without a StreamConfig", "no-config")
+            final = stream_pb2.AudioChunk(seq=seq.next, ack=max(seq.next - 1, 0), final=True)
+            yield decoder_pb2.DecodeResponse(audio=final)
+        finally:
+            if session is not None:
+                session.stream.close()
+
+    async def DecodeClip(
+        self, request: decoder_pb2.DecodeClipRequest, context: grpc.aio.ServicerContext
+    ) -> decoder_pb2.DecodeClipResponse:
+        spec = bind(request.config, self.rt.watcher, self.rt.limits, encoder=False, clip=True)
+        engine = spec.model.engine
+        session = DecoderSession(self.rt.open(spec.model), spec)
+        try:
+            max_frames = (
+                self.rt.limits.max_clip_frames(engine.channels, engine.sample_rate) // engine.ratio
+            )
+            audio = await self._decode(session, request.latents, max_frames, "clip latents")
+        finally:
+            session.stream.close()
+        return decoder_pb2.DecodeClipResponse(
+            started=stream_started(spec, self.rt.limits.credit), audio=audio
+        )
+
+
+def _register(server: grpc.aio.Server, runtime: Runtime) -> None:
+    decoder_pb2_grpc.add_DecoderServiceServicer_to_server(DecoderServicer(runtime), server)
+
+
+SERVICE = ServiceDef(
+    name="decoder",
+    full_name=decoder_pb2.DESCRIPTOR.services_by_name["DecoderService"].full_name,
+    register=_register,
+)
