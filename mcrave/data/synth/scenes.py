@@ -248,15 +248,22 @@ def _array_scene(n: int, rng: np.random.Generator) -> dict[str, Any]:
     return scene
 
 
-def sample_scene(layout: str, duration_s: float, rng: np.random.Generator) -> dict[str, Any]:
-    """Draw a random scene for `layout`; the result is JSON-able and fully describes the render."""
+STEREO_KINDS = {"studio": 0.3, "spaced_pair": 0.25, "xy": 0.15, "blumlein": 0.1, "ortf": 0.2}
+
+
+def sample_scene(
+    layout: str, duration_s: float, rng: np.random.Generator, kind: str | None = None
+) -> dict[str, Any]:
+    """Draw a random scene for `layout` (stereo: of `kind`, else a random one of STEREO_KINDS).
+
+    The result is JSON-able and fully describes the render.
+    """
     n = layout_channels(layout)
     if n == 2:
-        kind = str(
-            rng.choice(
-                ["studio", "spaced_pair", "xy", "blumlein", "ortf"], p=[0.3, 0.25, 0.15, 0.1, 0.2]
-            )
-        )
+        if kind is None:
+            kind = str(rng.choice(list(STEREO_KINDS), p=list(STEREO_KINDS.values())))
+        elif kind not in STEREO_KINDS:
+            raise ValueError(f"stereo scene kind must be one of {list(STEREO_KINDS)}, got {kind!r}")
         scene = _stereo_scene(kind, rng)
     else:
         scene = _array_scene(n, rng)
@@ -272,6 +279,10 @@ def sample_scene(layout: str, duration_s: float, rng: np.random.Generator) -> di
     return scene
 
 
+def _mic_of(desc: dict[str, Any]) -> Mic:
+    return Mic(tuple(desc["pos"]), desc["pattern"], tuple(desc["axis"]))
+
+
 def _annotate_direct(scene: dict[str, Any]) -> None:
     """Add each source's direct-path tdoa_ms / ild_db per channel (relative to channel 0)."""
     for src in scene["sources"]:
@@ -280,23 +291,17 @@ def _annotate_direct(scene: dict[str, Any]) -> None:
             src["ild_db"] = _r([0.0, 20 * np.log10(gr / gl)])
             src["tdoa_ms"] = _r([0.0, src["itd_ms"] if src["pan"] < 0 else -src["itd_ms"]])
             continue
-        s = np.asarray(src["path"][0])
-        gains, times = [], []
-        for m in scene["mics"]:
-            vec = s - np.asarray(m["pos"])
-            d = np.linalg.norm(vec)
-            gains.append(
-                max(
-                    abs(
-                        Mic(tuple(m["pos"]), m["pattern"], tuple(m["axis"])).gain(vec[None] / d)[0]
-                    ),
-                    1e-6,
-                )
-                / d
-            )
-            times.append(d / SPEED_OF_SOUND * 1e3)
-        src["tdoa_ms"] = _r(np.array(times) - times[0])
-        src["ild_db"] = _r(20 * np.log10(np.array(gains) / gains[0]))
+        vecs = np.asarray(src["path"][0]) - np.array([m["pos"] for m in scene["mics"]])
+        dist = np.linalg.norm(vecs, axis=1)
+        polar = np.array(
+            [
+                _mic_of(m).gain(v[None] / d)[0]
+                for m, v, d in zip(scene["mics"], vecs, dist, strict=True)
+            ]
+        )
+        gains = np.maximum(np.abs(polar), 1e-6) / dist
+        src["tdoa_ms"] = _r((dist - dist[0]) / SPEED_OF_SOUND * 1e3)
+        src["ild_db"] = _r(20 * np.log10(gains / gains[0]))
 
 
 def _delay(x: np.ndarray, seconds: float, sr: int) -> np.ndarray:
@@ -368,7 +373,7 @@ def render_scene(scene: dict[str, Any], sr: int, rng: np.random.Generator) -> np
         )
     else:
         room = Room(tuple(scene["room"]["dims"]), scene["room"]["rt60"])
-        mics = [Mic(tuple(m["pos"]), m["pattern"], tuple(m["axis"])) for m in scene["mics"]]
+        mics = [_mic_of(m) for m in scene["mics"]]
         out = np.zeros((len(mics), n))
         for x, src in zip(dry, scene["sources"], strict=True):
             if src["path"][0] == src["path"][1]:
