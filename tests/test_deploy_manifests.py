@@ -1,0 +1,222 @@
+"""deploy/: kustomize overlays render and validate strictly, training manifests match their schema
+and the builder, compose files resolve, and the Dockerfile copies only paths that exist."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import subprocess
+
+import jsonschema
+import pytest
+import yaml
+from deploy_helpers import (
+    DEPLOY,
+    K8S,
+    K8S_VERSION,
+    PYTORCHJOB_SCHEMA,
+    REPO,
+    kustomize,
+    require_tool,
+    strict_schema,
+)
+
+from services.trainer import k8s_manifests as km
+
+kv = pytest.importorskip(
+    "kubernetes_validate", reason="pip install kubernetes-validate (dev extra)"
+)
+
+OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if p.is_dir())
+CRD_KINDS = {"ServiceMonitor", "PyTorchJob"}
+
+
+def validate_core(obj: dict) -> None:
+    """kubernetes-validate, strict: unknown or misspelled fields fail."""
+    try:
+        kv.validate(obj, K8S_VERSION, strict=True)
+    except kv.ValidationError as err:
+        name = f"{obj['kind']}/{obj['metadata'].get('name')}"
+        pytest.fail(f"{name}: {err.message} at {'.'.join(map(str, err.path))}")
+
+
+@functools.cache
+def _pytorchjob_validator() -> jsonschema.Draft7Validator:
+    schema = strict_schema(json.loads(PYTORCHJOB_SCHEMA.read_text()))
+    return jsonschema.Draft7Validator(schema)
+
+
+def validate_pytorchjob(obj: dict) -> None:
+    if not PYTORCHJOB_SCHEMA.is_file():
+        pytest.skip(f"PyTorchJob CRD schema absent: {PYTORCHJOB_SCHEMA} (../shared/schemas)")
+    error = jsonschema.exceptions.best_match(_pytorchjob_validator().iter_errors(obj))
+    if error is not None:
+        raise error
+    for role, replica in obj["spec"]["pytorchReplicaSpecs"].items():
+        # the pod template also passes the core PodTemplate schema
+        template = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": role.lower()}}
+        validate_core({**template, "template": replica["template"]})
+
+
+@pytest.mark.parametrize("overlay", ["base", *OVERLAYS])
+def test_kustomize_renders_and_core_kinds_validate_strictly(overlay):
+    path = K8S / "base" if overlay == "base" else K8S / "overlays" / overlay
+    objs = kustomize(path)
+    kinds = {o["kind"] for o in objs}
+    assert {"Deployment", "Service", "ConfigMap", "PersistentVolumeClaim", "Role"} <= kinds
+    for obj in objs:
+        if obj["kind"] not in CRD_KINDS:
+            validate_core(obj)
+    ns = {o["metadata"].get("namespace") for o in objs if o["kind"] != "Namespace"}
+    assert len(ns) == 1, f"objects spread over namespaces {ns}"
+
+
+def _deployments(objs: list[dict]) -> dict[str, dict]:
+    return {o["metadata"]["name"]: o for o in objs if o["kind"] == "Deployment"}
+
+
+@pytest.mark.parametrize("overlay", ["base", *OVERLAYS])
+def test_probes_use_a_numeric_plaintext_health_port(overlay):
+    path = K8S / "base" if overlay == "base" else K8S / "overlays" / overlay
+    for name, dep in _deployments(kustomize(path)).items():
+        (container,) = dep["spec"]["template"]["spec"]["containers"]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        args = container["args"]
+        assert f"--health-port={ports['health']}" in args, name
+        assert f"--port={ports['grpc']}" in args and ports["grpc"] != ports["health"], name
+        for probe in ("readinessProbe", "livenessProbe"):
+            grpc = container[probe]["grpc"]
+            assert grpc["port"] == ports["health"] and isinstance(grpc["port"], int), (name, probe)
+        tls = [a for a in args if a.startswith("--tls-")]
+        assert len(tls) == (0 if overlay == "dev" else 3), (name, tls)
+
+
+def test_serving_services_are_headless_and_roll_without_unavailability():
+    objs = kustomize(K8S / "base")
+    services = {o["metadata"]["name"]: o for o in objs if o["kind"] == "Service"}
+    for name in ("mcrave-encoder", "mcrave-decoder"):
+        assert services[name]["spec"]["clusterIP"] == "None"
+        assert {p["name"] for p in services[name]["spec"]["ports"]} == {"grpc", "metrics"}
+        dep = _deployments(objs)[name]
+        assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert any(o["kind"] == "PodDisruptionBudget" for o in objs)
+
+
+def test_trainer_rbac_covers_what_the_kubernetes_backend_calls():
+    objs = kustomize(K8S / "base")
+    (role,) = [o for o in objs if o["kind"] == "Role"]
+    allowed = {
+        (group, res, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for res in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    needed = [("batch", "jobs", v) for v in ("create", "get", "list", "watch", "patch", "delete")]
+    needed += [("kubeflow.org", "pytorchjobs", v) for v in ("create", "get", "patch", "delete")]
+    needed += [("", "services", "create"), ("", "services", "delete"), ("", "pods", "list")]
+    needed += [("", "pods/log", "get")]
+    assert not [n for n in needed if n not in allowed]
+    trainer = _deployments(objs)["mcrave-trainer"]["spec"]["template"]["spec"]
+    assert trainer["serviceAccountName"] == "mcrave-trainer"
+
+
+def test_gpu_overlay_requests_gpus_and_adds_servicemonitor():
+    objs = kustomize(K8S / "overlays" / "gpu")
+    for name in ("mcrave-encoder", "mcrave-decoder"):
+        (c,) = _deployments(objs)[name]["spec"]["template"]["spec"]["containers"]
+        assert c["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        assert c["image"].endswith("-cuda")
+    (monitor,) = [o for o in objs if o["kind"] == "ServiceMonitor"]
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+
+
+def _spec(**kw) -> km.TrainPodSpec:
+    base = dict(name="job-1", image="mcrave:test", train_args=["train", "/data/d"])
+    return km.TrainPodSpec(**{**base, **kw})
+
+
+@pytest.mark.parametrize("nnodes", [1, 3])
+def test_built_training_objects_validate(nnodes):
+    spec = _spec(nnodes=nnodes, gpus_per_node=1, volumes={"mcrave-runs": "/runs"})
+    validate_pytorchjob(km.pytorch_job(spec))
+    job, svc = km.indexed_job(spec), km.headless_service(spec)
+    validate_core(job)
+    validate_core(svc)
+    env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["PET_NNODES"]["value"] == str(nnodes)
+    assert env["PET_NODE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"] == km.COMPLETION_INDEX
+    assert env["PET_MASTER_ADDR"]["value"] == "job-1-0.job-1"
+    assert job["spec"]["template"]["spec"]["subdomain"] == svc["metadata"]["name"]
+    assert svc["spec"]["publishNotReadyAddresses"] is True
+    assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == nnodes
+
+
+def test_strict_crd_schema_catches_a_misspelled_field():
+    job = km.pytorch_job(_spec())
+    job["spec"]["runPolicy"]["cleanPodPolicyy"] = "None"
+    with pytest.raises(jsonschema.ValidationError, match="cleanPodPolicyy"):
+        validate_pytorchjob(job)
+    job = km.indexed_job(_spec())
+    job["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    with pytest.raises(pytest.fail.Exception, match="imagePullPolicyy"):
+        validate_core(job)
+
+
+def test_bad_job_names_are_refused():
+    for name in ("Job_1", "x" * 60, "-a", ""):
+        with pytest.raises(ValueError, match="DNS label"):
+            _spec(name=name)
+
+
+def test_rendered_training_examples_are_current_and_valid(tmp_path):
+    written = km.write_examples(tmp_path)
+    for path in written:
+        committed = K8S / "training" / path.name
+        assert committed.read_text() == path.read_text(), (
+            f"{committed} is stale: python -m services.trainer.k8s_manifests --write {committed.parent}"
+        )
+        for obj in yaml.safe_load_all(committed.read_text()):
+            validate_pytorchjob(obj) if obj["kind"] == "PyTorchJob" else validate_core(obj)
+
+
+@pytest.mark.parametrize(
+    "files", [["docker-compose.yml"], ["docker-compose.yml", "docker-compose.pull.yml"]]
+)
+def test_compose_files_resolve(files):
+    compose = require_tool("docker-compose")
+    args = [compose, *(a for f in files for a in ("-f", str(DEPLOY / f))), "config", "-q"]
+    env = {**os.environ, "MCRAVE_TRAINER": "machine-a:50053"}
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, cwd=DEPLOY)
+    assert proc.returncode == 0, proc.stderr
+    if len(files) == 2:  # without the trainer address the pull override refuses clearly
+        env.pop("MCRAVE_TRAINER")
+        proc = subprocess.run(args, capture_output=True, text=True, env=env, cwd=DEPLOY)
+        assert proc.returncode != 0 and "MCRAVE_TRAINER" in proc.stderr
+
+
+def test_compose_mounts_files_that_exist():
+    spec = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    for name, svc in spec["services"].items():
+        for vol in svc.get("volumes", []):
+            src = vol.split(":")[0]
+            if src.startswith("./") and "$" not in src:
+                assert (DEPLOY / src).exists(), f"{name} mounts missing {src}"
+        build = svc.get("build")
+        if build:
+            assert (DEPLOY / build["context"] / build["dockerfile"]).is_file()
+
+
+def test_dockerfile_copies_tracked_paths_and_has_a_device_arg():
+    text = (DEPLOY / "docker" / "Dockerfile").read_text()
+    sources = [
+        src
+        for line in re.findall(r"^COPY\s+(.+)$", text, re.MULTILINE)
+        for src in line.split()[:-1]
+        if not src.startswith("--")
+    ]
+    assert sources
+    assert not [s for s in sources if not (REPO / s).exists()]
+    assert re.search(r"^ARG DEVICE=cpu$", text, re.MULTILINE) and "cuda)" in text
