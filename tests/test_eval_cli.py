@@ -17,6 +17,7 @@ from scipy.signal import lfilter
 
 from mcrave.checkpoint import save_checkpoint
 from mcrave.cli.evaluate import main
+from mcrave.cli.main import main as cli_main
 from mcrave.config import preset
 from mcrave.evaluation.metrics import METRICS
 from mcrave.model import MCRave
@@ -40,36 +41,12 @@ def workdir(tmp_path_factory) -> Path:
     save_checkpoint(root / "model.ckpt", MCRave(preset("test", channels=2).model))
     sf.write(root / "a.wav", _stereo(2.5, 0), SR)
     sf.write(root / "mono.wav", _stereo(2.5, 1)[:, 0], SR)
-    # a prepared dataset: only its valid file may be evaluated
-    data = root / "dataset"
-    (data / "shards").mkdir(parents=True)
-    np.save(data / "shards" / "v.npy", _stereo(2.0, 2))
-    np.save(data / "shards" / "t.npy", _stereo(2.0, 3))
-    files = [
-        {
-            "source": "v.wav",
-            "sha256": "0",
-            "split": "valid",
-            "shard": "shards/v.npy",
-            "frames": 2 * SR,
-        },
-        {
-            "source": "t.wav",
-            "sha256": "1",
-            "split": "train",
-            "shard": "shards/t.npy",
-            "frames": 2 * SR,
-        },
-    ]
-    manifest = {
-        "format": "mcrave-dataset",
-        "version": 1,
-        "channels": 2,
-        "sample_rate": SR,
-        "channel_names": ["L", "R"],
-        "files": files,
-    }
-    (data / "manifest.json").write_text(json.dumps(manifest))
+    # a dataset prepared by `mcrave prepare`: only its valid files may be evaluated
+    (root / "src").mkdir()
+    for i in range(3):
+        sf.write(root / "src" / f"s{i}.wav", _stereo(2.0, 2 + i), SR)
+    args = ["prepare", str(root / "src"), "-o", str(root / "dataset"), "--channels", "2"]
+    assert cli_main([*args, "--valid-fraction", "0.5", "-q"]) == 0
     return root
 
 
@@ -98,7 +75,11 @@ def test_eval_writes_report_json_md_png(workdir: Path):
     assert proc.returncode == 0, proc.stderr
     report = json.loads((out / "report.json").read_text())
     assert report["format"] == "mcrave-eval-report"
-    assert [f["name"] for f in report["files"]] == [str(workdir / "a.wav"), "dataset/v.wav"]
+    manifest = json.loads((workdir / "dataset" / "manifest.json").read_text())
+    valid = [Path(f["source"]).name for f in manifest["files"] if f["split"] == "valid"]
+    assert 0 < len(valid) < 3
+    names = [f["name"] for f in report["files"]]
+    assert names == [str(workdir / "a.wav")] + [f"dataset/valid/{v}" for v in valid]
     assert report["settings"]["present_sets"] == [[0], [1], [0, 1]]
     systems = [
         "silence",
@@ -115,8 +96,8 @@ def test_eval_writes_report_json_md_png(workdir: Path):
     assert report["systems"] == systems
     overall = report["summary"]["all"]
     assert set(overall) == set(systems) and set(METRICS) <= set(overall["model"])
-    # 2 files x 2 single-channel cases, and 2 files x 2 channels reconstructed
-    assert overall["model"]["n"] == 4 and overall["recon_all"]["n"] == 4
+    # each file: 2 single-channel cases, and 2 channels reconstructed
+    assert overall["model"]["n"] == overall["recon_all"]["n"] == 2 * len(names)
     assert float(overall["copy"]["w_err"]) == -math.inf and overall["copy"]["d_snr"] == 0.0
     # a delayed, attenuated copy is LTI: the fitted baselines must beat copying it
     r_to_l = report["summary"]["{R} -> L"]
@@ -143,6 +124,7 @@ def test_eval_writes_report_json_md_png(workdir: Path):
         (["{wav}", "--present", "Q"], "--present: 'Q'"),
         (["{wav}", "--chunk", "1000"], "--chunk:"),
         (["{wav}", "--max-seconds", "0.5"], "too short"),
+        (["{src}"], "no dataset manifest"),
     ],
 )
 def test_eval_bad_input_exits_2_with_one_line(workdir, capsys, extra, needle):
@@ -150,6 +132,7 @@ def test_eval_bad_input_exits_2_with_one_line(workdir, capsys, extra, needle):
         "mono": workdir / "mono.wav",
         "missing": workdir / "nope.wav",
         "wav": workdir / "a.wav",
+        "src": workdir / "src",
     }
     args = [a.format(**paths) for a in extra]
     code = main(["eval", str(workdir / "model.ckpt"), *args, "-o", str(workdir / "bad")])

@@ -6,12 +6,13 @@ held-out files.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from mcrave.data.manifest import ManifestError, load_manifest
 
 # each half must hold a few ~93 ms analysis segments and Wiener frames to be scored meaningfully
 MIN_SECONDS = 1.0
@@ -54,16 +55,19 @@ def _conform(
     return EvalFile(name, np.ascontiguousarray(audio.T, dtype=np.float32))
 
 
-def _dataset_files(root: Path) -> list[tuple[str, np.ndarray, int]]:
-    manifest_path = root / "manifest.json"
+def _dataset_files(root: Path, sample_rate: int) -> list[tuple[str, np.ndarray, int]]:
+    """(name, memory-mapped [T, N] shard, rate) of each file in the dataset's valid split."""
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise EvalInputError(f"{manifest_path}: unreadable dataset manifest ({err})") from err
-    if manifest.get("format") != "mcrave-dataset" or manifest.get("version") != 1:
-        raise EvalInputError(f"{manifest_path}: not an mcrave-dataset version 1 manifest")
+        manifest = load_manifest(root)
+    except ManifestError as err:
+        raise EvalInputError(str(err)) from err
     sr = int(manifest["sample_rate"])
-    valid = [f for f in manifest.get("files", []) if f.get("split") == "valid"]
+    if sr != sample_rate:
+        raise EvalInputError(
+            f"{root}: dataset is at {sr} Hz, the model at {sample_rate} Hz "
+            f"(prepare it with --sr {sample_rate})"
+        )
+    valid = [f for f in manifest["files"] if f["split"] == "valid"]
     if not valid:
         raise EvalInputError(f"{root}: dataset has no files in its 'valid' split")
     out = []
@@ -73,7 +77,7 @@ def _dataset_files(root: Path) -> list[tuple[str, np.ndarray, int]]:
             audio = np.load(shard, mmap_mode="r")
         except (OSError, ValueError) as err:
             raise EvalInputError(f"{shard}: unreadable shard ({err})") from err
-        out.append((f"{root.name}/{entry.get('source', shard.name)}", audio, sr))
+        out.append((f"{root.name}/valid/{Path(str(entry['source'])).name}", audio, sr))
     return out
 
 
@@ -85,7 +89,7 @@ def load_inputs(
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            for name, audio, sr in _dataset_files(path):
+            for name, audio, sr in _dataset_files(path, sample_rate):
                 files.append(_conform(name, audio, sr, channels, sample_rate, max_seconds))
             continue
         try:
