@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -50,3 +52,42 @@ def write_dataset(
     }
     (root / "manifest.json").write_text(json.dumps(manifest))
     return root
+
+
+def train_cmd(dataset: Path, run_dir: Path, *extra: str) -> list[str]:
+    """`mcrave train` on the test preset with a short phase 1 (switch at 20), one CPU thread."""
+    return [
+        sys.executable,
+        "-m",
+        "mcrave.cli.main",
+        "train",
+        str(dataset),
+        "--config",
+        "test",
+        "-o",
+        str(run_dir),
+        "--threads",
+        "1",
+        "--seed",
+        "3",
+        "--log-every",
+        "1",
+        "--set",
+        "train.phase1_steps=20",
+        "--set",
+        "train.checkpoint_every=10",
+        "--set",
+        "train.validate_every=20",
+        *extra,
+    ]
+
+
+def run_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "MCRAVE_FAULT"}
+    env.update(OMP_NUM_THREADS="1", **extra)
+    return env
+
+
+def progress(run_dir: Path) -> list[dict]:
+    path = run_dir / "progress.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []

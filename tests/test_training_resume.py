@@ -1,0 +1,121 @@
+"""Exact resume, SIGTERM/SIGINT and kill-safety of `mcrave train` (real subprocesses, test preset)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+from training_helpers import progress, run_env, train_cmd, write_dataset
+
+from mcrave.checkpoint import load_checkpoint
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("ds"))
+
+
+def _run(cmd, timeout=240, **env):
+    proc = subprocess.run(cmd, env=run_env(**env), capture_output=True, text=True, timeout=timeout)
+    return proc
+
+
+def _assert_same_state(a, b):
+    for key in a["model_state"]:
+        assert torch.equal(a["model_state"][key], b["model_state"][key]), key
+    for key in a["extra"]["discriminator"]:
+        assert torch.equal(a["extra"]["discriminator"][key], b["extra"]["discriminator"][key])
+    for opt in ("opt_g", "opt_d"):
+        sa, sb = a["extra"][opt]["state"], b["extra"][opt]["state"]
+        assert sa.keys() == sb.keys() and len(sa) > 0
+        for idx in sa:
+            for name in sa[idx]:
+                assert torch.equal(sa[idx][name], sb[idx][name]), (opt, idx, name)
+        assert a["extra"][opt]["param_groups"] == b["extra"][opt]["param_groups"]
+
+
+def test_sigterm_at_odd_step_past_phase_switch_then_resume_is_exact(dataset, tmp_path):
+    full, split = tmp_path / "full", tmp_path / "split"
+    proc = _run(train_cmd(dataset, full, "--max-steps", "34"))
+    assert proc.returncode == 0, proc.stderr
+
+    # the trainer sends itself a real SIGTERM after step 27 (phase 2 began at 20)
+    proc = _run(train_cmd(dataset, split, "--max-steps", "34"), MCRAVE_FAULT="sigterm_at:27")
+    assert proc.returncode == 0, proc.stderr
+    assert "stopped by SIGTERM at step 27" in proc.stderr
+    stop = progress(split)[-1]
+    assert stop["event"] == "stop" and stop["step"] == 27 and stop["reason"] == "SIGTERM"
+    interrupted = load_checkpoint(split / "last.ckpt")
+    assert interrupted["step"] == 27 and interrupted["extra"]["phase"] == 2
+
+    proc = _run(train_cmd(dataset, split, "--max-steps", "34", "--resume"))
+    assert proc.returncode == 0, proc.stderr
+    a, b = load_checkpoint(full / "last.ckpt"), load_checkpoint(split / "last.ckpt")
+    assert a["step"] == b["step"] == 34
+    _assert_same_state(a, b)
+    # and the run really trained: weights moved away from the step-27 state
+    assert any(
+        not torch.equal(a["model_state"][k], interrupted["model_state"][k])
+        for k in a["model_state"]
+    )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_external_signal_writes_a_checkpoint_and_exits_zero(dataset, tmp_path, sig):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        train_cmd(dataset, run_dir, "--max-steps", "100000"),
+        env=run_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not any(e["event"] == "step" and e["step"] >= 3 for e in progress(run_dir)):
+            assert proc.poll() is None and time.monotonic() < deadline, "trainer did not start"
+            time.sleep(0.2)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    stop = progress(run_dir)[-1]
+    assert stop["event"] == "stop" and stop["reason"] == sig.name
+    ckpt = load_checkpoint(run_dir / "last.ckpt")
+    assert ckpt["step"] == stop["step"] >= 3
+    assert (run_dir / "checkpoints" / f"step-{stop['step']:08d}.ckpt").exists()
+
+
+def test_kill_during_checkpoint_keeps_the_previous_one(dataset, tmp_path):
+    run_dir = tmp_path / "run"
+    assert _run(train_cmd(dataset, run_dir, "--max-steps", "10")).returncode == 0
+    # SIGKILL between fsync and rename of the step-20 checkpoint
+    proc = _run(
+        train_cmd(dataset, run_dir, "--max-steps", "20", "--resume"),
+        MCRAVE_FAULT="kill_before_rename",
+    )
+    assert proc.returncode == -signal.SIGKILL
+    assert load_checkpoint(run_dir / "last.ckpt")["step"] == 10
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt")) == [
+        "step-00000010.ckpt"
+    ]
+    proc = _run(train_cmd(dataset, run_dir, "--max-steps", "20", "--resume"))
+    assert proc.returncode == 0, proc.stderr
+    assert load_checkpoint(run_dir / "last.ckpt")["step"] == 20
+
+
+def test_bad_input_exits_2_with_one_line(dataset, tmp_path):
+    proc = _run(train_cmd(tmp_path / "nope", tmp_path / "run"))
+    assert proc.returncode == 2 and "manifest.json" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    proc = _run(train_cmd(dataset, tmp_path / "run", "--resume"))
+    assert proc.returncode == 2 and "nothing to resume" in proc.stderr
+    proc = _run(train_cmd(dataset, tmp_path / "run", "--set", "train.bogus=1"))
+    assert proc.returncode == 2 and "train.bogus" in proc.stderr
