@@ -50,7 +50,11 @@ class ServerThread:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
-        self.running: RunningServer = self.call(start_server(self.cfg, service))
+        try:
+            self.running: RunningServer = self.call(start_server(self.cfg, service))
+        except BaseException:
+            self._end_loop()
+            raise
         self.port = self.running.port
         self.target = f"127.0.0.1:{self.port}"
 
@@ -69,9 +73,12 @@ class ServerThread:
         try:
             self.call(self.running.stop(grace))
         finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(10)
-            self.loop.close()
+            self._end_loop()
+
+    def _end_loop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
 
 
 def channel(target: str) -> grpc.Channel:
@@ -174,4 +181,6 @@ class OpenStream:
         return list(self._replies)
 
     def cancel(self) -> None:
+        """Cancel the call and release the thread feeding its requests."""
         self._replies.cancel()
+        self._queue.put(self._END)

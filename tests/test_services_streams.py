@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from mcrave.inference import infer_array
 from mcrave_client.proto import (
     decoder_pb2,
     decoder_pb2_grpc,
@@ -31,6 +30,7 @@ from services_helpers import (
     publish_tiny,
 )
 
+from mcrave.inference import infer_array
 from services.common.limits import Limits
 from services.decoder.servicer import SERVICE as DECODER
 from services.encoder.servicer import SERVICE as ENCODER
