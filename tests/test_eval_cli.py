@@ -104,6 +104,8 @@ def test_eval_writes_report_json_md_png(workdir: Path):
     assert r_to_l["wiener_pm"]["d_snr"] > 10.0
     assert r_to_l["wiener_pm"]["d_ild"] < r_to_l["copy"]["d_ild"]
     assert r_to_l["wiener_pm"]["mss"] < r_to_l["copy"]["mss"] < r_to_l["silence"]["mss"]
+    assert set(report["gates"]) == set(report["summary"]) - {"all -> L", "all -> R"}
+    assert report["gates"]["all"]["mss<copy"] is False  # an untrained model must not pass
     rates = report["bitrate"]
     assert rates["raw_bits_per_second"] == pytest.approx(SR / 256 * 8 * 32)
     assert rates["kl_bits_per_second"] >= 0.0

@@ -88,3 +88,21 @@ def test_score_of_truth_is_ideal():
     s = score(c, p, c, p, SR)
     assert s["mss"] == 0.0 and s["w_err"] == 0.0 and s["d_snr"] == math.inf
     assert s["d_ild"] == s["d_icc"] == s["d_ipd"] == 0.0
+
+
+def test_gates_compare_model_with_baselines():
+    from mcrave.evaluation.gates import check_gates
+
+    row = dict.fromkeys(("si_sdr", "d_snr", "mss", "d_ild", "d_icc", "d_ipd"), 1.0)
+    table = {
+        "copy": {**row, "w_err": -math.inf},
+        "copy_decoded": {**row, "w_err": -math.inf},
+        "wiener_pm": {**row, "mss": 0.5, "w_err": -1.0},
+        "model": {**row, "mss": 0.7, "d_ild": 0.9, "d_icc": 1.0, "w_err": -3.5},
+    }
+    gates = check_gates(table)
+    assert gates["mss<copy"] and gates["mss<copy_decoded"] and not gates["mss<wiener_pm"]
+    assert gates["d_ild<copy"] and gates["d_ild<wiener_pm"]
+    assert not gates["d_icc<copy"]  # equal is not better
+    assert not gates["abs_w_err<=3"]
+    assert check_gates({"copy": table["copy"]}) == {}

@@ -27,11 +27,19 @@ def xcorr_peak(reference: np.ndarray, delayed: np.ndarray, max_lag: int) -> tupl
     return int(lags[best]), float(np.abs(values[best]) / norm)
 
 
-def nearest_present(
-    audio: np.ndarray, target: int, present: list[int], span: slice, max_lag: int
-) -> int:
-    """The present channel most correlated (at any lag up to `max_lag`) with `target` on `span`
-    of audio [N, T]; ties go to the smaller index distance. Arrays have no geometry in our data,
-    so "nearest" is measured, on the same span the Wiener filter is fitted on."""
-    scores = [xcorr_peak(audio[target, span], audio[q, span], max_lag)[1] for q in present]
-    return min(present, key=lambda q: (-round(scores[present.index(q)], 6), abs(q - target), q))
+def correlation_matrix(audio: np.ndarray, span: slice, max_lag: int) -> np.ndarray:
+    """[N, N] peak |normalised cross-correlation| (any lag up to `max_lag`) of the channels of
+    audio [N, T] on `span`; the diagonal is 1."""
+    n = audio.shape[0]
+    corr = np.eye(n)
+    for a in range(n):
+        for b in range(a + 1, n):
+            corr[a, b] = corr[b, a] = xcorr_peak(audio[a, span], audio[b, span], max_lag)[1]
+    return corr
+
+
+def nearest_present(corr: np.ndarray, target: int, present: list[int]) -> int:
+    """The present channel most correlated with `target` (corr from `correlation_matrix`); ties go
+    to the smaller index distance. Arrays have no geometry in our data, so "nearest" is measured,
+    on the span the Wiener filter is fitted on."""
+    return min(present, key=lambda q: (-round(float(corr[target, q]), 6), abs(q - target), q))

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from mcrave.evaluation.bitrate import latent_bitrate
+from mcrave.evaluation.gates import check_gates
 from mcrave.evaluation.plots import metric_bars, spectrograms
 from mcrave.evaluation.report import summarise, write_json, write_markdown
 from mcrave.evaluation.runner import BASELINES, PASSTHROUGH_SYSTEMS, RECON, evaluate_file
@@ -62,6 +63,7 @@ def run_evaluation(
     ]
     rows = [row for r in results for row in r.rows]
     systems = [*BASELINES, "model", *(PASSTHROUGH_SYSTEMS if passthrough else ()), RECON]
+    summary = summarise(rows, systems)
     report = {
         "model": {
             "path": model_path,
@@ -89,7 +91,10 @@ def run_evaluation(
             [c for r in results for c in r.latency], int(model.latency)
         ),
         "systems": systems,
-        "summary": summarise(rows, systems),
+        "summary": summary,
+        "gates": {
+            group: check_gates(table) for group, table in summary.items() if "model" in table
+        },
         "rows": rows,
     }
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -78,6 +78,16 @@ def markdown_table(table: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def gates_table(gates: dict[str, dict[str, bool]]) -> str:
+    """One row per case, one column per must-show comparison of `model` (yes = model better)."""
+    keys = list(next(iter(gates.values())))
+    lines = ["| case | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for group, checks in gates.items():
+        cells = ["yes" if checks.get(k) else "**no**" for k in keys]
+        lines.append(f"| {group} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write_markdown(path: Path, report: dict, figures: list[str]) -> None:
     model, bitrate = report["model"], report["bitrate"]
     summary = report["summary"]
@@ -101,6 +111,16 @@ def write_markdown(path: Path, report: dict, figures: list[str]) -> None:
         "",
         markdown_table(summary["all"]),
     ]
+    if report["gates"]:
+        lines += [
+            "",
+            "## Must-show checks",
+            "",
+            "`model` (decoder output, no passthrough) against the baselines, on means"
+            " (metric<baseline: model lower = better).",
+            "",
+            gates_table(report["gates"]),
+        ]
     for group, table in summary.items():
         if group != "all":
             lines += ["", f"## {group}", "", markdown_table(table)]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mcrave.evaluation.alignment import nearest_present, xcorr_peak
+from mcrave.evaluation.alignment import correlation_matrix, nearest_present, xcorr_peak
 from mcrave.evaluation.baselines import wiener_baselines
 from mcrave.evaluation.metrics import score
 from mcrave.evaluation.sources import EvalFile
@@ -90,7 +90,7 @@ def evaluate_file(
     n, length = audio.shape
     half = length // 2
     fit, scored = slice(0, half), slice(half, length)
-    max_lag = int(NEAREST_MAX_LAG_S * sample_rate)
+    corr = correlation_matrix(audio, fit, int(NEAREST_MAX_LAG_S * sample_rate))
     everything = tuple(range(n))
     recon = infer(file.audio, everything).astype(np.float64)
     result = FileResult()
@@ -123,7 +123,7 @@ def evaluate_file(
             continue  # all present: scored below as the reconstruction
         out = infer(file.audio, present).astype(np.float64)
         for c in (i for i in everything if i not in present):
-            p = nearest_present(audio, c, list(present), fit, max_lag)
+            p = nearest_present(corr, c, list(present))
             label = case_label(present, c, names)
             cands = _candidates(audio, out, recon, present, c, p, fit, scored, passthrough)
             add_rows(label, present, c, p, cands)
@@ -139,7 +139,7 @@ def evaluate_file(
                 )
     for c in everything:
         if n > 1:
-            p = nearest_present(audio, c, [q for q in everything if q != c], fit, max_lag)
+            p = nearest_present(corr, c, [q for q in everything if q != c])
             add_rows(f"all -> {names[c]}", everything, c, p, {RECON: (recon[c], recon[p])})
         lag, peak = xcorr_peak(audio[c, scored], recon[c, scored], max_lag=length // 4)
         result.latency.append({"file": file.name, "channel": c, "residual_lag": lag, "peak": peak})
