@@ -7,6 +7,7 @@ is invoked: `mcrave info` never pays for gRPC, and `mcrave serve` is the only pa
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 
 # name -> (module, one-line help)
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"mcrave: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    logging.basicConfig(level=logging.INFO, format=f"mcrave {name}: %(levelname)s: %(message)s")
     module = importlib.import_module(COMMANDS[name][0])
     return int(module.main([name, *rest]) or 0)
 

@@ -93,12 +93,11 @@ class PQMFSynthesis(StatefulLayer):
         b, cm, f = y.shape
         c = cm // self.bands
         full = F.conv_transpose1d(y.reshape(b * c, self.bands, f), self.kernel, stride=self.bands)
-        full = full.reshape(b, c, -1)
+        full = full.reshape(b, c, -1)  # [B, C, F*M + tail]
+        full = torch.cat([full[..., : self.tail] + states[self.sid], full[..., self.tail :]], -1)
         n = f * self.bands
-        head = full[..., :n]
-        head = torch.cat([head[..., : self.tail] + states[self.sid], head[..., self.tail :]], -1)
         states[self.sid] = full[..., n:]
-        return head
+        return full[..., :n]
 
 
 class PQMF(nn.Module):

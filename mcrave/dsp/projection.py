@@ -57,9 +57,20 @@ class ChannelProjection(nn.Module):
         """Projected [B, N, T] -> raw [B, N, T]."""
         return torch.einsum("ji,bjt->bit", self.matrix(), p)
 
-    def frozen(self) -> ChannelProjection:
-        """A copy with the current matrix fixed (for inference and TorchScript export)."""
-        out = ChannelProjection("identity", self.fixed.shape[0])
-        out.kind = "frozen"
-        out.fixed = self.matrix().detach().clone()
-        return out
+    def frozen(self) -> FixedProjection:
+        """The current matrix as a constant (for inference and TorchScript export)."""
+        return FixedProjection(self.matrix().detach().clone())
+
+
+class FixedProjection(nn.Module):
+    """A constant orthonormal projection (what a trained `ChannelProjection` becomes)."""
+
+    def __init__(self, matrix: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("fixed", matrix)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.einsum("ij,bjt->bit", self.fixed, x)
+
+    def inverse(self, p: Tensor) -> Tensor:
+        return torch.einsum("ji,bjt->bit", self.fixed, p)

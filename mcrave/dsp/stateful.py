@@ -6,8 +6,6 @@ processing is streaming with zero-initialised states and one chunk, so both path
 code, and a server can gather/scatter states of many streams between steps.
 """
 
-from __future__ import annotations
-
 import torch
 from torch import nn
 

@@ -1,0 +1,123 @@
+"""`mcrave new`, `mcrave info` and `mcrave export`: create, describe and export models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from mcrave.cli.errors import CLIError, run_command
+from mcrave.config import PRESET_NAMES, PROJECTIONS, preset
+
+
+def _new(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="mcrave new", description="Create an untrained model checkpoint."
+    )
+    p.add_argument("--config", choices=PRESET_NAMES, default="test")
+    p.add_argument("--channels", type=int, required=True)
+    p.add_argument("--projection", choices=PROJECTIONS, default="identity")
+    p.add_argument("--sr", type=int, default=44100, help="sample rate (Hz)")
+    p.add_argument("--names", default="", help="comma-separated channel names")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    args = p.parse_args(argv)
+
+    def body() -> int:
+        from mcrave.checkpoint import save_checkpoint
+        from mcrave.model import MCRave
+
+        names = tuple(n for n in args.names.split(",") if n)
+        cfg = preset(
+            args.config,
+            channels=args.channels,
+            projection=args.projection,
+            sample_rate=args.sr,
+            channel_names=names,
+        )
+        torch.manual_seed(args.seed)
+        model = MCRave(cfg.model)
+        path = save_checkpoint(args.output, model, config=cfg, force=args.force)
+        print(f"wrote untrained {args.config} model ({args.channels} channels) to {path}")
+        return 0
+
+    return run_command("new", body)
+
+
+def describe(meta: dict, model) -> dict:
+    """The facts a user (or a service's GetModel) needs about a model."""
+    params = sum(p.numel() for p in model.parameters())
+    return {
+        "path": meta["path"],
+        "preset": model.cfg.preset,
+        "channels": model.channels,
+        "channel_names": list(model.cfg.names),
+        "sample_rate": model.sample_rate,
+        "ratio": model.ratio,
+        "latent_size": model.latent_size,
+        "latency_samples": model.latency,
+        "projection": model.cfg.projection,
+        "parameters": params,
+        "step": meta["step"],
+        "code_version": meta["code_version"],
+        "created": meta["created"],
+        "registry": {k: meta["manifest"][k] for k in ("name", "version")}
+        if meta.get("manifest")
+        else None,
+    }
+
+
+def _info(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="mcrave info", description="Describe a model.")
+    p.add_argument("model", help="checkpoint file or registry entry (models/NAME[/VERSION])")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+
+    def body() -> int:
+        from mcrave.checkpoint import load_model
+
+        model, meta = load_model(args.model)
+        info = describe(meta, model)
+        if args.json:
+            print(json.dumps(info, indent=2))
+        else:
+            for key, value in info.items():
+                print(f"{key:>16}: {value}")
+        return 0
+
+    return run_command("info", body)
+
+
+def _export(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="mcrave export", description="Export a TorchScript .ts for nn~."
+    )
+    p.add_argument("model", help="checkpoint file or registry entry")
+    p.add_argument("-o", "--output", required=True, help="output .ts path")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    args = p.parse_args(argv)
+
+    def body() -> int:
+        from mcrave.checkpoint import load_model
+        from mcrave.export import export_nn_tilde
+
+        if not args.output.endswith(".ts"):
+            raise CLIError(f"{args.output}: nn~ loads .ts files; name the output *.ts")
+        model, _ = load_model(args.model)
+        path = export_nn_tilde(model, args.output, force=args.force)
+        print(
+            f"wrote {path}: encode [{model.channels},1,{model.latent_size},{model.ratio}] "
+            f"decode [{model.latent_size},{model.ratio},{model.channels},1] forward, attribute present"
+        )
+        return 0
+
+    return run_command("export", body)
+
+
+_COMMANDS = {"new": _new, "info": _info, "export": _export}
+
+
+def main(argv: list[str]) -> int:
+    return _COMMANDS[argv[0]](argv[1:])

@@ -1,0 +1,75 @@
+"""nn~ export: contract attributes, streaming parity with the engine, batch > 1, present flags."""
+
+import pytest
+import torch
+from core_helpers import relative_error, tiny_model
+
+from mcrave.export import export_nn_tilde
+from mcrave.streaming import StreamingEngine
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    model = tiny_model(channels=3)
+    path = export_nn_tilde(model, tmp_path_factory.mktemp("ts") / "m.ts")
+    return model, torch.jit.load(str(path))
+
+
+def test_contract_attributes(exported):
+    model, ts = exported
+    n, d, r = 3, model.latent_size, model.ratio
+    assert ts.get_methods() == ["encode", "decode", "forward"]
+    assert ts.encode_params.tolist() == [n, 1, d, r]
+    assert ts.decode_params.tolist() == [d, r, n, 1]
+    assert ts.forward_params.tolist() == [n, 1, n, 1]
+    assert ts.encode_input_labels == ["ch0", "ch1", "ch2"] and ts.decode_output_labels == [
+        "ch0",
+        "ch1",
+        "ch2",
+    ]
+    assert ts.get_attributes() == ["present"]
+    assert ts.present_params.tolist() == [1, 1, 1]
+    assert ts.get_present() == [1, 1, 1]
+
+
+def test_present_setter_takes_one_int_per_channel(exported):
+    _, ts = exported
+    assert ts.set_present(0, 1, 0) == 0 and ts.get_present() == [0, 1, 0]
+    assert ts.set_present(0, 0, 0) != 0 and ts.get_present() == [0, 1, 0]  # empty set refused
+    assert ts.set_present(1, 1, 1) == 0
+
+
+def test_streaming_parity_with_engine_batch_two(exported):
+    model, ts = exported
+    ts.reset()
+    assert ts.set_present(0, 1, 1) == 0
+    engine = StreamingEngine(model, "cpu")
+    buffer = 4 * model.ratio
+    x = torch.randn(2, 3, 5 * buffer, generator=torch.Generator().manual_seed(0)) * 0.3
+    mask = torch.tensor([[False, True, True]] * 2)
+    enc, dec = engine.new_encoder_state(2), engine.new_decoder_state(2, [0, 0])
+    for start in range(0, x.shape[-1], buffer):
+        chunk = x[..., start : start + buffer]
+        enc, z = engine.encode_step(enc, chunk, mask)
+        dec, y = engine.decode_step(dec, z)
+        z_ts = ts.encode(chunk)
+        y_ts = ts.decode(z_ts)
+        f_ts = ts.forward(chunk)
+        assert z_ts.dtype == torch.float32 and z_ts.shape == (
+            2,
+            model.latent_size,
+            buffer // model.ratio,
+        )
+        assert relative_error(z_ts, z) < 1e-4
+        assert relative_error(y_ts, y) < 1e-4
+        assert relative_error(f_ts, y) < 1e-4
+    assert ts.set_present(1, 1, 1) == 0
+
+
+def test_batch_change_restarts_caches(exported):
+    _, ts = exported
+    ts.reset()
+    x = torch.randn(1, 3, 1024)
+    a = ts.forward(x)
+    b = ts.forward(torch.cat([x, x]))  # new batch size: fresh streams
+    assert torch.allclose(b[0], a[0], atol=1e-6) and torch.allclose(b[1], a[0], atol=1e-6)

@@ -1,0 +1,70 @@
+"""The masked VAE: shapes, absent-channel invariance, presets."""
+
+import torch
+from core_helpers import tiny_model
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mcrave.config import preset
+from mcrave.model import MCRave
+
+
+def test_shapes_and_kl():
+    model = tiny_model(channels=3)
+    x = torch.randn(2, 3, 4 * model.ratio)
+    mask = torch.tensor([[True, False, True], [False, False, True]])
+    out = model(x, mask, seed=torch.tensor([1, 2]))
+    assert out["out"].shape == x.shape
+    assert out["mean"].shape == (2, model.latent_size, 4)
+    assert out["kl"].shape == (2,) and bool((out["kl"] >= 0).all())
+
+
+@settings(max_examples=6, deadline=None)
+@given(channels=st.sampled_from([1, 2, 9]), data=st.data())
+def test_absent_channels_have_no_influence(channels, data):
+    model = tiny_model(channels=channels)
+    mask_bits = data.draw(st.lists(st.booleans(), min_size=channels, max_size=channels).filter(any))
+    mask = torch.tensor([mask_bits])
+    seed = data.draw(st.integers(0, 2**16))
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, channels, 3 * model.ratio, generator=g)
+    y = x.clone()
+    absent = ~mask[0]
+    y[0, absent] = torch.randn(int(absent.sum()), x.shape[-1], generator=g) * 10
+    if absent.any():
+        y[0, int(absent.nonzero()[0, 0]), 5] = float("nan")
+    with torch.no_grad():
+        mx, sx = model.encode(x, mask)
+        my, sy = model.encode(y, mask)
+    assert torch.equal(mx, my) and torch.equal(sx, sy)
+
+
+def test_mask_changes_latents():
+    model = tiny_model(channels=2)
+    x = torch.randn(1, 2, 2 * model.ratio)
+    with torch.no_grad():
+        both, _ = model.encode(x, torch.tensor([[True, True]]))
+        right, _ = model.encode(x, torch.tensor([[False, True]]))
+    assert not torch.allclose(both, right)
+
+
+def test_v2_preset_matches_rave_v2_size():
+    cfg = preset("v2", channels=1).model
+    assert (cfg.bands, cfg.strides, cfg.ratio, cfg.latent_size) == (16, (4, 4, 4, 2), 2048, 128)
+    params = sum(p.numel() for p in MCRave(cfg).parameters())
+    assert abs(params / 31.5e6 - 1) < 0.15, params
+
+
+def test_noise_is_seeded():
+    model = tiny_model(channels=2)
+    z = torch.randn(1, model.latent_size, 4)
+    with torch.no_grad():
+        a, b, c = model.decode(z, seed=3), model.decode(z, seed=3), model.decode(z, seed=4)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_runs_on_cuda_when_present():
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = tiny_model(channels=2).to(device)
+    x = torch.randn(1, 2, model.ratio, device=device)
+    assert model(x, torch.ones(1, 2, dtype=torch.bool, device=device))["out"].device.type == device

@@ -1,0 +1,138 @@
+"""Streaming equals offline for every allowed chunking; batching and join/leave are exact."""
+
+import numpy as np
+import pytest
+import torch
+from core_helpers import relative_error, tiny_model
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mcrave.inference import infer_array
+from mcrave.streaming import StreamingEngine, StreamState
+
+
+def offline(model, x, mask, seed=0):
+    with torch.no_grad():
+        mean, _ = model.encode(x, mask)
+        return mean, model.decode(mean, seed=seed)
+
+
+def stream(engine, x, mask, chunks, seed=0):
+    enc, dec = engine.new_encoder_state(1), engine.new_decoder_state(1, [seed])
+    zs, ys, start = [], [], 0
+    for size in chunks:
+        enc, z = engine.encode_step(enc, x[..., start : start + size], mask)
+        dec, y = engine.decode_step(dec, z)
+        zs.append(z)
+        ys.append(y)
+        start += size
+    return torch.cat(zs, -1), torch.cat(ys, -1)
+
+
+@settings(max_examples=8, deadline=None)
+@given(channels=st.sampled_from([1, 2, 9]), data=st.data())
+def test_streamed_equals_offline_for_random_chunkings(channels, data):
+    model = tiny_model(channels=channels)
+    engine = StreamingEngine(model, "cpu")
+    frames = data.draw(st.lists(st.integers(1, 6), min_size=1, max_size=6))
+    chunks = [f * model.ratio for f in frames]
+    bits = data.draw(st.lists(st.booleans(), min_size=channels, max_size=channels).filter(any))
+    mask = torch.tensor([bits])
+    seed = data.draw(st.integers(0, 1000))
+    x = torch.randn(1, channels, sum(chunks), generator=torch.Generator().manual_seed(seed)) * 0.5
+    z_off, y_off = offline(model, x, mask, seed)
+    z_str, y_str = stream(engine, x, mask, chunks, seed)
+    assert relative_error(z_str, z_off) < 1e-4
+    assert relative_error(y_str, y_off) < 1e-4
+
+
+def test_batched_streams_equal_each_alone_with_join_and_leave():
+    model = tiny_model(channels=2)
+    engine = StreamingEngine(model, "cpu")
+    r = model.ratio
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.randn(1, 2, 6 * r, generator=g) for _ in range(3)]
+    masks = [
+        torch.tensor([[True, True]]),
+        torch.tensor([[False, True]]),
+        torch.tensor([[True, False]]),
+    ]
+    alone = [
+        stream(engine, x, m, [2 * r] * 3, seed=i)[1] for i, (x, m) in enumerate(zip(xs, masks))
+    ]
+
+    # a server-style slot table: stream 2 joins at step 1, stream 0 leaves after step 1
+    enc = StreamState.stack([engine.new_encoder_state(1) for _ in range(3)])
+    dec = engine.new_decoder_state(3, [0, 1, 2])
+    outs = {0: [], 1: [], 2: []}
+    done = {0: 0, 1: 0, 2: 0}
+    schedule = [[0, 1], [0, 1, 2], [1, 2], [2]]
+    for active in schedule:
+        e, d = enc.gather(active), dec.gather(active)
+        x = torch.cat([xs[i][..., done[i] * 2 * r : (done[i] + 1) * 2 * r] for i in active])
+        m = torch.cat([masks[i] for i in active])
+        e, z = engine.encode_step(e, x, m)
+        d, y = engine.decode_step(d, z)
+        enc, dec = enc.scatter(active, e), dec.scatter(active, d)
+        for row, i in enumerate(active):
+            outs[i].append(y[row : row + 1])
+            done[i] += 1
+    assert [done[i] for i in range(3)] == [2, 3, 3]
+    for i in range(3):
+        got = torch.cat(outs[i], -1)
+        assert relative_error(got, alone[i][..., : got.shape[-1]]) < 1e-4
+
+
+def test_state_split_stack_roundtrip_and_fixed_size():
+    engine = StreamingEngine(tiny_model(channels=2), "cpu")
+    state = engine.new_decoder_state(4, [1, 2, 3, 4])
+    parts = state.split()
+    assert len(parts) == 4 and all(p.batch == 1 for p in parts)
+    again = StreamState.stack(parts)
+    assert all(torch.equal(a, b) for a, b in zip(again.tensors, state.tensors))
+    x = torch.randn(4, engine.latent_size, 3)
+    moved, _ = engine.decode_step(state, x)
+    assert moved.nbytes == state.nbytes  # a stream's state never grows
+
+
+@pytest.mark.parametrize("bad", [0, 100, 10**9])
+def test_bad_chunk_sizes_are_rejected(bad):
+    engine = StreamingEngine(tiny_model(channels=1), "cpu")
+    with pytest.raises(ValueError, match="multiple of"):
+        engine.check_chunk(bad)
+
+
+def test_infer_array_streaming_matches_offline_and_compensates_latency():
+    model = tiny_model(channels=2)
+    g = torch.Generator().manual_seed(3)
+    audio = (torch.randn(2, 3000, generator=g) * 0.3).numpy()
+    off = infer_array(model, audio, present=[1])
+    for chunk in (model.ratio, 3 * model.ratio):
+        assert (
+            np.abs(infer_array(model, audio, present=[1], chunk=chunk) - off).max()
+            <= 1e-4 * np.abs(off).max()
+        )
+    assert off.shape == audio.shape
+    # only the present channel given: the same result
+    np.testing.assert_allclose(infer_array(model, audio[1:], present=[1]), off, atol=1e-6)
+    passed = infer_array(model, audio, present=[1], passthrough=True)
+    np.testing.assert_array_equal(passed[1], audio[1])
+    np.testing.assert_array_equal(passed[0], off[0])
+    # latency: the untrimmed decoder output is the trimmed one shifted by model.latency
+    x = torch.zeros(1, 2, 16 * model.ratio)
+    x[..., : audio.shape[1]] = torch.from_numpy(audio)
+    _, raw = offline(model, x, torch.tensor([[False, True]]))
+    np.testing.assert_allclose(
+        raw[0, :, model.latency : model.latency + 3000].numpy(), off, atol=1e-5
+    )
+
+
+def test_infer_array_rejects_bad_present_sets():
+    model = tiny_model(channels=2)
+    audio = np.zeros((2, 512), np.float32)
+    with pytest.raises(ValueError, match="empty"):
+        infer_array(model, audio, present=[])
+    with pytest.raises(ValueError, match="out of range"):
+        infer_array(model, audio, present=[2])
+    with pytest.raises(ValueError, match="channels"):
+        infer_array(model, np.zeros((3, 512), np.float32), present=[0])
