@@ -158,13 +158,15 @@ def _melody(kind: str, seconds: float, sr: int, rng: np.random.Generator) -> np.
     t = rng.uniform(0, beat)
     while t < seconds:
         dur = beat * rng.choice([0.5, 1.0, 1.0, 2.0, 4.0 if kind == "additive" else 1.0])
-        if rng.random() > 0.15:
+        if rng.random() < 0.15:
+            dur = beat * 0.5  # a short rest
+        else:
             chord = [0, 2] if kind == "additive" and rng.random() < 0.4 else [0]
             for c in chord:
                 f0 = _midi_hz(pitches[min(pos + c, len(pitches) - 1)])
                 note = render(f0, dur * length, sr, rng) * rng.uniform(0.5, 1.0)
                 i = int(t * sr)
-                out[i : i + len(note)] += note
+                out[i : i + len(note)] += note[: len(out) - i]
         pos = int(np.clip(pos + rng.integers(-2, 3), 0, len(pitches) - 1))
         t += dur
     return out[:n]
@@ -189,6 +191,7 @@ def _speech(seconds: float, sr: int, rng: np.random.Generator) -> np.ndarray:
                 lo = rng.uniform(1500, 5000)
                 b, a = signal.butter(2, [lo / (sr / 2), min(0.95, 2.2 * lo / (sr / 2))], "band")
                 burst = signal.lfilter(b, a, rng.standard_normal(ncons)) * np.hanning(ncons)
+                burst /= np.sqrt(np.mean(burst**2)) + 1e-12
                 out[start : start + ncons] += burst * rng.uniform(0.05, 0.3)
                 start += ncons
             nv = int(rng.uniform(0.08, 0.25) * sr)
@@ -206,8 +209,10 @@ def _speech(seconds: float, sr: int, rng: np.random.Generator) -> np.ndarray:
                 voiced = signal.lfilter(
                     [1 - r], [1, -2 * r * np.cos(2 * np.pi * fk / sr), r * r], voiced
                 )
+            voiced = np.diff(voiced, prepend=0.0)  # lip radiation
+            voiced /= np.sqrt(np.mean(voiced**2)) + 1e-12
             env = np.sin(np.pi * np.linspace(0, 1, nv)) ** 0.7
-            out[start : start + nv] += np.diff(voiced, prepend=0.0) * env * rng.uniform(0.6, 1.0)
+            out[start : start + nv] += voiced * env * rng.uniform(0.6, 1.0)
             t = (start + nv) / sr + rng.uniform(0.0, 0.06)
         t += rng.uniform(0.25, 0.9)
     return out[:n]
