@@ -194,3 +194,34 @@ def test_resumes_after_kill_mid_run(tmp_path):
         k: v for k, v in _snapshot(clean).items() if k.startswith("shards")
     }
     assert _manifest(ds)["files"] == _manifest(clean)["files"]
+
+
+def test_kill_between_fsync_and_rename_of_a_shard(tmp_path):
+    """The team's fault point (mcrave.atomic) kills the writer mid-write; a re-run recovers."""
+    for i in range(3):
+        write_wav(tmp_path / "in" / f"f{i}.wav", noise_audio(0.5, 2, seed=i))
+    ds = tmp_path / "ds"
+    cmd = [
+        sys.executable,
+        "-m",
+        "mcrave.cli.main",
+        "prepare",
+        str(tmp_path / "in"),
+        "-o",
+        str(ds),
+        "--channels",
+        "2",
+    ]
+    run = subprocess.run(
+        cmd,
+        env={**os.environ, "MCRAVE_FAULT": "kill_before_rename"},
+        capture_output=True,
+        timeout=60,
+    )
+    assert run.returncode == -signal.SIGKILL
+    assert not (ds / "manifest.json").exists() and not list((ds / "shards").glob("*.npy"))
+    assert list((ds / "shards").glob(".*.tmp-*")), (
+        "the kill should leave a complete-but-unnamed temp"
+    )
+    assert _prepare(tmp_path / "in", "-o", ds, "--channels", 2) == 0
+    assert len(_manifest(ds)["files"]) == 3 and not list(ds.rglob(".*.tmp-*"))

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mcrave.data.atomic import atomic_write_bytes
+from mcrave.atomic import atomic_write_bytes
 
 FORMAT = "mcrave-dataset"
 VERSION = 1

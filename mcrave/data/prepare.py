@@ -26,9 +26,10 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from mcrave.data.atomic import atomic_write_with, remove_stale_temps
+from mcrave.atomic import atomic_write
 from mcrave.data.inputs import InputError, Source, discover
 from mcrave.data.manifest import MANIFEST, ManifestError, load_manifest, new_manifest, save_manifest
+from mcrave.registry import sha256_file
 
 SHARDS = "shards"
 
@@ -49,19 +50,19 @@ class PrepareOptions:
     min_silence_s: float = 0.5  # only silent runs at least this long are dropped
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def remove_stale_temps(folder: Path) -> int:
+    """Delete the temp files (`.NAME.tmp-PID`, see mcrave.atomic) a killed writer left behind."""
+    stale = [p for p in folder.glob(".*.tmp-*") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
 
 
 def source_sha256(source: Source) -> str:
     """Hash of the file, or of the ordered channel files' hashes for a group."""
     if len(source.paths) == 1:
-        return _sha256_file(source.paths[0])
-    joined = "\n".join(["mcrave-channel-group", *(_sha256_file(p) for p in source.paths)])
+        return sha256_file(source.paths[0])
+    joined = "\n".join(["mcrave-channel-group", *(sha256_file(p) for p in source.paths)])
     return hashlib.sha256(joined.encode()).hexdigest()
 
 
@@ -203,7 +204,7 @@ def prepare(
                 log(f"{tag}: silent, skipped")
             else:
                 shard = f"{SHARDS}/{sha[:16]}.npy"
-                atomic_write_with(root / shard, lambda f, a=kept: np.save(f, a))
+                atomic_write(root / shard, lambda f, a=kept: np.save(f, a))
                 doc["files"].append(
                     {
                         "source": source.name,

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from mcrave.data.atomic import atomic_write_bytes, atomic_write_with
+from mcrave.atomic import atomic_write, atomic_write_bytes
 from mcrave.data.synth.scenes import channel_names, layout_channels, render_scene, sample_scene
 
 CORPUS_FORMAT = "mcrave-synth"
@@ -61,7 +61,7 @@ def synth_corpus(
     for i, duration in enumerate(durations):
         audio, scene = synth_file(layout, seed, i, duration, sr)
         name = f"synth_{seed}_{i:0{width}d}.wav"
-        atomic_write_with(
+        atomic_write(
             out / name, lambda f, a=audio: sf.write(f, a, sr, subtype="PCM_24", format="WAV")
         )
         files.append({"file": name, "index": i, **scene})

@@ -9,6 +9,7 @@ pauses, and broadband transients.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 from scipy import signal
@@ -81,23 +82,21 @@ def _fm(f0: float, dur: float, sr: int, rng: np.random.Generator) -> np.ndarray:
     return _release(y, sr)
 
 
-def _harmonic(
-    f0: float,
-    dur: float,
-    sr: int,
-    rng: np.random.Generator,
-    partials: int,
-    tilt: float,
-    attack: float,
-    t60: float,
-    damping: float,
-) -> np.ndarray:
-    """Sum of harmonics with vibrato; `damping` makes upper partials decay faster (brightness fall)."""
+# harmonic voices: partial count and ranges for (spectral tilt, attack s, T60 s, upper-partial damping)
+_HARMONIC_VOICES = {
+    "additive": (12, (0.8, 2.0), (0.02, 0.2), (2.0, 8.0), (0.0, 0.0)),  # organ/pad-like, chords
+    "bass": (10, (0.7, 1.3), (0.003, 0.008), (0.8, 2.0), (2.0, 8.0)),  # plucked-bass-like
+}
+
+
+def _harmonic(voice: str, f0: float, dur: float, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """Sum of harmonics with vibrato; damping makes upper partials decay faster (brightness fall)."""
+    partials, *ranges = _HARMONIC_VOICES[voice]
+    tilt, attack, t60, damping = (rng.uniform(lo, hi) for lo, hi in ranges)
     n = max(int(dur * sr), 8)
     t = np.arange(n) / sr
-    vib = 1.0 + rng.uniform(0.0, 0.004) * np.sin(
-        2 * np.pi * rng.uniform(4.0, 6.5) * t
-    ) * np.minimum(t / 0.3, 1)
+    depth, rate = rng.uniform(0.0, 0.004), rng.uniform(4.0, 6.5)
+    vib = 1.0 + depth * np.sin(2 * np.pi * rate * t) * np.minimum(t / 0.3, 1)
     phase = 2 * np.pi * np.cumsum(f0 * vib) / sr
     y = np.zeros(n)
     for k in range(1, partials + 1):
@@ -108,40 +107,12 @@ def _harmonic(
     return _release(y * _env_ad(n, sr, attack, t60), sr, 0.05)
 
 
-def _additive(f0: float, dur: float, sr: int, rng: np.random.Generator) -> np.ndarray:
-    return _harmonic(
-        f0,
-        dur,
-        sr,
-        rng,
-        12,
-        rng.uniform(0.8, 2.0),
-        rng.uniform(0.02, 0.2),
-        rng.uniform(2.0, 8.0),
-        0.0,
-    )
-
-
-def _bass(f0: float, dur: float, sr: int, rng: np.random.Generator) -> np.ndarray:
-    return _harmonic(
-        f0,
-        dur,
-        sr,
-        rng,
-        10,
-        rng.uniform(0.7, 1.3),
-        0.005,
-        rng.uniform(0.8, 2.0),
-        rng.uniform(2.0, 8.0),
-    )
-
-
 _INSTRUMENTS: dict[str, tuple[Callable[..., np.ndarray], tuple[int, int], float]] = {
     # name: (note renderer, midi range, note-length multiplier)
     "pluck": (_pluck, (48, 76), 1.5),
     "fm": (_fm, (50, 84), 1.2),
-    "additive": (_additive, (48, 72), 1.0),
-    "bass": (_bass, (28, 48), 1.0),
+    "additive": (partial(_harmonic, "additive"), (48, 72), 1.0),
+    "bass": (partial(_harmonic, "bass"), (28, 48), 1.0),
 }
 
 
