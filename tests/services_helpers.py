@@ -10,7 +10,6 @@ from typing import Any
 
 import grpc
 import numpy as np
-import torch
 from mcrave_client.proto import (
     decoder_pb2,
     decoder_pb2_grpc,
@@ -19,10 +18,6 @@ from mcrave_client.proto import (
     stream_pb2,
 )
 
-from mcrave.checkpoint import save_checkpoint
-from mcrave.config import preset
-from mcrave.model import MCRave
-from mcrave.registry import publish_version
 from services.common.limits import Limits
 from services.common.server import RunningServer, ServerConfig, ServiceDef, start_server
 
@@ -31,6 +26,13 @@ SR = 44100
 
 def publish_tiny(root: Path, name: str = "tiny", seed: int = 0, channels: int = 2) -> int:
     """Publish an untrained `test`-preset model (weights from `seed`) as the next version."""
+    import torch  # here, not at the top: the split test's client process must not pay for torch
+
+    from mcrave.checkpoint import save_checkpoint
+    from mcrave.config import preset
+    from mcrave.model import MCRave
+    from mcrave.registry import publish_version
+
     torch.manual_seed(seed)
     model = MCRave(preset("test", channels=channels).model)
     ckpt = root.parent / f".{name}-{seed}-{channels}.ckpt"

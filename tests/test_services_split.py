@@ -1,0 +1,156 @@
+"""Encoder and decoder on separate "machines": own processes, own network namespaces joined by a
+veth pair (when root and `ip netns` work; loopback otherwise), the client in a third process.
+
+From the services' own counters: the encoder received exactly frames x |present| x 4 bytes of
+audio, and the decoder received only latents.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+import pytest
+from services_helpers import audio, publish_tiny
+
+from mcrave.inference import infer_array
+from services.common.registry_watch import load_version
+
+ROOT = Path(__file__).resolve().parents[1]
+ENC_IP, DEC_IP = "10.77.0.1", "10.77.0.2"
+
+
+def _run(*cmd: str) -> None:
+    subprocess.run(cmd, check=True, capture_output=True, timeout=20)
+
+
+def _namespaces(stack: ExitStack) -> tuple[list[str], list[str], str, str] | None:
+    """Two namespaces joined by a veth pair: (enc prefix, dec prefix, enc ip, dec ip); None if impossible."""
+    if os.geteuid() != 0:
+        return None
+    tag = f"{os.getpid() % 100000}"
+    ns_enc, ns_dec = f"mcrave-enc-{tag}", f"mcrave-dec-{tag}"
+    try:
+        for ns in (ns_enc, ns_dec):
+            _run("ip", "netns", "add", ns)
+            stack.callback(subprocess.run, ["ip", "netns", "del", ns], capture_output=True)
+        _run("ip", "link", "add", f"mce{tag}", "type", "veth", "peer", "name", f"mcd{tag}")
+        for ns, dev, ip in ((ns_enc, f"mce{tag}", ENC_IP), (ns_dec, f"mcd{tag}", DEC_IP)):
+            _run("ip", "link", "set", dev, "netns", ns)
+            _run("ip", "-n", ns, "addr", "add", f"{ip}/30", "dev", dev)
+            _run("ip", "-n", ns, "link", "set", dev, "up")
+            _run("ip", "-n", ns, "link", "set", "lo", "up")
+    except (OSError, subprocess.SubprocessError):
+        stack.close()
+        return None
+    return ["ip", "netns", "exec", ns_enc], ["ip", "netns", "exec", ns_dec], ENC_IP, DEC_IP
+
+
+def _serve(stack: ExitStack, prefix: list[str], service: str, host: str, models: Path, tmp: Path):
+    """Start `mcrave serve SERVICE` (stopped with SIGTERM on exit); returns a wait() for its ports."""
+    ready = tmp / f"{service}.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [
+            *prefix,
+            sys.executable,
+            "-m",
+            "mcrave.cli.main",
+            "serve",
+            service,
+            "--models",
+            str(models),
+            "--host",
+            host,
+            "--port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--threads",
+            "1",
+            "--ready-file",
+            str(ready),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+    def stop() -> None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    stack.callback(stop)
+
+    def wait() -> dict:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, f"{service} never became ready"
+            time.sleep(0.1)
+        return json.loads(ready.read_text())
+
+    return wait
+
+
+def test_split_encoder_decoder_client(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    publish_tiny(models)
+    x = audio(20000, seed=21)
+    np.save(tmp_path / "in.npy", x)
+    with ExitStack() as stack:
+        ns = _namespaces(stack)
+        enc_prefix, dec_prefix, enc_ip, dec_ip = ns or ([], [], "127.0.0.1", "127.0.0.1")
+        enc_wait = _serve(stack, enc_prefix, "encoder", enc_ip, models, tmp_path)
+        dec_wait = _serve(stack, dec_prefix, "decoder", dec_ip, models, tmp_path)
+        enc, dec = enc_wait(), dec_wait()
+        # the client lives beside the encoder (the machine with the microphones) and reaches the
+        # decoder across the veth link
+        client = subprocess.run(
+            [
+                *enc_prefix,
+                sys.executable,
+                str(ROOT / "tests" / "services_split_client.py"),
+                f"{enc_ip}:{enc['port']}",
+                f"{dec_ip}:{dec['port']}",
+                f"{enc_ip}:{enc['metrics_port']}",
+                f"{dec_ip}:{dec['metrics_port']}",
+                str(tmp_path / "in.npy"),
+                str(tmp_path / "out.npy"),
+                "1",
+            ],
+            env={**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}", "OMP_NUM_THREADS": "1"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert client.returncode == 0, client.stderr[-3000:]
+        assert enc["pid"] != dec["pid"]
+    report = json.loads(client.stdout)
+    e, d = report["encoder"], report["decoder"]
+    assert (
+        e["mcrave_received_bytes_total{kind=pcm,model=tiny}"] == len(x) * 1 * 4
+    )  # frames x |present| x 4
+    assert "mcrave_received_bytes_total{kind=latent,model=tiny}" not in e
+    assert d["mcrave_received_bytes_total{kind=latent,model=tiny}"] == report["latent_bytes"]
+    assert (
+        "mcrave_received_bytes_total{kind=pcm,model=tiny}" not in d
+    )  # the decoder never saw audio
+    assert d["mcrave_sent_bytes_total{kind=pcm,model=tiny}"] > 0
+    engine = load_version(models / "tiny" / "1").engine
+    want = infer_array(engine, x[:, [1]].T, present=[1], chunk=1024)
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy").T, want, atol=1e-4)
+    if ns is None:
+        pytest.skip("ran on loopback: network namespaces need root and `ip netns`")
