@@ -63,17 +63,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--ready-file", type=Path, help="write the bound ports here as JSON once serving"
     )
     parser.add_argument("--no-reflection", action="store_true", help="do not serve gRPC reflection")
+    parser.add_argument(
+        "--pull-from", metavar="HOST:PORT", help="mirror a trainer's published models into --models"
+    )
     return parser
 
 
 def models_dir(args: argparse.Namespace) -> Path:
-    """The registry folder to serve (a `--pull-from` mirror would be prepared here)."""
+    """The registry folder to serve; with `--pull-from` a trainer's versions are mirrored in."""
+    if args.pull_from:
+        from services.trainer.pull import start_mirror
+
+        start_mirror(
+            args.pull_from, args.models, args.tls_ca, args.tls_cert, args.tls_key, args.token_file
+        )
     if not args.models.is_dir():
         raise ValueError(f"{args.models}: model registry folder does not exist")
     return args.models
 
 
 def main(argv: list[str]) -> int:
+    if argv[1:2] == ["trainer"]:  # the trainer has options of its own
+        from services.trainer.cli import main as trainer_main
+
+        return trainer_main(argv)
     args = build_parser().parse_args(argv[1:])
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -1,0 +1,88 @@
+"""`mcrave serve trainer --jobs-dir DIR --data-root DIR --models DIR ...` (reached through
+`mcrave serve`, which hands the trainer its own options)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from services.common.auth import ConfigError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mcrave serve trainer", description="run the training-job gRPC service"
+    )
+    p.add_argument("--jobs-dir", type=Path, required=True, help="job records (local disk: SQLite)")
+    p.add_argument("--data-root", type=Path, required=True, help="datasets jobs may train on")
+    p.add_argument("--models", type=Path, required=True, help="model registry to publish into")
+    p.add_argument("--runs-dir", type=Path, help="run folders (default JOBS_DIR/runs)")
+    p.add_argument("--backend", default="local", choices=("local", "kubernetes"))
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (gRPC and metrics)")
+    p.add_argument("--port", type=int, default=50053, help="gRPC port (0 = any free)")
+    p.add_argument("--metrics-port", type=int, default=9453, help="Prometheus port (0 = any)")
+    p.add_argument("--health-port", type=int, help="plaintext grpc.health.v1-only port (probes)")
+    p.add_argument("--tls-cert", help="server certificate (PEM); enables TLS")
+    p.add_argument("--tls-key", help="server private key (PEM)")
+    p.add_argument("--tls-ca", help="CA (PEM) client certificates must chain to: enables mTLS")
+    p.add_argument("--token-file", help="file holding the bearer token clients must send")
+    p.add_argument("--threads", type=int, help="torch threads per local job")
+    p.add_argument("--cancel-grace", type=float, default=120.0, help="seconds to checkpoint")
+    p.add_argument("--sd-file", type=Path, help="write running jobs' metrics targets (file_sd)")
+    p.add_argument("--sd-host", default="127.0.0.1", help="host Prometheus reaches jobs on")
+    p.add_argument("--ready-file", type=Path, help="write the bound ports here as JSON")
+    k8s = p.add_argument_group("kubernetes backend (defaults from the ConfigMap's environment)")
+    k8s.add_argument("--k8s-namespace", default=os.environ.get("MCRAVE_NAMESPACE", "mcrave"))
+    k8s.add_argument("--k8s-image", default=os.environ.get("MCRAVE_TRAIN_IMAGE", "mcrave:0.1.0"))
+    k8s.add_argument(
+        "--k8s-volumes",
+        default=os.environ.get("MCRAVE_TRAIN_PVCS", ""),
+        help="PVC=/mount,... mounted into training pods (same paths as in the trainer)",
+    )
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv[2:])  # argv: ["serve", "trainer", ...]
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from services.trainer.server import TrainerConfig, serve
+
+    try:
+        extra = {}
+        if args.backend == "kubernetes":
+            from services.trainer.k8s_backend import KubernetesBackend
+
+            extra["kubernetes"] = KubernetesBackend.from_environment(
+                args.k8s_namespace, args.k8s_image, args.k8s_volumes
+            )
+        cfg = TrainerConfig(
+            jobs_dir=args.jobs_dir,
+            data_root=args.data_root,
+            models=args.models,
+            runs_dir=args.runs_dir,
+            backend=args.backend,
+            host=args.host,
+            port=args.port,
+            metrics_port=args.metrics_port,
+            health_port=args.health_port,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tls_ca=args.tls_ca,
+            token_file=args.token_file,
+            sd_file=args.sd_file,
+            sd_host=args.sd_host,
+            threads=args.threads,
+            cancel_grace_s=args.cancel_grace,
+            extra_backends=extra,
+        )
+        asyncio.run(serve(cfg, ready_file=args.ready_file))
+    except (ConfigError, ValueError, OSError) as error:
+        print(f"mcrave serve trainer: {error}", file=sys.stderr)
+        return 2
+    return 0

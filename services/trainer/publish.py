@@ -1,0 +1,87 @@
+"""Publishing a job's checkpoint into the registry, and reading published versions back out.
+
+Publishing strips the training state (optimisers, discriminator) from the run's checkpoint,
+optionally exports TorchScript for nn~, and hands both to `mcrave.registry.publish_version`,
+which makes the version appear atomically; encoders and decoders polling the registry load it
+without a restart. torch is imported here only when a publish happens.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from mcrave.registry import MANIFEST, RegistryError, latest_version, list_models, read_manifest
+
+CHUNK_BYTES = 1 << 20  # well under the 4 MiB default message limit
+
+
+def publish_checkpoint(
+    models: Path, name: str, checkpoint: Path, work_dir: Path, torchscript: bool, job_id: str
+) -> tuple[int, int]:
+    """Export `checkpoint` as `models/name/<next>`; returns (version, training step)."""
+    from mcrave.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+    from mcrave.config import Config
+
+    payload = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(payload).eval()
+    step = int(payload["step"])
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=work_dir, prefix=".publish-") as tmp:
+        slim = save_checkpoint(
+            Path(tmp) / "model.ckpt", model, step=step, config=Config.from_dict(payload["config"])
+        )
+        ts = None
+        if torchscript:
+            from mcrave.export import export_nn_tilde
+
+            ts = export_nn_tilde(model, Path(tmp) / "model.ts")
+        from mcrave.registry import publish_version
+
+        version = publish_version(
+            models, name, slim, torchscript=ts, info={"job_id": job_id, "step": step}
+        )
+    return version, step
+
+
+def published_versions(models: Path, name: str = "") -> list[tuple[str, int, dict[str, str]]]:
+    """(name, version, sha256 by file) of every published version, or of one model's."""
+    try:
+        found = list_models(models)
+    except RegistryError:
+        return []
+    if name:
+        found = {name: found[name]} if name in found else {}
+    out = []
+    for model, versions in found.items():
+        for version in versions:
+            try:
+                manifest = read_manifest(models / model / str(version), verify=False)
+            except RegistryError:
+                continue  # a corrupt version is not offered
+            out.append((model, version, dict(manifest.get("sha256", {}))))
+    return out
+
+
+def version_dir(models: Path, name: str, version: int) -> Path:
+    """A published version's folder (`version` 0 = latest); RegistryError if there is none."""
+    if not name or "/" in name or name.startswith("."):
+        raise RegistryError(f"invalid model name {name!r}")
+    version = version or (latest_version(models, name) or 0)
+    path = models / name / str(version)
+    if not version or not (path / MANIFEST).is_file():
+        raise RegistryError(f"no published version {name}/{version or 'latest'}")
+    return path
+
+
+def iter_files(path: Path) -> Iterator[tuple[str | None, int, bytes]]:
+    """(file name, size, data) chunks of the version's files, manifest last; the name and size
+    come with a file's first chunk only (None after), even for an empty file."""
+    manifest = read_manifest(path, verify=True)  # never send a version that fails its sha256
+    for fname in [*sorted(manifest.get("sha256", {})), MANIFEST]:
+        size = (path / fname).stat().st_size
+        with open(path / fname, "rb") as f:
+            yield fname, size, f.read(CHUNK_BYTES)
+            while data := f.read(CHUNK_BYTES):
+                yield None, 0, data

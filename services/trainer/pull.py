@@ -1,0 +1,83 @@
+"""Mirror a trainer's published model versions into a local registry folder, for a decoder on a
+machine that shares no volume with the trainer: `mcrave serve decoder --pull-from HOST:PORT`.
+
+A background thread asks the trainer for its versions every few seconds and fetches the missing
+ones (staged, sha256-checked, renamed into place by the SDK's `TrainerClient.fetch`); the
+decoder's own registry polling then loads them, exactly as it would a local publish.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from mcrave_client.connection import Connection
+from mcrave_client.errors import ClientError
+from mcrave_client.trainer import TrainerClient
+
+log = logging.getLogger(__name__)
+
+
+class RegistryMirror:
+    def __init__(self, connection: Connection, models: Path, interval_s: float = 2.0) -> None:
+        self.client = TrainerClient(connection)
+        self.models = models
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def sync_once(self) -> list[Path]:
+        """Fetch every version the trainer has and this folder lacks; returns what was added."""
+        added = []
+        for v in self.client.versions():
+            if not (self.models / v.name / str(v.version)).is_dir():
+                added.append(self.client.fetch(v.name, v.version, self.models))
+                log.info("pulled %s/%d from %s", v.name, v.version, self.client.connection.target)
+        return added
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sync_once()
+            except ClientError as err:  # trainer down or refusing: keep serving, retry later
+                log.warning("pull from trainer failed: %s", err)
+            self._stop.wait(self.interval_s)
+
+    def start(self) -> RegistryMirror:
+        self._thread = threading.Thread(target=self._run, name="registry-pull", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+        self.client.close()
+
+
+def start_mirror(
+    target: str,
+    models: Path,
+    tls_ca: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    token_file: str | None = None,
+) -> RegistryMirror:
+    """Pull once now (so the decoder starts with the published models), then keep pulling.
+
+    The decoder's own --tls-* files double as the client's (same CA; its certificate for mTLS).
+    """
+    from mcrave_client.connection import read_token
+
+    token = read_token(Path(token_file)) if token_file else None
+    path = lambda p: Path(p) if p else None  # noqa: E731
+    conn = Connection(target, path(tls_ca), path(tls_cert) if tls_ca else None,
+                      path(tls_key) if tls_ca else None, token)  # fmt: skip
+    models.mkdir(parents=True, exist_ok=True)
+    mirror = RegistryMirror(conn, models)
+    try:
+        mirror.sync_once()
+    except ClientError as err:
+        log.warning("initial pull from %s failed (will retry): %s", target, err)
+    return mirror.start()

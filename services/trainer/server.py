@@ -1,0 +1,187 @@
+"""Trainer server bootstrap: job store + manager + backends, the gRPC server (same TLS/token
+options as the encoder and decoder), an optional plaintext health-only port for Kubernetes gRPC
+probes (they cannot speak TLS), metrics, and the Prometheus file_sd list of running jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from mcrave_client.proto import trainer_pb2_grpc
+
+from services.common.auth import (
+    ConfigError,
+    TokenInterceptor,
+    check_token_transport,
+    read_token,
+    server_credentials,
+)
+from services.common.error_mapping import ErrorMappingInterceptor
+from services.trainer.backend import Backend
+from services.trainer.jobs import JobManager, Paths
+from services.trainer.local_backend import LocalBackend
+from services.trainer.metrics import TrainerMetrics, write_sd_file
+from services.trainer.servicer import FULL_NAME, TrainerServicer
+from services.trainer.store import JobStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    jobs_dir: Path
+    data_root: Path
+    models: Path
+    runs_dir: Path | None = None  # default: JOBS_DIR/runs
+    backend: str = "local"
+    host: str = "127.0.0.1"
+    port: int = 0
+    metrics_port: int = 0
+    health_port: int | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    token_file: str | None = None
+    sd_file: Path | None = None
+    sd_host: str = "127.0.0.1"  # how Prometheus reaches local jobs' metrics ports
+    threads: int | None = None  # torch threads per local job
+    cancel_grace_s: float = 120.0
+    poll_s: float = 0.5
+    extra_backends: dict[str, Backend] = field(default_factory=dict)  # e.g. kubernetes
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass
+class RunningTrainer:
+    server: grpc.aio.Server
+    health_server: grpc.aio.Server | None
+    health: health.aio.HealthServicer
+    manager: JobManager
+    port: int
+    metrics_port: int
+    health_port: int | None
+    _httpd: object
+
+    async def stop(self, grace_s: float) -> None:
+        """Jobs keep running (a restarted trainer re-attaches); only the service stops."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+        if self.health_server:
+            await self.health_server.stop(0)
+        await self.manager.close()
+        self.manager.store.close()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+def _check_dirs(cfg: TrainerConfig) -> None:
+    for what, path in (("--data-root", cfg.data_root), ("--models", cfg.models)):
+        if not path.is_dir():
+            raise ConfigError(f"{path}: {what} folder does not exist")
+
+
+async def start_trainer(cfg: TrainerConfig) -> RunningTrainer:
+    _check_dirs(cfg)
+    creds = server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_ca)
+    token = read_token(cfg.token_file)
+    check_token_transport(token, creds is not None, cfg.host)
+    backends: dict[str, Backend] = {"local": LocalBackend(cfg.threads), **cfg.extra_backends}
+    if cfg.backend not in backends:
+        raise ConfigError(f"--backend {cfg.backend}: not available ({sorted(backends)})")
+
+    metrics = TrainerMetrics()
+    store = JobStore(cfg.jobs_dir)
+
+    def refresh(manager: JobManager) -> None:
+        metrics.set_counts(manager.store.counts())
+        if cfg.sd_file is not None:
+            running = manager.store.list(("RUNNING", "CANCELLING"), limit=10_000)
+            ports = [r.handle.get("metrics_port") for r in running if r.backend == "local"]
+            write_sd_file(cfg.sd_file, [f"{cfg.sd_host}:{p}" for p in ports if p])
+
+    manager = JobManager(
+        store,
+        backends,
+        cfg.backend,
+        Paths(cfg.data_root, cfg.runs_dir or cfg.jobs_dir / "runs", cfg.models),
+        poll_s=cfg.poll_s,
+        cancel_grace_s=cfg.cancel_grace_s,
+        on_change=refresh,
+        on_steps=metrics.steps.inc,
+    )
+    await manager.start()
+    refresh(manager)
+
+    interceptors: list[grpc.aio.ServerInterceptor] = []
+    if token:
+        interceptors.append(TokenInterceptor(token))
+    interceptors.append(ErrorMappingInterceptor(metrics))
+    server = grpc.aio.server(interceptors=interceptors)
+    trainer_pb2_grpc.add_TrainerServiceServicer_to_server(
+        TrainerServicer(manager, cfg.models), server
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [FULL_NAME, reflection.SERVICE_NAME, health.SERVICE_NAME], server
+    )
+    address = _address(cfg.host, cfg.port)
+    try:
+        port = (
+            server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
+        )
+    except RuntimeError as error:
+        raise ConfigError(f"cannot bind gRPC port {address}: {error}") from error
+    health_server, health_port = None, None
+    if cfg.health_port is not None:
+        health_server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
+        health_port = health_server.add_insecure_port(_address(cfg.host, cfg.health_port))
+        await health_server.start()
+    httpd, metrics_port = metrics.serve_http(cfg.host, cfg.metrics_port)
+    await server.start()
+    for name in ("", FULL_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return RunningTrainer(
+        server, health_server, health_servicer, manager, port, metrics_port, health_port, httpd
+    )
+
+
+def _write_ready_file(path: Path, running: RunningTrainer, host: str) -> None:
+    """Atomically tell a supervisor (or a test) the bound ports."""
+    ports = {"service": "trainer", "host": host, "port": running.port, "pid": os.getpid()}
+    ports |= {"metrics_port": running.metrics_port, "health_port": running.health_port}
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(ports))
+    os.replace(tmp, path)
+
+
+async def serve(cfg: TrainerConfig, grace_s: float = 5.0, ready_file: Path | None = None) -> None:
+    """Run until SIGTERM/SIGINT."""
+    running = await start_trainer(cfg)
+    scheme = "grpcs" if cfg.tls_cert else "grpc"
+    print(
+        f"mcrave trainer ready: {scheme} {_address(cfg.host, running.port)}, "
+        f"metrics http://{_address(cfg.host, running.metrics_port)}/metrics, "
+        f"jobs {cfg.jobs_dir}, backend {cfg.backend}",
+        flush=True,
+    )
+    if ready_file is not None:
+        _write_ready_file(ready_file, running, cfg.host)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await running.stop(grace_s)
