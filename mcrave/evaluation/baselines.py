@@ -42,49 +42,49 @@ class WienerFilter:
     """Per-bin weights [bins, P] over the present channels, plus long-term powers for PM."""
 
     weights: np.ndarray
-    target_power: np.ndarray  # [bins] mean |C|^2 over the fit span
-    estimate_power: np.ndarray  # [bins] mean |C_hat|^2 over the fit span
+    target_power: np.ndarray  # [bins] mean |C|^2 over the fit frames
+    estimate_power: np.ndarray  # [bins] mean |C_hat|^2 over the fit frames
 
 
-def fit_wiener(present: np.ndarray, target: np.ndarray, span: slice) -> WienerFilter:
-    """Fit W(f) = R_pp(f)^-1 r_pc(f) on `span` of present [P, T] -> target [T]."""
-    spec_p = _spec(present)[..., _frames(span, present.shape[-1])]  # [P, bins, frames]
-    spec_c = _spec(target)[..., _frames(span, target.shape[-1])]  # [bins, frames]
-    spec_p = np.moveaxis(spec_p, 0, 1)  # [bins, P, frames]
-    r_pp = spec_p @ np.conj(np.swapaxes(spec_p, 1, 2))  # [bins, P, P]
-    r_pc = spec_p @ np.conj(spec_c)[:, :, None]  # [bins, P, 1]
-    n_present = present.shape[0]
+def _filter(weights: np.ndarray, spec_p: np.ndarray) -> np.ndarray:
+    """C_hat = W^H P per bin: weights [bins, P], spec_p [P, bins, frames] -> [bins, frames]."""
+    return np.einsum("bp,pbt->bt", np.conj(weights), spec_p)
+
+
+def fit_wiener(spec_p: np.ndarray, spec_c: np.ndarray, frames: slice) -> WienerFilter:
+    """W(f) = R_pp(f)^-1 r_pc(f) over `frames` of present spectra [P, bins, frames] and the
+    target's [bins, frames]."""
+    sp, sc = spec_p[..., frames], spec_c[..., frames]
+    stacked = np.moveaxis(sp, 0, 1)  # [bins, P, frames]
+    r_pp = stacked @ np.conj(np.swapaxes(stacked, 1, 2))  # [bins, P, P]
+    r_pc = stacked @ np.conj(sc)[:, :, None]  # [bins, P, 1]
+    n_present = sp.shape[0]
     load = REGULARISATION * np.trace(r_pp, axis1=1, axis2=2).real / n_present + 1e-12
-    r_pp = r_pp + load[:, None, None] * np.eye(n_present)
-    weights = np.linalg.solve(r_pp, r_pc)[..., 0]  # [bins, P]
-    estimate = np.einsum("bp,bpt->bt", np.conj(weights), spec_p)
+    weights = np.linalg.solve(r_pp + load[:, None, None] * np.eye(n_present), r_pc)[..., 0]
     return WienerFilter(
         weights=weights,
-        target_power=np.mean(np.abs(spec_c) ** 2, axis=-1),
-        estimate_power=np.mean(np.abs(estimate) ** 2, axis=-1),
+        target_power=np.mean(np.abs(sc) ** 2, axis=-1),
+        estimate_power=np.mean(np.abs(_filter(weights, sp)) ** 2, axis=-1),
     )
-
-
-def apply_wiener(flt: WienerFilter, present: np.ndarray, power_match: bool = False) -> np.ndarray:
-    """Estimate [T] of the target from present [P, T]; `power_match` rescales each bin so its
-    long-term power equals the target's (on the fit span): Wiener-PM, which undoes MMSE shrinkage."""
-    spec_p = _spec(present)  # [P, bins, frames]
-    gains = np.conj(flt.weights).T[:, :, None]  # [P, bins, 1]
-    estimate = np.sum(gains * spec_p, axis=0)
-    if power_match:
-        ratio = flt.target_power / np.maximum(flt.estimate_power, 1e-30)
-        estimate = estimate * np.sqrt(ratio)[:, None]
-    return _unspec(estimate, present.shape[-1])
 
 
 def wiener_baselines(
     present: np.ndarray, target: np.ndarray, fit_span: slice, score_span: slice
 ) -> dict[str, np.ndarray]:
-    """Full-length estimates [T] of `target` from `present` [P, T]: wiener and wiener_pm fitted on
-    `fit_span`, oracle fitted on `score_span` (the span that will be scored)."""
-    fitted = fit_wiener(present, target, fit_span)
+    """Full-length estimates [T] of `target` from `present` [P, T]: `wiener` and `wiener_pm`
+    fitted on `fit_span`, `oracle` fitted on `score_span` (the span that will be scored).
+
+    `wiener_pm` rescales each bin so its long-term power equals the target's on the fit span,
+    which undoes the MMSE filter's shrinkage of poorly predictable bins.
+    """
+    length = present.shape[-1]
+    spec_p, spec_c = _spec(present), _spec(target)  # [P, bins, frames], [bins, frames]
+    fitted = fit_wiener(spec_p, spec_c, _frames(fit_span, length))
+    oracle = fit_wiener(spec_p, spec_c, _frames(score_span, length))
+    estimate = _filter(fitted.weights, spec_p)
+    power_ratio = fitted.target_power / np.maximum(fitted.estimate_power, 1e-30)
     return {
-        "wiener": apply_wiener(fitted, present),
-        "wiener_pm": apply_wiener(fitted, present, power_match=True),
-        "oracle": apply_wiener(fit_wiener(present, target, score_span), present),
+        "wiener": _unspec(estimate, length),
+        "wiener_pm": _unspec(estimate * np.sqrt(power_ratio)[:, None], length),
+        "oracle": _unspec(_filter(oracle.weights, spec_p), length),
     }

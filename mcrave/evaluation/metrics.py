@@ -54,27 +54,36 @@ def w_err(c: np.ndarray, c_hat: np.ndarray, p: np.ndarray) -> float:
     return _db_ratio(_energy(c_hat - p), _energy(np.asarray(c, dtype=np.float64) - p))
 
 
-def score(
+def score_systems(
     c: np.ndarray,
     p: np.ndarray,
-    c_hat: np.ndarray,
-    p_out: np.ndarray,
+    outputs: dict[str, tuple[np.ndarray, np.ndarray]],
     sample_rate: int,
-    reference_cues=None,
-) -> dict[str, float]:
-    """All metrics of one estimate of missing channel `c` given present channel `p` [T] each.
+) -> dict[str, dict[str, float]]:
+    """All metrics of several estimates of missing channel `c` given present channel `p` [T].
 
-    `c_hat` and `p_out` are the output pair (what a listener hears: `p_out` is `p` when present
-    channels pass through, the decoded `p` otherwise). The spatial errors and w_err compare the
-    output pair with the reference pair (c, p); d_snr is relative to copying the true `p`.
-    `reference_cues` (band_cues(c, p)) may be passed to share it between systems.
+    `outputs` maps a system name to its output pair (c_hat, p_out) [T] each: what a listener hears,
+    so `p_out` is `p` when present channels pass through and the decoded `p` otherwise. The spatial
+    errors and w_err compare the output pair with the reference pair (c, p); d_snr is relative to
+    copying the true `p`. The reference analyses are shared between systems.
     """
-    ref_cues = reference_cues if reference_cues is not None else band_cues(c, p, sample_rate)
-    out = {
-        "si_sdr": si_sdr(c, c_hat),
-        "d_snr": d_snr(c, c_hat, p),
-        "mss": float(mss(c, c_hat)),
-        "w_err": w_err(c, c_hat, p_out),
-    }
-    out.update(cue_errors(ref_cues, band_cues(c_hat, p_out, sample_rate)))
-    return {name: out[name] for name in METRICS}
+    ref_cues = band_cues(c, p, sample_rate)
+    spectral = mss(c, np.stack([c_hat for c_hat, _ in outputs.values()]))
+    scores = {}
+    for (name, (c_hat, p_out)), mss_value in zip(outputs.items(), spectral, strict=True):
+        out = {
+            "si_sdr": si_sdr(c, c_hat),
+            "d_snr": d_snr(c, c_hat, p),
+            "mss": float(mss_value),
+            "w_err": w_err(c, c_hat, p_out),
+            **cue_errors(ref_cues, band_cues(c_hat, p_out, sample_rate)),
+        }
+        scores[name] = {metric: out[metric] for metric in METRICS}
+    return scores
+
+
+def score(
+    c: np.ndarray, p: np.ndarray, c_hat: np.ndarray, p_out: np.ndarray, sample_rate: int
+) -> dict[str, float]:
+    """All metrics of one output pair (c_hat, p_out); see `score_systems`."""
+    return score_systems(c, p, {"system": (c_hat, p_out)}, sample_rate)["system"]

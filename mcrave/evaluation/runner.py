@@ -14,9 +14,8 @@ import numpy as np
 
 from mcrave.evaluation.alignment import correlation_matrix, nearest_present, xcorr_peak
 from mcrave.evaluation.baselines import wiener_baselines
-from mcrave.evaluation.metrics import score
+from mcrave.evaluation.metrics import score_systems
 from mcrave.evaluation.sources import EvalFile
-from mcrave.evaluation.spatial import band_cues
 
 InferFn = Callable[[np.ndarray, tuple[int, ...]], np.ndarray]
 """(audio [N, T], present set) -> all channels [N, T], latency-compensated, from the present ones."""
@@ -96,16 +95,13 @@ def evaluate_file(
     result = FileResult()
 
     def add_rows(label, present, c, p, cands):
-        ref = band_cues(audio[c, scored], audio[p, scored], sample_rate)
-        for system, (c_hat, p_out) in cands.items():
-            metrics = score(
-                audio[c, scored],
-                audio[p, scored],
-                c_hat[scored],
-                p_out[scored],
-                sample_rate,
-                reference_cues=ref,
-            )
+        scores = score_systems(
+            audio[c, scored],
+            audio[p, scored],
+            {name: (c_hat[scored], p_out[scored]) for name, (c_hat, p_out) in cands.items()},
+            sample_rate,
+        )
+        for system, metrics in scores.items():
             result.rows.append(
                 {
                     "file": file.name,

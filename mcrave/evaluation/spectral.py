@@ -36,22 +36,27 @@ def mss(
 
     Sum over n in `scales` (hop n/4) of mean((X-Y)^2)/mean(X^2) + mean|log(X+eps) - log(Y+eps)|
     on magnitudes X (reference) and Y (estimate). Both signals are scaled by the gain that puts the
-    reference at `MSS_REF_RMS`. Shapes: reference [..., T], estimate broadcastable to it; returns
-    one value per leading index ([...]).
+    reference at `MSS_REF_RMS`. Shapes: one reference [T] against estimates [..., T] -> [...]; the
+    reference is analysed once and the estimates one at a time, so memory stays O(T).
     """
     reference = np.asarray(reference, dtype=np.float64)
     estimate = np.asarray(estimate, dtype=np.float64)
-    rms = np.sqrt(np.mean(reference**2, axis=-1, keepdims=True))
-    gain = MSS_REF_RMS / np.maximum(rms, 1e-12)
-    reference, estimate = reference * gain, estimate * gain
-    total = 0.0
-    for n in scales:
-        ref_mag = np.abs(stft(reference, n, n // 4))
-        est_mag = np.abs(stft(estimate, n, n // 4))
-        axes = (-2, -1)
-        convergence = np.mean((ref_mag - est_mag) ** 2, axis=axes) / np.maximum(
-            np.mean(ref_mag**2, axis=axes), 1e-20
+    if reference.ndim != 1 or estimate.shape[-1] != reference.shape[-1]:
+        raise ValueError(
+            f"mss: reference [T] and estimates [..., T], got {reference.shape} and {estimate.shape}"
         )
-        log_dist = np.mean(np.abs(np.log(ref_mag + MSS_EPS) - np.log(est_mag + MSS_EPS)), axis=axes)
-        total = total + convergence + log_dist
-    return np.asarray(total)
+    gain = MSS_REF_RMS / max(float(np.sqrt(np.mean(reference**2))), 1e-12)
+    refs = []
+    for n in scales:
+        mag = np.abs(stft(reference * gain, n, n // 4))
+        refs.append((n, mag, np.log(mag + MSS_EPS), max(float(np.mean(mag**2)), 1e-20)))
+    flat = estimate.reshape(-1, estimate.shape[-1])
+    out = np.empty(flat.shape[0])
+    for i, est in enumerate(flat):
+        total = 0.0
+        for n, ref_mag, ref_log, ref_energy in refs:
+            est_mag = np.abs(stft(est * gain, n, n // 4))
+            total += float(np.mean((ref_mag - est_mag) ** 2)) / ref_energy
+            total += float(np.mean(np.abs(ref_log - np.log(est_mag + MSS_EPS))))
+        out[i] = total
+    return out.reshape(estimate.shape[:-1])
