@@ -1,0 +1,1 @@
+"""Training data: synthetic corpus (synth/), dataset preparation and the crop reader."""

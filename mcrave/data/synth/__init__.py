@@ -1,0 +1,1 @@
+"""Seeded synthetic multichannel corpus: materials, rooms and mic arrays, scenes, files."""
