@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from mcrave.cli.errors import CLIError, run_command
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,47 +45,39 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fail(message: str) -> int:
-    """Exit status 2 with the problem on one line (library messages may span several)."""
-    print(f"mcrave eval: {' '.join(message.split())}", file=sys.stderr)
-    return 2
-
-
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv[1:])
-    if args.max_seconds is not None and args.max_seconds <= 0:
-        return _fail(f"--max-seconds must be positive, got {args.max_seconds}")
+    return run_command("eval", lambda: _run(args))
 
+
+def _run(args: argparse.Namespace) -> int:
     from mcrave.checkpoint import load_model
     from mcrave.evaluation.pipeline import run_evaluation
     from mcrave.evaluation.present_sets import parse_present
-    from mcrave.evaluation.sources import EvalInputError, load_inputs
+    from mcrave.evaluation.sources import load_inputs
     from mcrave.streaming import StreamingEngine
 
+    if args.max_seconds is not None and args.max_seconds <= 0:
+        raise CLIError(f"--max-seconds must be positive, got {args.max_seconds}")
+    if args.out.exists() and not args.out.is_dir():
+        raise CLIError(f"{args.out}: exists and is not a folder")
     try:
         model, _ = load_model(args.model)
     except (OSError, ValueError, KeyError, RuntimeError) as err:
-        text = str(err)
-        return _fail(text if args.model in text else f"{args.model}: cannot load model ({text})")
-    try:
-        present_sets = []
-        for spec in args.present or ["auto"]:
-            present_sets += [
-                s
-                for s in parse_present(spec, model.channels, tuple(model.cfg.names))
-                if s not in present_sets
-            ]
-        files = load_inputs(args.data, model.channels, model.sample_rate, args.max_seconds)
-    except (EvalInputError, ValueError) as err:
-        return _fail(str(err))
-    if args.out.exists() and not args.out.is_dir():
-        return _fail(f"{args.out}: exists and is not a folder")
+        text = " ".join(str(err).split())  # torch's messages span lines; ours stay on one
+        message = text if args.model in text else f"{args.model}: cannot load model ({text})"
+        raise CLIError(message) from err
+    present_sets: list[tuple[int, ...]] = []
+    for spec in args.present or ["auto"]:
+        sets = parse_present(spec, model.channels, tuple(model.cfg.names))
+        present_sets += [s for s in sets if s not in present_sets]
+    files = load_inputs(args.data, model.channels, model.sample_rate, args.max_seconds)
     engine = StreamingEngine(model, args.device)
     if args.chunk is not None:
         try:
             engine.check_chunk(args.chunk)
         except ValueError as err:
-            return _fail(f"--chunk: {err}")
+            raise CLIError(f"--chunk: {err}") from err
     report = run_evaluation(
         engine, args.model, files, present_sets, args.out, args.passthrough, args.chunk
     )

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
-from mcrave.data.manifest import ManifestError, load_manifest
+from mcrave.audio import read_audio
+from mcrave.data.manifest import load_manifest
 
 # each half must hold a few ~93 ms analysis segments and Wiener frames to be scored meaningfully
 MIN_SECONDS = 1.0
@@ -28,43 +28,26 @@ class EvalFile:
     audio: np.ndarray  # [N, T] float32
 
 
-def _conform(
-    name: str,
-    audio: np.ndarray,
-    sr: int,
-    channels: int,
-    sample_rate: int,
-    max_seconds: float | None,
-) -> EvalFile:
-    """[T, N] audio at `sr` -> EvalFile at the model's rate, cropped to `max_seconds`."""
-    if audio.ndim != 2 or audio.shape[1] != channels:
-        got = 1 if audio.ndim == 1 else audio.shape[1]
-        raise EvalInputError(f"{name}: has {got} channels, the model has {channels}")
-    if max_seconds is not None:
-        audio = audio[: int(round(max_seconds * sr))]
-    if sr != sample_rate:
-        import soxr
-
-        audio = soxr.resample(audio, sr, sample_rate, quality="HQ")
-    if audio.shape[0] < MIN_SECONDS * sample_rate:
-        raise EvalInputError(
-            f"{name}: {audio.shape[0] / sample_rate:.2f} s is too short (need >= {MIN_SECONDS} s)"
-        )
+def _checked(name: str, audio: np.ndarray, channels: int, sample_rate: int) -> EvalFile:
+    """[N, T] audio at the model's rate -> EvalFile, or an error naming the file."""
+    if audio.shape[0] != channels:
+        raise EvalInputError(f"{name}: has {audio.shape[0]} channels, the model has {channels}")
+    if audio.shape[1] < MIN_SECONDS * sample_rate:
+        seconds = audio.shape[1] / sample_rate
+        raise EvalInputError(f"{name}: {seconds:.2f} s is too short (need >= {MIN_SECONDS} s)")
     if not np.all(np.isfinite(audio)):
         raise EvalInputError(f"{name}: contains NaN or infinite samples")
-    return EvalFile(name, np.ascontiguousarray(audio.T, dtype=np.float32))
+    return EvalFile(name, np.ascontiguousarray(audio, dtype=np.float32))
 
 
-def _dataset_files(root: Path, sample_rate: int) -> list[tuple[str, np.ndarray, int]]:
-    """(name, memory-mapped [T, N] shard, rate) of each file in the dataset's valid split."""
-    try:
-        manifest = load_manifest(root)
-    except ManifestError as err:
-        raise EvalInputError(str(err)) from err
-    sr = int(manifest["sample_rate"])
-    if sr != sample_rate:
+def _dataset_files(
+    root: Path, sample_rate: int, max_frames: int | None
+) -> list[tuple[str, np.ndarray]]:
+    """(name, [N, T] audio) of each file in the dataset's valid split, read from its shard."""
+    manifest = load_manifest(root)  # ManifestError (a ValueError) names the problem
+    if int(manifest["sample_rate"]) != sample_rate:
         raise EvalInputError(
-            f"{root}: dataset is at {sr} Hz, the model at {sample_rate} Hz "
+            f"{root}: dataset is at {manifest['sample_rate']} Hz, the model at {sample_rate} Hz "
             f"(prepare it with --sr {sample_rate})"
         )
     valid = [f for f in manifest["files"] if f["split"] == "valid"]
@@ -74,27 +57,29 @@ def _dataset_files(root: Path, sample_rate: int) -> list[tuple[str, np.ndarray, 
     for entry in valid:
         shard = root / entry["shard"]
         try:
-            audio = np.load(shard, mmap_mode="r")
+            frames = np.load(shard, mmap_mode="r")  # [T, N]
         except (OSError, ValueError) as err:
             raise EvalInputError(f"{shard}: unreadable shard ({err})") from err
-        out.append((f"{root.name}/valid/{Path(str(entry['source'])).name}", audio, sr))
+        if frames.ndim != 2:
+            raise EvalInputError(f"{shard}: shard is not a [frames, channels] array")
+        name = f"{root.name}/valid/{Path(str(entry['source'])).name}"
+        out.append((name, np.asarray(frames[:max_frames]).T))
     return out
 
 
 def load_inputs(
     paths: list[str | Path], channels: int, sample_rate: int, max_seconds: float | None = None
 ) -> list[EvalFile]:
-    """Audio files and dataset folders -> files [N, T] at `sample_rate`, checked for the model."""
+    """Audio files (resampled to `sample_rate`) and dataset folders -> files [N, T], checked for
+    the model and cropped to `max_seconds`."""
+    max_frames = None if max_seconds is None else int(round(max_seconds * sample_rate))
     files: list[EvalFile] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            for name, audio, sr in _dataset_files(path, sample_rate):
-                files.append(_conform(name, audio, sr, channels, sample_rate, max_seconds))
-            continue
-        try:
-            audio, sr = sf.read(path, dtype="float32", always_2d=True)
-        except (OSError, RuntimeError, sf.LibsndfileError) as err:
-            raise EvalInputError(f"{path}: cannot read audio ({err})") from err
-        files.append(_conform(str(path), audio, sr, channels, sample_rate, max_seconds))
+            found = _dataset_files(path, sample_rate, max_frames)
+        else:
+            audio, _ = read_audio(path, sample_rate)  # AudioFileError (a ValueError) names the file
+            found = [(str(path), audio[:, :max_frames])]
+        files += [_checked(name, audio, channels, sample_rate) for name, audio in found]
     return files
