@@ -20,11 +20,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import signal
 
 SPEED_OF_SOUND = 343.0
 # first-order polar patterns: gain = a + (1 - a) cos(angle to the mic axis)
 PATTERNS = {"omni": 1.0, "subcardioid": 0.7, "cardioid": 0.5, "supercardioid": 0.37, "figure8": 0.0}
 _SINC_HALF = 16  # fractional-delay filter: 32-tap Hann-windowed sinc
+_CROSSOVER_TAPS = 63
+# reverberation time per band relative to the nominal (mid-band) rt60: walls and air absorb highs
+# more. Band edges (Hz) between the three bands; the early part uses the upper edge only.
+BAND_EDGES = (500.0, 4000.0)
+BAND_RT_SCALES = (1.15, 1.0, 0.6)
 
 
 @dataclass(frozen=True)
@@ -48,13 +54,13 @@ class Room:
     def volume(self) -> float:
         return float(np.prod(self.dims))
 
-    @property
-    def beta(self) -> float:
-        """Wall reflection coefficient from Sabine: alpha = 0.161 V / (S RT60)."""
+    def beta(self, rt_scale: float = 1.0) -> float:
+        """Wall reflection coefficient from Sabine, alpha = 0.161 V / (S RT60), for a band whose
+        reverberation time is rt_scale * rt60."""
         lx, ly, lz = self.dims
         surface = 2 * (lx * ly + lx * lz + ly * lz)
-        alpha = float(np.clip(0.161 * self.volume / (surface * self.rt60), 0.02, 0.98))
-        return float(np.sqrt(1.0 - alpha))
+        alpha = 0.161 * self.volume / (surface * self.rt60 * rt_scale)
+        return float(np.sqrt(1.0 - np.clip(alpha, 0.02, 0.98)))
 
     @property
     def critical_distance(self) -> float:
@@ -104,9 +110,17 @@ def early_response(
     taper = np.clip((t_end - t) / fade, 0.0, 1.0)
     taper = 0.5 - 0.5 * np.cos(np.pi * taper)
     directivity = np.stack([mic.gain(vec[i] / dist[i][:, None]) for i, mic in enumerate(mics)])
-    gains = room.beta ** refl[None, :] / dist * directivity * taper
     length = int(np.ceil(t_end * sr)) + 2 * _SINC_HALF
-    return fractional_impulses(t * sr, gains, length)
+    mid, high = (
+        fractional_impulses(
+            t * sr, room.beta(scale) ** refl[None, :] / dist * directivity * taper, length
+        )
+        for scale in BAND_RT_SCALES[1:]
+    )
+    # two-way split at the upper band edge: highs fade faster with each reflection (the direct
+    # path is the same in both, so it passes untouched); linear-phase FIR, applied zero-phase
+    lowpass = signal.firwin(_CROSSOVER_TAPS, BAND_EDGES[1], fs=sr)
+    return high + signal.oaconvolve(mid - high, lowpass[None], mode="same", axes=1)
 
 
 def _sphere_directions(k: int, rng: np.random.Generator) -> np.ndarray:
@@ -136,22 +150,22 @@ def late_tail(
     n_fft = 1 << int(np.ceil(np.log2(length)))
     t = np.arange(n_fft) / sr
     freqs = np.fft.rfftfreq(n_fft, 1 / sr)
-    # three decay bands with smooth log-frequency crossovers at 500 Hz and 4 kHz; all bands meet
-    # the broadband early level at t_mix and decay at their own rate after it
+    # three decay bands with smooth log-frequency crossovers at BAND_EDGES
     logf = np.log2(np.maximum(freqs, 1.0))
-    x1 = np.clip((logf - np.log2(500)) + 0.5, 0, 1)
-    x2 = np.clip((logf - np.log2(4000)) + 0.5, 0, 1)
+    x1 = np.clip((logf - np.log2(BAND_EDGES[0])) + 0.5, 0, 1)
+    x2 = np.clip((logf - np.log2(BAND_EDGES[1])) + 0.5, 0, 1)
     masks = [1 - x1, x1 - x2, x2]
-    # diffuse energy 1 / r_c^2 relative to a direct path at 1 m; sum_n A^2 exp(-13.8 n / (sr RT)) = that
-    amp = np.sqrt(13.8 / (room.critical_distance**2 * sr * room.rt60))
-    level = amp * np.exp(-6.91 * t_mix / room.rt60) / np.sqrt(directions)
+    # diffuse energy 1 / r_c^2 relative to a direct path at 1 m: sum_n A^2 exp(-13.8 n / (sr RT))
+    # = 1 / r_c^2 with r_c^2 = 0.057^2 V / RT gives A^2 = 13.8 / (0.057^2 V sr), the same for
+    # every band; each band decays from t = 0 at its own rate, as the image sources do
+    level = np.sqrt(13.8 / (room.critical_distance**2 * sr * room.rt60) / directions)
     start = t_mix - fade / 2
     onset = np.clip((t - start) / fade, 0.0, 1.0)
     onset = (0.5 - 0.5 * np.cos(np.pi * onset)) * (t < length / sr)
     noise = rng.standard_normal((directions, n_fft))
     spectra = np.zeros((directions, freqs.size), complex)
-    for mask, scale in zip(masks, (1.15, 1.0, 0.6), strict=True):
-        env = level * np.exp(-6.91 * (t - t_mix) / (room.rt60 * scale)) * onset
+    for mask, scale in zip(masks, BAND_RT_SCALES, strict=True):
+        env = level * np.exp(-6.91 * t / (room.rt60 * scale)) * onset
         spectra += mask * np.fft.rfft(noise * env, axis=1)
     waves = np.fft.irfft(spectra, n_fft, axis=1)[:, :length]
     dirs = _sphere_directions(directions, rng)
