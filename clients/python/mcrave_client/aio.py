@@ -15,8 +15,9 @@ import grpc.aio
 
 from mcrave_client import protocol
 from mcrave_client.base import ServiceBase, retryable, stream_config
+from mcrave_client.pipeline import check_same_model, choose_model
 from mcrave_client.proto import decoder_pb2_grpc, encoder_pb2_grpc, models_pb2, models_pb2_grpc
-from mcrave_client.types import Decoded, Latents, ModelInfo, StreamInfo
+from mcrave_client.types import Decoded, ModelInfo, StreamInfo
 
 
 class AsyncStream:
@@ -177,4 +178,73 @@ class AsyncDecoderClient(_AsyncClient):
         return await AsyncStream(self, protocol.DecodeStream(config)).open(self._stub.Decode)
 
 
-__all__ = ["AsyncDecoderClient", "AsyncEncoderClient", "AsyncStream", "Decoded", "Latents"]
+class AsyncPipelineStream:
+    """An encoder stream feeding a decoder stream; `run` yields decoded audio as it arrives."""
+
+    def __init__(self, encoder: AsyncStream, decoder: AsyncStream) -> None:
+        self.encoder, self.decoder = encoder, decoder
+        self.info = encoder.info
+
+    def run(self, items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Decoded]:
+        return self.decoder.run(self.encoder.run(items))
+
+    def set_present(self, present: Iterable[int]) -> None:
+        self.encoder.set_present(present)
+
+    def cancel(self) -> None:
+        self.encoder.cancel()
+        self.decoder.cancel()
+
+    async def __aenter__(self) -> AsyncPipelineStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.cancel()
+
+
+class AsyncPipeline:
+    """asyncio twin of `mcrave_client.Pipeline`: the decoder opens on the encoder's version."""
+
+    def __init__(self, encoder: AsyncEncoderClient, decoder: AsyncDecoderClient) -> None:
+        self.encoder, self.decoder = encoder, decoder
+
+    async def model(self, name: str | None = None, version: int = 0) -> ModelInfo:
+        if name is None:
+            models = await self.encoder.list_models()
+            return choose_model(models, self.encoder.connection.target)
+        return await self.encoder.get_model(name, version)
+
+    async def stream(
+        self,
+        model: str | ModelInfo,
+        present: Iterable[int],
+        chunk_frames: int,
+        version: int = 0,
+        seed: int = 0,
+    ) -> AsyncPipelineStream:
+        encoder = await self.encoder.stream(model, present, chunk_frames, version)
+        try:
+            bound = encoder.info.model
+            decoder = await self.decoder.stream(bound.name, chunk_frames, bound.version, seed)
+            try:
+                check_same_model(encoder.info, decoder.info)
+            except BaseException:
+                decoder.cancel()
+                raise
+        except BaseException:
+            encoder.cancel()
+            raise
+        return AsyncPipelineStream(encoder, decoder)
+
+    async def close(self) -> None:
+        await self.encoder.close()
+        await self.decoder.close()
+
+
+__all__ = [
+    "AsyncDecoderClient",
+    "AsyncEncoderClient",
+    "AsyncPipeline",
+    "AsyncPipelineStream",
+    "AsyncStream",
+]

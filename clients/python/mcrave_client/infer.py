@@ -152,6 +152,8 @@ def infer_file(
         raise ClientError(
             f"{in_path}: sample rate {rate} Hz, model {info.ref.name} expects {info.sample_rate} Hz"
         )
+    if not np.isfinite(audio).all():
+        raise ClientError(f"{in_path}: contains NaN or infinite samples")
     try:
         select_present(audio, tuple(present), info.channels)
     except ClientError as err:

@@ -82,14 +82,13 @@ class Pipeline:
         try:
             bound = encoder.info.model
             decoder = self.decoder.stream(bound.name, chunk_frames, bound.version, seed)
+            try:
+                check_same_model(encoder.info, decoder.info)
+            except BaseException:
+                decoder.cancel()
+                raise
         except BaseException:
             encoder.cancel()
-            raise
-        try:
-            check_same_model(encoder.info, decoder.info)
-        except ClientError:
-            encoder.cancel()
-            decoder.cancel()
             raise
         return PipelineStream(encoder, decoder)
 

@@ -1,0 +1,176 @@
+"""SDK test helpers: encoder/decoder services as real subprocesses (`mcrave serve`) on port 0."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Service:
+    target: str
+    metrics_port: int
+    proc: subprocess.Popen
+
+
+def serve_command(service: str, models: Path, ready: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "mcrave.cli.main",
+        "serve",
+        service,
+        "--models",
+        str(models),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--threads",
+        "1",
+        "--ready-file",
+        str(ready),
+        "--grace-seconds",
+        "2",
+        *extra,
+    ]
+
+
+@contextmanager
+def services(
+    models: Path,
+    tmp: Path,
+    *extra: str,
+    names: tuple[str, ...] = ("encoder", "decoder"),
+    ports: tuple[int, ...] | None = None,
+    timeout: float = 120,
+) -> Iterator[list[Service]]:
+    """Start `mcrave serve NAME` for each name, each in its own process, all at once; SIGTERM
+    (drain) and reap them afterwards."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    started = []
+    try:
+        for name, port in zip(names, ports or (0,) * len(names), strict=True):
+            ready = tmp / f"{name}-{time.monotonic_ns()}.ready.json"
+            log = tmp / f"{name}-{time.monotonic_ns()}.log"
+            with open(log, "wb") as fh:
+                cmd = serve_command(name, models, ready, *extra)
+                cmd[cmd.index("--port") + 1] = str(port)
+                proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+            started.append((name, ready, log, proc))
+        running = []
+        deadline = time.monotonic() + timeout
+        for name, ready, log, proc in started:
+            while not ready.exists():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"{name} service did not start:\n" + log.read_text(errors="replace")[-3000:]
+                    )
+                time.sleep(0.05)
+            info = json.loads(ready.read_text())
+            running.append(Service(f"127.0.0.1:{info['port']}", info["metrics_port"], proc))
+        yield running
+    finally:
+        for *_, proc in started:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for *_, proc in started:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_pki(folder: Path) -> dict[str, Path]:
+    """A CA plus a server certificate (SAN 127.0.0.1/localhost) and a client certificate."""
+    now = datetime.datetime.now(datetime.UTC)
+
+    def issue(cn: str, key, issuer_name, issuer_key, ca: bool) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+            .issuer_name(issuer_name or x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                critical=False,
+            )
+        return builder.sign(issuer_key or key, hashes.SHA256())
+
+    paths = {}
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = issue("mcrave-test-ca", ca_key, None, None, ca=True)
+    for role, (cert, key) in {
+        "ca": (ca, ca_key),
+        **{
+            r: (issue(f"mcrave-{r}", k, ca.subject, ca_key, ca=False), k)
+            for r, k in (
+                ("server", ec.generate_private_key(ec.SECP256R1())),
+                ("client", ec.generate_private_key(ec.SECP256R1())),
+            )
+        },
+    }.items():
+        paths[f"{role}_cert"] = folder / f"{role}.crt"
+        paths[f"{role}_cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        paths[f"{role}_key"] = folder / f"{role}.key"
+        paths[f"{role}_key"].write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    return paths
+
+
+def stereo_file(path: Path, seconds: float = 1.0, sr: int = 44100, seed: int = 0) -> np.ndarray:
+    """A random-phase stereo test signal written as float WAV; returns it as (2, T)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    audio = np.stack(
+        [
+            0.3 * np.sin(2 * np.pi * 220 * t + rng.uniform(0, 6))
+            + 0.05 * rng.standard_normal(t.size),
+            0.3 * np.sin(2 * np.pi * 330 * t + rng.uniform(0, 6))
+            + 0.05 * rng.standard_normal(t.size),
+        ]
+    ).astype(np.float32)
+    sf.write(path, audio.T, sr, subtype="FLOAT")
+    return audio

@@ -1,0 +1,331 @@
+"""The SDK against real encoder/decoder services, each in its own `mcrave serve` process.
+
+Parity: output through the SDK / `mcrave-client` equals `mcrave infer` and
+`mcrave.inference.infer_array` on the same model, file, present set and chunking within 1e-4.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+import threading
+from types import SimpleNamespace
+
+import grpc
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from mcrave_client import Backoff, ClientError, DecoderClient, EncoderClient, Pipeline, SetPresent
+from mcrave_client.aio import AsyncDecoderClient, AsyncEncoderClient, AsyncPipeline
+from mcrave_client.framing import iter_chunks
+from mcrave_client.infer import infer_array as sdk_infer_array
+from sdk_helpers import REPO, free_port, make_pki, services, stereo_file
+from services_helpers import publish_tiny
+
+from mcrave.checkpoint import load_model
+from mcrave.inference import infer_array
+from mcrave.streaming import StreamingEngine
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp("sdk")
+    models = tmp / "models"
+    models.mkdir()
+    publish_tiny(models, "tiny")
+    audio = stereo_file(tmp / "in.wav", seconds=1.0)
+    model, _ = load_model(str(models / "tiny"))
+    with services(models, tmp) as (enc, dec):
+        pipeline = Pipeline(EncoderClient(enc.target), DecoderClient(dec.target))
+        yield SimpleNamespace(
+            tmp=tmp, models=models, enc=enc, dec=dec, audio=audio, model=model, pipeline=pipeline
+        )
+        pipeline.close()
+
+
+def client_cli(*args: str, exe: str | None = None) -> subprocess.CompletedProcess:
+    exe = exe or shutil.which("mcrave-client")
+    assert exe, "mcrave-client is not installed (pip install -e clients/python)"
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=120)
+
+
+def endpoints(stack) -> list[str]:
+    return ["--encoder", stack.enc.target, "--decoder", stack.dec.target]
+
+
+@pytest.mark.parametrize(
+    ("present", "chunk"), [((1,), None), ((1,), 512), ((0,), 1024), ((0, 1), 256)]
+)
+def test_sdk_matches_in_process_inference(stack, present, chunk):
+    got = sdk_infer_array(stack.pipeline, stack.audio, present, chunk=chunk)
+    want = infer_array(stack.model, stack.audio, list(present), chunk=chunk)
+    assert got.shape == want.shape == stack.audio.shape
+    assert np.abs(got - want).max() < TOL
+
+
+def test_cli_matches_mcrave_infer(stack):
+    out, ref = stack.tmp / "cli-out.wav", stack.tmp / "ref-out.wav"
+    run = client_cli(
+        "infer",
+        str(stack.tmp / "in.wav"),
+        str(out),
+        "--present",
+        "1",
+        "--chunk",
+        "1024",
+        *endpoints(stack),
+    )
+    assert run.returncode == 0, run.stderr
+    assert "wrote" in run.stdout and "tiny v1" in run.stdout
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mcrave.cli.main",
+            "infer",
+            str(stack.models / "tiny"),
+            str(stack.tmp / "in.wav"),
+            str(ref),
+            "--present",
+            "1",
+            "--chunk",
+            "1024",
+        ],
+        check=True,
+        capture_output=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    got, rate = sf.read(out, dtype="float32", always_2d=True)
+    want, _ = sf.read(ref, dtype="float32", always_2d=True)
+    assert rate == 44100 and got.shape == want.shape == (44100, 2)
+    assert np.abs(got - want).max() < TOL
+
+
+def test_present_change_mid_stream_takes_effect_at_next_chunk(stack):
+    chunk, switch = 512, 4
+    x = stack.audio
+    items = []
+    for i, block in enumerate(iter_chunks(x, chunk)):
+        if i == switch:
+            items.append(SetPresent((0, 1)))
+        items.append(block[[1]] if i < switch else block)
+    info = stack.pipeline.model("tiny")
+    with stack.pipeline.stream(info, (1,), chunk) as stream:
+        got = np.concatenate([d.audio for d in stream.run(items)], axis=1)
+    with stack.pipeline.encoder.stream(info, (1,), chunk) as stream:
+        latents = np.concatenate([lat.array for lat in stream.run(items)], axis=1)
+    # reference: the engine fed the same chunks with the mask changing at the same chunk
+    engine = StreamingEngine(stack.model)
+    total = -(-(x.shape[1] + engine.latency) // chunk) * chunk
+    padded = torch.from_numpy(np.pad(x, ((0, 0), (0, total - x.shape[1]))))[None]
+    want, want_z, right_z = [], [], []
+    es, ds, rs = (
+        engine.new_encoder_state(1),
+        engine.new_decoder_state(1),
+        engine.new_encoder_state(1),
+    )
+    for i, start in enumerate(range(0, total, chunk)):
+        block = padded[..., start : start + chunk]
+        es, z = engine.encode_step(es, block, torch.tensor([[i >= switch, True]]))
+        rs, rz = engine.encode_step(rs, block, torch.tensor([[False, True]]))
+        ds, y = engine.decode_step(ds, z)
+        want.append(y[0].numpy())
+        want_z.append(z[0].numpy())
+        right_z.append(rz[0].numpy())
+    want = np.concatenate(want, axis=1)[:, : got.shape[1]]
+    want_z, right_z = (np.concatenate(z, axis=1)[:, : latents.shape[1]] for z in (want_z, right_z))
+    assert got.shape[1] >= x.shape[1] + engine.latency
+    assert np.abs(got - want).max() < TOL
+    assert np.abs(latents - want_z).max() < TOL
+    frames = chunk // info.ratio
+    # before the switch only the right channel counted; from the switch chunk on the left did too
+    assert np.abs(latents[:, : switch * frames] - right_z[:, : switch * frames]).max() < TOL
+    assert np.abs(latents[:, switch * frames :] - right_z[:, switch * frames :]).max() > 1e-3
+
+
+def test_async_pipeline_equals_sync(stack):
+    async def run() -> np.ndarray:
+        pipe = AsyncPipeline(
+            AsyncEncoderClient(stack.enc.target), AsyncDecoderClient(stack.dec.target)
+        )
+        try:
+            info = await pipe.model()
+            stream = await pipe.stream(info, (1,), 512)
+            blocks = [d.audio async for d in stream.run(iter_chunks(stack.audio[[1]], 512))]
+            return np.concatenate(blocks, axis=1), stream.info
+        finally:
+            await pipe.close()
+
+    got, info = asyncio.run(run())
+    assert info.model.name == "tiny" and info.model.version == 1 and info.credit >= 1
+    want = infer_array(stack.model, stack.audio, [1], chunk=512)
+    assert np.abs(got[:, info.latency : info.latency + want.shape[1]] - want).max() < TOL
+
+
+def test_encoder_replies_name_the_weights(stack):
+    info = stack.pipeline.model()
+    with stack.pipeline.encoder.stream(info, (1,), 512) as stream:
+        latents = list(stream.run(iter_chunks(stack.audio[[1]], 512)))
+    assert latents[-1].final and not any(lat.final for lat in latents[:-1])
+    assert {(lat.chunk.model, lat.chunk.version, lat.chunk.fingerprint) for lat in latents} == {
+        ("tiny", 1, info.ref.fingerprint)
+    }
+    assert all(lat.array.shape[0] == info.latent_size for lat in latents)
+
+
+def test_errors_are_clear(stack):
+    with pytest.raises(ClientError, match="NOT_FOUND") as err:
+        stack.pipeline.model("no-such-model")
+    assert err.value.code == grpc.StatusCode.NOT_FOUND and "\n" not in str(err.value)
+    with pytest.raises(ClientError, match="multiple of the model ratio 256"):
+        stack.pipeline.stream("tiny", (1,), 300)
+    bad_rate = stack.tmp / "rate.wav"
+    sf.write(bad_rate, np.zeros((800, 2), np.float32), 8000)
+    mono = stack.tmp / "mono3.wav"
+    sf.write(mono, np.zeros((800, 3), np.float32), 44100)
+    cases = [
+        (str(stack.tmp / "missing.wav"), "missing.wav: cannot read audio"),
+        (str(bad_rate), "sample rate 8000 Hz, model tiny expects 44100 Hz"),
+        (str(mono), "audio has 3 channels"),
+    ]
+    for path, message in cases:
+        run = client_cli(
+            "infer", path, str(stack.tmp / "x.wav"), "--present", "1", "--quiet", *endpoints(stack)
+        )
+        assert run.returncode == 2 and message in run.stderr, run.stderr
+        assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
+    run = client_cli(
+        "infer",
+        str(stack.tmp / "in.wav"),
+        str(stack.tmp / "x.wav"),
+        "--present",
+        "1",
+        "--encoder",
+        f"127.0.0.1:{free_port()}",
+        "--decoder",
+        stack.dec.target,
+    )
+    assert run.returncode == 2 and "UNAVAILABLE" in run.stderr and "running" in run.stderr
+    assert not (stack.tmp / "x.wav").exists()
+
+
+def test_mtls_token_and_reconnect_with_backoff(stack):
+    """A TLS+token client started before its services retries on UNAVAILABLE until they are up."""
+    pki = make_pki(stack.tmp)
+    token = stack.tmp / "token"
+    token.write_text("s3cret\n")
+    tls = {"tls_ca": pki["ca_cert"], "tls_cert": pki["client_cert"], "tls_key": pki["client_key"]}
+    ports = (free_port(), free_port())
+    backoff = Backoff(attempts=400, initial=0.1, max_delay=0.3)
+    pipeline = Pipeline(
+        EncoderClient(f"127.0.0.1:{ports[0]}", backoff=backoff, token="s3cret", **tls),
+        DecoderClient(f"127.0.0.1:{ports[1]}", backoff=backoff, token="s3cret", **tls),
+    )
+    result: dict = {}
+
+    def client() -> None:
+        try:
+            result["out"] = sdk_infer_array(pipeline, stack.audio, (1,), model="tiny", chunk=512)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            result["error"] = exc
+
+    thread = threading.Thread(target=client)
+    thread.start()  # nothing listens yet: the client backs off and retries
+    flags = [
+        "--tls-cert",
+        str(pki["server_cert"]),
+        "--tls-key",
+        str(pki["server_key"]),
+        "--tls-ca",
+        str(pki["ca_cert"]),
+        "--token-file",
+        str(token),
+    ]
+    with services(stack.models, stack.tmp, *flags, ports=ports) as (enc, dec):
+        thread.join(timeout=90)
+        pipeline.close()
+        assert "error" not in result, result.get("error")
+        want = infer_array(stack.model, stack.audio, [1], chunk=512)
+        assert np.abs(result["out"] - want).max() < TOL
+        out = stack.tmp / "tls-out.wav"
+        tls_args = [
+            "--tls-ca",
+            str(pki["ca_cert"]),
+            "--tls-cert",
+            str(pki["client_cert"]),
+            "--tls-key",
+            str(pki["client_key"]),
+        ]
+        run = client_cli(
+            "infer",
+            str(stack.tmp / "in.wav"),
+            str(out),
+            "--present",
+            "1",
+            "--chunk",
+            "512",
+            "--quiet",
+            "--token-file",
+            str(token),
+            *tls_args,
+            "--encoder",
+            enc.target,
+            "--decoder",
+            dec.target,
+        )
+        assert run.returncode == 0, run.stderr
+        got, _ = sf.read(out, dtype="float32", always_2d=True)
+        assert np.abs(got.T - want).max() < TOL
+        wrong = stack.tmp / "wrong-token"
+        wrong.write_text("nope")
+        run = client_cli("models", "--server", enc.target, "--token-file", str(wrong), *tls_args)
+        assert run.returncode == 2 and "UNAUTHENTICATED" in run.stderr, run.stderr
+        run = client_cli(
+            "models",
+            "--server",
+            enc.target,
+            "--token-file",
+            str(token),
+            "--tls-ca",
+            str(pki["ca_cert"]),
+        )
+        assert run.returncode == 2 and "--tls-cert" in run.stderr, run.stderr  # no client cert
+
+
+@pytest.mark.slow
+def test_fresh_venv_without_torch(stack, tmp_path):
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    py = venv / "bin" / "python"
+    subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", str(REPO / "clients" / "python")],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    probe = subprocess.run([str(py), "-c", "import torch"], capture_output=True, text=True)
+    assert probe.returncode != 0 and "No module named 'torch'" in probe.stderr
+    out = tmp_path / "venv-out.wav"
+    run = client_cli(
+        "infer",
+        str(stack.tmp / "in.wav"),
+        str(out),
+        "--present",
+        "1",
+        "--chunk",
+        "512",
+        *endpoints(stack),
+        exe=str(venv / "bin" / "mcrave-client"),
+    )
+    assert run.returncode == 0, run.stderr
+    assert "infer" in run.stderr or "in.wav" in run.stderr  # the progress bar
+    got, _ = sf.read(out, dtype="float32", always_2d=True)
+    want = infer_array(stack.model, stack.audio, [1], chunk=512)
+    assert np.abs(got.T - want).max() < TOL
