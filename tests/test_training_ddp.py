@@ -12,6 +12,7 @@ from training_helpers import progress, run_env, write_dataset
 
 from mcrave.checkpoint import load_checkpoint
 from mcrave.config import Config
+from mcrave.data.dataset import CropDataset
 from mcrave.model import MCRave
 from mcrave.training.data import BatchPlan, mix_seed
 from mcrave.training.discriminator import Discriminator
@@ -33,17 +34,10 @@ ARGS = [
 ]
 
 
-class _Crops:
-    def __len__(self) -> int:
-        return 11
-
-    def crop(self, epoch: int, index: int) -> np.ndarray:
-        return np.full((2, 4), epoch * 100 + index, dtype=np.float32)
-
-
-def test_ranks_read_disjoint_rows_of_the_same_global_batches():
-    single = BatchPlan(_Crops(), 4, seed=1, info=DistInfo())
-    ranks = [BatchPlan(_Crops(), 2, seed=1, info=DistInfo(r, 2)) for r in range(2)]
+def test_ranks_read_disjoint_rows_of_the_same_global_batches(tmp_path):
+    crops = CropDataset(write_dataset(tmp_path), "train", 1000, seed=1, crops_per_epoch=11)
+    single = BatchPlan(crops, 4, seed=1, info=DistInfo())
+    ranks = [BatchPlan(crops, 2, seed=1, info=DistInfo(r, 2)) for r in range(2)]
     for step in range(12):  # crosses several epochs of 11 crops
         rows = [plan.positions(step) for plan in ranks]
         assert not set(rows[0]) & set(rows[1])
@@ -52,6 +46,8 @@ def test_ranks_read_disjoint_rows_of_the_same_global_batches():
     for epoch in range(4):
         assert sorted(i for e, i in seen if e == epoch) == list(range(11))
     assert single.state() == ranks[0].state()
+    both = np.concatenate([plan.audio(3) for plan in ranks])
+    assert np.array_equal(both, single.audio(3).numpy())
 
 
 def _initial(cfg: Config, seed: int) -> tuple[dict, dict]:

@@ -73,17 +73,22 @@ def main(argv: list[str]) -> int:
     # heavy imports after argument parsing so `--help` stays fast
     from mcrave.atomic import atomic_write_bytes
     from mcrave.checkpoint import load_checkpoint
-    from mcrave.training.data import ManifestCrops, read_manifest
+    from mcrave.data.dataset import CropDataset
+    from mcrave.data.manifest import load_manifest
     from mcrave.training.distributed import init_from_env, shutdown
     from mcrave.training.trainer import RunOptions, Trainer
 
-    last = args.out / "last.ckpt"
+    last, resumed = args.out / "last.ckpt", None
     try:
-        manifest = read_manifest(args.dataset)
+        manifest = load_manifest(args.dataset)
         if args.resume:
             if not last.exists():
                 raise ValueError(f"{last}: nothing to resume")
-            cfg = Config.from_dict(load_checkpoint(last)["config"])
+            resumed = load_checkpoint(last)
+            if "data_order" not in resumed["extra"]:
+                raise ValueError(f"{last}: has no training state (not written by `mcrave train`)")
+            cfg = Config.from_dict(resumed["config"])
+            args.seed = int(resumed["extra"]["data_order"]["seed"])
             if cfg.model.channels != manifest["channels"]:
                 raise ValueError(
                     f"{args.dataset}: {manifest['channels']} channels, the run has "
@@ -109,13 +114,10 @@ def main(argv: list[str]) -> int:
                 f"crop_frames {cfg.train.crop_frames} is not a multiple of the model "
                 f"ratio {cfg.model.ratio}"
             )
-        train = ManifestCrops(args.dataset, "train", cfg.train.crop_frames, args.seed)
-        valid = ManifestCrops(args.dataset, "valid", cfg.train.crop_frames, args.seed)
-        if len(train) == 0:
-            raise ValueError(
-                f"{args.dataset}: no training file is longer than one crop "
-                f"({cfg.train.crop_frames} frames)"
-            )
+        crop, seed = cfg.train.crop_frames, args.seed
+        train = CropDataset(args.dataset, "train", crop, seed, augment=True)
+        has_valid = any(f["split"] == "valid" for f in manifest["files"])
+        valid = CropDataset(args.dataset, "valid", crop, seed) if has_valid else None
     except (ValueError, OSError) as exc:
         print(f"mcrave train: {exc}", file=sys.stderr)
         return 2
@@ -129,9 +131,9 @@ def main(argv: list[str]) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(args.out / "config.json", json.dumps(cfg.to_dict(), indent=2).encode())
     opts = RunOptions(args.out, cfg.train.max_steps, args.seed, args.metrics_port, args.log_every)
-    trainer = Trainer(cfg, train, valid if len(valid) else None, opts, info, device)
-    if args.resume:
-        trainer.resume(last)
+    trainer = Trainer(cfg, train, valid, opts, info, device)
+    if resumed is not None:
+        trainer.resume(resumed)
     outcome = trainer.fit()
     if outcome != "done":
         print(

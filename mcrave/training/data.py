@@ -1,15 +1,15 @@
 """Deterministic batches: global positions -> (epoch, crop index) -> this rank's rows.
 
 The data order is a pure function of (seed, step, global batch size, dataset length): position
-p = step * G + k of the stream reads crop perm_epoch[p mod L] of epoch p // L, where perm_epoch is
-a seeded permutation. So the saved data-order state is just those numbers, resume lands on the
-exact next batch, and ranks take disjoint rows of the same global batch.
+p = step * G + k of the stream reads crop perm_e[p mod L] of epoch e = p // L, where perm_e is the
+dataset's seeded whole-epoch permutation (`CropDataset.epoch_indices(e)`). So the saved data-order
+state is just those numbers, resume lands on the exact next batch, batches run across epoch ends
+without a ragged last batch, and ranks take disjoint rows of the same global batch (which is what
+makes 2 ranks x b equal 1 process x 2b).
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -19,12 +19,16 @@ from mcrave.training.distributed import DistInfo
 
 
 class CropSource(Protocol):
-    """What the trainer needs from a dataset reader."""
+    """What the trainer needs from a dataset reader (`mcrave.data.dataset.CropDataset`)."""
 
     def __len__(self) -> int: ...
 
     def crop(self, epoch: int, index: int) -> np.ndarray:
         """(channels, frames) float32, a deterministic function of (epoch, index)."""
+        ...
+
+    def epoch_indices(self, epoch: int) -> np.ndarray:
+        """A seeded permutation of range(len(self)) for `epoch`."""
         ...
 
 
@@ -42,6 +46,7 @@ class BatchPlan:
     """Which crops make up global batch `step`, and which of them belong to this rank."""
 
     def __init__(self, source: CropSource, batch: int, seed: int, info: DistInfo) -> None:
+        """`seed` must be the one the source was built with (it is part of the order's state)."""
         if len(source) == 0:
             raise ValueError("the dataset has no training crops (files shorter than one crop?)")
         self.source, self.batch, self.seed, self.info = source, batch, seed, info
@@ -56,10 +61,9 @@ class BatchPlan:
         if state != self.state():
             raise ValueError(f"data order differs from the checkpoint's: {state} != {self.state()}")
 
-    def _permutation(self, epoch: int) -> torch.Tensor:
+    def _permutation(self, epoch: int) -> np.ndarray:
         if self._perm is None or self._perm[0] != epoch:
-            gen = torch.Generator().manual_seed(mix_seed(self.seed, epoch, 0xDA7A))
-            self._perm = (epoch, torch.randperm(len(self.source), generator=gen))
+            self._perm = (epoch, self.source.epoch_indices(epoch))
         return self._perm[1]
 
     def positions(self, step: int) -> list[tuple[int, int]]:
@@ -73,53 +77,3 @@ class BatchPlan:
     def audio(self, step: int) -> torch.Tensor:
         """(batch, channels, frames) float32 for this rank."""
         return torch.from_numpy(np.stack([self.source.crop(e, i) for e, i in self.positions(step)]))
-
-
-class ManifestCrops:
-    """Minimal reader of DATASET/manifest.json + float32 (frames, N) .npy shards, memory-mapped.
-
-    Epoch e cuts each file into crop-length slots shifted by a seeded offset, so every epoch sees
-    different crop boundaries.
-    """
-
-    def __init__(self, root: Path, split: str, crop_frames: int, seed: int = 0) -> None:
-        manifest = read_manifest(root)
-        self.channels = int(manifest["channels"])
-        self.sample_rate = int(manifest["sample_rate"])
-        self.crop_frames, self.seed = crop_frames, seed
-        self.shards, self.slots = [], []
-        for entry in manifest["files"]:
-            if entry.get("split", "train") != split or int(entry["frames"]) < crop_frames:
-                continue
-            shard = np.load(root / entry["shard"], mmap_mode="r")
-            if shard.ndim != 2 or shard.shape[1] != self.channels:
-                raise ValueError(
-                    f"{root / entry['shard']}: shape {shard.shape}, expected "
-                    f"(frames, {self.channels})"
-                )
-            for slot in range(shard.shape[0] // crop_frames):
-                self.slots.append((len(self.shards), slot))
-            self.shards.append(shard)
-
-    def __len__(self) -> int:
-        return len(self.slots)
-
-    def crop(self, epoch: int, index: int) -> np.ndarray:
-        file, slot = self.slots[index]
-        shard = self.shards[file]
-        spare = shard.shape[0] - (shard.shape[0] // self.crop_frames) * self.crop_frames
-        shift = mix_seed(self.seed, epoch, file) % (spare + 1)
-        start = shift + slot * self.crop_frames
-        return np.ascontiguousarray(shard[start : start + self.crop_frames].T, dtype=np.float32)
-
-
-def read_manifest(root: Path) -> dict:
-    """The dataset manifest, with a one-line error naming the file when it is missing or wrong."""
-    path = root / "manifest.json"
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: cannot read dataset manifest ({exc})") from exc
-    if manifest.get("format") != "mcrave-dataset" or "channels" not in manifest:
-        raise ValueError(f"{path}: not an mcrave dataset manifest")
-    return manifest

@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 
-from mcrave.checkpoint import load_checkpoint
 from mcrave.config import Config
 from mcrave.model import MCRave
 from mcrave.training import schedules
@@ -80,15 +79,11 @@ class Trainer:
             "best_valid": self.best_valid,
         }
 
-    def resume(self, path: Path) -> None:
-        """Continue from a checkpoint written by this trainer (weights, optimisers, data order)."""
-        payload = load_checkpoint(path)
-        stored = Config.from_dict(payload["config"])
-        if stored.model != self.cfg.model:
-            raise ValueError(f"{path}: model config differs from this run's")
+    def resume(self, payload: dict[str, Any]) -> None:
+        """Continue from a loaded checkpoint of this trainer (weights, optimisers, data order)."""
+        if Config.from_dict(payload["config"]).model != self.cfg.model:
+            raise ValueError("the checkpoint's model config differs from this run's")
         extra = payload["extra"]
-        if "opt_g" not in extra:
-            raise ValueError(f"{path}: has no training state (not written by `mcrave train`)")
         self.plan.check_state(extra["data_order"])
         self.model.load_state_dict(payload["model_state"])
         self.disc.load_state_dict(extra["discriminator"])
