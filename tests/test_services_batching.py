@@ -7,7 +7,15 @@ import threading
 
 import numpy as np
 import pytest
-from services_helpers import ServerThread, audio, config, decode, encode, latents_array, publish_tiny
+from services_helpers import (
+    ServerThread,
+    audio,
+    config,
+    decode,
+    encode,
+    latents_array,
+    publish_tiny,
+)
 
 from services.common.batcher import BatchGroup
 from services.common.limits import Limits
@@ -35,7 +43,11 @@ def test_batch_group_joins_same_key_only_and_respects_max_batch() -> None:
         return batches
 
     batches = asyncio.run(main())
-    assert sorted(len(b) for b in batches) == [1, 1, 3]  # 3 (max) + the 4th alone; "other" never mixed in
+    assert sorted(len(b) for b in batches) == [
+        1,
+        1,
+        3,
+    ]  # 3 (max) + the 4th alone; "other" never mixed in
     assert all(len({p[0] for p in b}) == 1 for b in batches)
 
 
@@ -51,7 +63,9 @@ def test_batch_group_waits_at_most_max_wait_and_skips_cancelled() -> None:
         doomed = asyncio.ensure_future(group.submit("k", lambda ps: [p + 1 for p in ps], 5, 0.1))
         await asyncio.sleep(0)
         doomed.cancel()
-        assert await group.submit("k", lambda ps: [len(ps)], 0, 0.1) == 1  # the cancelled step is gone
+        assert (
+            await group.submit("k", lambda ps: [len(ps)], 0, 0.1) == 1
+        )  # the cancelled step is gone
         group.close()
 
     asyncio.run(main())
@@ -63,7 +77,10 @@ def servers(tmp_path_factory):
     root.mkdir()
     publish_tiny(root)
     limits = Limits(max_batch=8, max_wait_s=0.02)
-    enc, dec = ServerThread(ENCODER, root, limits=limits), ServerThread(DECODER, root, limits=limits)
+    enc, dec = (
+        ServerThread(ENCODER, root, limits=limits),
+        ServerThread(DECODER, root, limits=limits),
+    )
     yield enc, dec
     enc.stop()
     dec.stop()
@@ -91,7 +108,9 @@ def test_concurrent_streams_batch_and_match_solo_runs(servers) -> None:
     for server in (enc, dec):
         count = server.sample("mcrave_batch_size_count", {"model": "tiny"})
         total = server.sample("mcrave_batch_size_sum", {"model": "tiny"})
-        assert count > 0 and total / count > 1.5, f"{server.running.service.name}: mean batch {total / count:.2f}"
+        assert count > 0 and total / count > 1.5, (
+            f"{server.running.service.name}: mean batch {total / count:.2f}"
+        )
     for i in range(streams):  # each stream alone gives the same latents and audio
         _, latents = encode(enc.target, config(present=presents[i]), inputs[i])
         _, y = decode(dec.target, config(present=(), seed=i), latents)

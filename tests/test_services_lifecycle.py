@@ -15,9 +15,10 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from mcrave.cli.serve import main as serve_main
 from mcrave_client.proto import encoder_pb2, encoder_pb2_grpc, stream_pb2
 from services_helpers import OpenStream, audio, channel, config, publish_tiny
+
+from mcrave.cli.serve import main as serve_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,9 +34,29 @@ def test_sigterm_drains_open_streams_within_grace(tmp_path: Path) -> None:
     publish_tiny(models)
     ready = tmp_path / "ready.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mcrave.cli.main", "serve", "encoder", "--models", str(models), "--port", "0",
-         "--metrics-port", "0", "--threads", "1", "--grace-seconds", "3", "--ready-file", str(ready)],
-        env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "mcrave.cli.main",
+            "serve",
+            "encoder",
+            "--models",
+            str(models),
+            "--port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--threads",
+            "1",
+            "--grace-seconds",
+            "3",
+            "--ready-file",
+            str(ready),
+        ],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60
@@ -47,7 +68,9 @@ def test_sigterm_drains_open_streams_within_grace(tmp_path: Path) -> None:
         x = audio(8192)
         with channel(target) as ch:
             stub = encoder_pb2_grpc.EncoderServiceStub(ch)
-            watch = health_pb2_grpc.HealthStub(ch).Watch(health_pb2.HealthCheckRequest(service="mcrave.v1.EncoderService"))
+            watch = health_pb2_grpc.HealthStub(ch).Watch(
+                health_pb2.HealthCheckRequest(service="mcrave.v1.EncoderService")
+            )
             assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
             finishing, abandoned = OpenStream(stub.Encode), OpenStream(stub.Encode)
             for s in (finishing, abandoned):
@@ -59,7 +82,11 @@ def test_sigterm_drains_open_streams_within_grace(tmp_path: Path) -> None:
             proc.send_signal(signal.SIGTERM)
             assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
             with pytest.raises(grpc.RpcError) as err:  # no new streams while draining
-                list(stub.Encode(iter([encoder_pb2.EncodeRequest(config=config(chunk=1024))]), timeout=5))
+                list(
+                    stub.Encode(
+                        iter([encoder_pb2.EncodeRequest(config=config(chunk=1024))]), timeout=5
+                    )
+                )
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
             for seq in range(1, 8):  # the open stream runs on and ends normally
                 finishing.send(_chunk(x, seq))
@@ -78,17 +105,25 @@ def test_sigterm_drains_open_streams_within_grace(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--models", "/nonexistent/models"], "/nonexistent/models: model registry folder does not exist"),
+        (
+            ["--models", "/nonexistent/models"],
+            "/nonexistent/models: model registry folder does not exist",
+        ),
         (["--host", "0.0.0.0", "--token-file", "TOKEN"], "only on loopback"),
         (["--tls-cert", "CERT"], "--tls-cert and --tls-key go together"),
         (["--tls-cert", "/nope.pem", "--tls-key", "/nope.key"], "/nope.key: cannot read TLS key"),
     ],
 )
-def test_bad_options_exit_2_with_one_line(tmp_path: Path, capsys, extra: list[str], message: str) -> None:
+def test_bad_options_exit_2_with_one_line(
+    tmp_path: Path, capsys, extra: list[str], message: str
+) -> None:
     models = tmp_path / "models"
     models.mkdir()
     (tmp_path / "token").write_text("t")
-    extra = [str(tmp_path / "token") if a == "TOKEN" else str(tmp_path / "c.pem") if a == "CERT" else a for a in extra]
+    extra = [
+        str(tmp_path / "token") if a == "TOKEN" else str(tmp_path / "c.pem") if a == "CERT" else a
+        for a in extra
+    ]
     argv = ["serve", "encoder", "--port", "0", "--metrics-port", "0"]
     argv += extra if "--models" in extra else ["--models", str(models), *extra]
     assert serve_main(argv) == 2

@@ -8,9 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from mcrave.registry import publish_version
 from services_helpers import publish_tiny
 
+from mcrave.registry import publish_version
 from services.common.errors import NotFound
 from services.common.registry_watch import RegistryWatcher
 
@@ -26,7 +26,9 @@ def root(tmp_path: Path) -> Path:
 def _watcher(root: Path) -> tuple[RegistryWatcher, list, list]:
     corrupt: list = []
     loaded: list = []
-    w = RegistryWatcher(root, on_loaded=loaded.append, on_corrupt=lambda n, v, why: corrupt.append((n, v, why)))
+    w = RegistryWatcher(
+        root, on_loaded=loaded.append, on_corrupt=lambda n, v, why: corrupt.append((n, v, why))
+    )
     w.poll()
     return w, loaded, corrupt
 
@@ -100,6 +102,9 @@ def test_corrupt_counter_reaches_metrics(root: Path, tmp_path: Path) -> None:
     try:
         assert server.sample("mcrave_registry_corrupt_versions_total", {"model": "tiny"}) == 1
         fp = server.running.runtime.watcher.get("tiny").fingerprint
-        assert server.sample("mcrave_model_info", {"model": "tiny", "version": "1", "fingerprint": fp}) == 1
+        assert (
+            server.sample("mcrave_model_info", {"model": "tiny", "version": "1", "fingerprint": fp})
+            == 1
+        )
     finally:
         server.stop()

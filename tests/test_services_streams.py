@@ -227,3 +227,30 @@ def test_cancel_deadline_and_stream_limit_free_state(servers) -> None:
         assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert _wait_for(lambda: active() == 0)
         assert enc.running.runtime.open_streams == 0
+
+
+def test_slow_consumer_is_held_back_then_cut_off(servers) -> None:
+    root, _, _ = servers
+    dec = ServerThread(DECODER, root, limits=Limits(reply_timeout_s=1.0))
+    sent = 400
+    z = np.zeros((32, 8), "<f4").tobytes()  # each reply: 8192 frames x 2 ch = 64 KiB
+
+    def requests():
+        yield decoder_pb2.DecodeRequest(config=config(present=(), chunk=8192))
+        for i in range(sent):
+            yield decoder_pb2.DecodeRequest(chunk=stream_pb2.LatentChunk(seq=i, data=z))
+
+    try:
+        with channel(dec.target) as ch:
+            call = decoder_pb2_grpc.DecoderServiceStub(ch).Decode(requests())
+            time.sleep(2.0)  # the client reads nothing meanwhile
+            held = dec.sample("mcrave_chunks_received_total", {"model": "tiny"})
+            assert held < sent / 2  # flow control stopped the stream: memory stays bounded
+            with pytest.raises(grpc.RpcError) as err:
+                list(call)
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert dict(err.value.trailing_metadata())["mcrave-reason"] == "slow-consumer"
+        assert dec.sample("mcrave_chunks_received_total", {"model": "tiny"}) == held
+        assert dec.running.runtime.open_streams == 0
+    finally:
+        dec.stop()

@@ -8,6 +8,8 @@ message, so a bug never leaks internals or kills the server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -38,9 +40,9 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         method = details.method.rsplit("/", 1)[-1]
         if handler.response_streaming:
             field = "stream_stream" if handler.request_streaming else "unary_stream"
-            return handler._replace(**{field: self._wrap_stream(getattr(handler, field), method)})
+            return handler._replace(**{field: self._wrap(getattr(handler, field), method)})
         field = "stream_unary" if handler.request_streaming else "unary_unary"
-        return handler._replace(**{field: self._wrap_unary(getattr(handler, field), method)})
+        return handler._replace(**{field: self._wrap(getattr(handler, field), method)})
 
     def _count(self, method: str, code: grpc.StatusCode) -> None:
         self._metrics.errors.labels(method, code.name).inc()
@@ -57,31 +59,33 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
             grpc.StatusCode.INTERNAL, "internal server error (logged on the server)"
         )
 
-    def _wrap_stream(self, behavior: Callable, method: str) -> Callable:
-        async def wrapped(request: object, context: grpc.aio.ServicerContext) -> AsyncIterator:
-            try:
-                async for reply in behavior(request, context):
-                    yield reply
-            except asyncio.CancelledError:
-                self._count(method, grpc.StatusCode.CANCELLED)
-                raise
-            except grpc.aio.AbortError:
-                raise
-            except Exception as error:  # noqa: BLE001 - the mapper must catch everything
-                await self._handle(error, context, method)
+    @contextlib.asynccontextmanager
+    async def _mapped(self, context: grpc.aio.ServicerContext, method: str) -> AsyncIterator[None]:
+        try:
+            yield
+        except asyncio.CancelledError:
+            self._count(method, grpc.StatusCode.CANCELLED)
+            raise
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:  # noqa: BLE001 - the mapper must catch everything
+            await self._handle(error, context, method)
 
-        return wrapped
+    def _wrap(self, behavior: Callable, method: str) -> Callable:
+        """Handlers may return (unary, or streams written with `context.write`) or yield replies."""
+        if inspect.isasyncgenfunction(behavior):
 
-    def _wrap_unary(self, behavior: Callable, method: str) -> Callable:
+            async def wrapped_gen(
+                request: object, context: grpc.aio.ServicerContext
+            ) -> AsyncIterator:
+                async with self._mapped(context, method):
+                    async for reply in behavior(request, context):
+                        yield reply
+
+            return wrapped_gen
+
         async def wrapped(request: object, context: grpc.aio.ServicerContext) -> object:
-            try:
+            async with self._mapped(context, method):
                 return await behavior(request, context)
-            except asyncio.CancelledError:
-                self._count(method, grpc.StatusCode.CANCELLED)
-                raise
-            except grpc.aio.AbortError:
-                raise
-            except Exception as error:  # noqa: BLE001
-                await self._handle(error, context, method)
 
         return wrapped

@@ -19,6 +19,7 @@ class Limits:
     credit: int = 4  # chunks a client may keep unanswered (advertised in StreamStarted)
     max_batch: int = 16  # streams joined into one forward
     max_wait_s: float = 0.005  # longest a chunk waits for others to join its batch
+    reply_timeout_s: float = 30.0  # a client that reads no reply this long -> RESOURCE_EXHAUSTED
 
     def __post_init__(self) -> None:
         for name in ("max_streams", "max_chunk_frames", "credit", "max_batch"):

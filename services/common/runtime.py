@@ -8,6 +8,8 @@ import time
 from collections.abc import Hashable
 from typing import Any
 
+import grpc
+
 from services.common.batcher import BatchGroup, RunFn
 from services.common.errors import ResourceExhausted, Unavailable
 from services.common.limits import Limits
@@ -86,6 +88,22 @@ class Runtime:
                 f"{name}-{model.version}", self.limits.max_batch, self.limits.max_wait_s, observe
             )
         return self._groups[model]
+
+    async def send(self, context: grpc.aio.ServicerContext, reply: Any) -> None:
+        """Write one stream reply; a client that stops reading is cut off instead of piling up replies.
+
+        Streams are processed one chunk at a time, so while a write waits for the client, nothing
+        more is read from it: HTTP/2 flow control then holds the client back (the `credit` in
+        StreamStarted tells well-behaved clients to stay far below that).
+        """
+        try:
+            await asyncio.wait_for(context.write(reply), self.limits.reply_timeout_s)
+        except TimeoutError:
+            raise ResourceExhausted(
+                f"client read no reply for {self.limits.reply_timeout_s:g} s: keep at most `credit` chunks "
+                "unanswered and read replies as they come",
+                "slow-consumer",
+            ) from None
 
     def count_in(self, model: str, kind: str, nbytes: int, audio_s: float) -> None:
         m = self.metrics

@@ -149,7 +149,9 @@ async def start_server(cfg: ServerConfig, service: ServiceDef) -> RunningServer:
         )
     address = _address(cfg.host, cfg.port)
     try:
-        port = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
+        port = (
+            server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
+        )
     except RuntimeError as error:
         raise ConfigError(f"cannot bind gRPC port {address}: {error}") from error
     httpd, metrics_port = metrics.serve_http(cfg.host, cfg.metrics_port)

@@ -59,7 +59,7 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServiceServicer):
 
     async def Decode(
         self, requests: AsyncIterator[decoder_pb2.DecodeRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[decoder_pb2.DecodeResponse]:
+    ) -> None:
         session: DecoderSession | None = None
         seq = SeqCounter()
         try:
@@ -75,9 +75,8 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServiceServicer):
                         )
                     spec = bind(request.config, self.rt.watcher, self.rt.limits, encoder=False)
                     session = DecoderSession(self.rt.open(spec.model), spec)
-                    yield decoder_pb2.DecodeResponse(
-                        started=stream_started(spec, self.rt.limits.credit)
-                    )
+                    started = stream_started(spec, self.rt.limits.credit)
+                    await self.rt.send(context, decoder_pb2.DecodeResponse(started=started))
                     continue
                 if kind == "config":
                     raise FailedPrecondition(
@@ -89,11 +88,11 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServiceServicer):
                     session, request.chunk, max_frames, f"latent chunk {request.chunk.seq}"
                 )
                 audio.seq = seq.next - 1
-                yield decoder_pb2.DecodeResponse(audio=audio)
+                await self.rt.send(context, decoder_pb2.DecodeResponse(audio=audio))
             if session is None:
                 raise InvalidArgument("stream ended without a StreamConfig", "no-config")
             final = stream_pb2.AudioChunk(seq=seq.next, ack=max(seq.next - 1, 0), final=True)
-            yield decoder_pb2.DecodeResponse(audio=final)
+            await self.rt.send(context, decoder_pb2.DecodeResponse(audio=final))
         finally:
             if session is not None:
                 session.stream.close()

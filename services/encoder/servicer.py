@@ -57,7 +57,7 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
 
     async def Encode(
         self, requests: AsyncIterator[encoder_pb2.EncodeRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[encoder_pb2.EncodeResponse]:
+    ) -> None:
         session: EncoderSession | None = None
         seq = SeqCounter()
         out_seq = 0
@@ -74,9 +74,8 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
                         )
                     spec = bind(request.config, self.rt.watcher, self.rt.limits, encoder=True)
                     session = EncoderSession(self.rt.open(spec.model), spec)
-                    yield encoder_pb2.EncodeResponse(
-                        started=stream_started(spec, self.rt.limits.credit)
-                    )
+                    started = stream_started(spec, self.rt.limits.credit)
+                    await self.rt.send(context, encoder_pb2.EncodeResponse(started=started))
                     continue
                 if session.ended:
                     raise FailedPrecondition(
@@ -96,13 +95,17 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
                     f"chunk {request.chunk.seq}",
                 )
                 z = await session.encode(audio)
-                yield self._latents(session, z, out_seq, request.chunk.seq, False, started)
+                await self.rt.send(
+                    context, self._latents(session, z, out_seq, request.chunk.seq, False, started)
+                )
                 out_seq += 1
             if session is None:
                 raise InvalidArgument("stream ended without a StreamConfig", "no-config")
             started = time.perf_counter()
             z = await session.flush()
-            yield self._latents(session, z, out_seq, max(seq.next - 1, 0), True, started)
+            await self.rt.send(
+                context, self._latents(session, z, out_seq, max(seq.next - 1, 0), True, started)
+            )
         finally:
             if session is not None:
                 session.stream.close()
