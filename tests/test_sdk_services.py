@@ -302,13 +302,13 @@ def test_mtls_token_and_reconnect_with_backoff(stack):
 @pytest.mark.slow
 def test_fresh_venv_without_torch(stack, tmp_path):
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    # a bare venv filled by this interpreter's pip (`--python`): the same packages as ensurepip
+    # followed by the venv's own pip, without bootstrapping a second pip first
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     py = venv / "bin" / "python"
+    pip = [sys.executable, "-m", "pip", "--python", str(py), "install", "-q"]
     subprocess.run(
-        [str(py), "-m", "pip", "install", "-q", str(REPO / "clients" / "python")],
-        check=True,
-        timeout=300,
-        capture_output=True,
+        [*pip, str(REPO / "clients" / "python")], check=True, timeout=300, capture_output=True
     )
     probe = subprocess.run([str(py), "-c", "import torch"], capture_output=True, text=True)
     assert probe.returncode != 0 and "No module named 'torch'" in probe.stderr
