@@ -150,3 +150,17 @@ def test_eval_rejects_unloadable_model(workdir, capsys):
     code = main(["eval", str(junk), str(workdir / "a.wav"), "-o", str(workdir / "bad")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "junk.ckpt" in err and len(err.splitlines()) == 1
+
+
+def test_eval_rejects_diverged_model(workdir, capsys):
+    """A model with NaN weights must not be averaged into a report (NaN means are skipped)."""
+    model = MCRave(preset("test", channels=2).model)
+    with torch.no_grad():
+        next(model.decoder.parameters()).fill_(float("nan"))
+    save_checkpoint(workdir / "nan.ckpt", model)
+    code = main(
+        ["eval", str(workdir / "nan.ckpt"), str(workdir / "a.wav"), "-o", str(workdir / "bad")]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "a.wav: model output is not finite" in err
+    assert not (workdir / "bad").exists()

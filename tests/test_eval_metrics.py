@@ -26,6 +26,7 @@ def test_mss_zero_on_identity_and_grows_with_error():
     assert float(mss(x, x)) == 0.0
     assert 0.0 < float(mss(x, 0.9 * x)) < float(mss(x, 0.5 * x))
     assert float(mss(x, 0.5 * x)) < float(mss(x, _noise(1.0, 1)))
+    assert math.isnan(float(mss(np.zeros_like(x), x)))  # silent reference: undefined
 
 
 def test_mss_is_loudness_normalised_and_batches():

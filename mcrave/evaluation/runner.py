@@ -91,8 +91,15 @@ def evaluate_file(
     fit, scored = slice(0, half), slice(half, length)
     corr = correlation_matrix(audio, fit, int(NEAREST_MAX_LAG_S * sample_rate))
     everything = tuple(range(n))
-    recon = infer(file.audio, everything).astype(np.float64)
     result = FileResult()
+
+    def run(present: tuple[int, ...]) -> np.ndarray:
+        out = infer(file.audio, present).astype(np.float64)
+        if not np.all(np.isfinite(out)):
+            raise ValueError(f"{file.name}: model output is not finite with channels {present}")
+        return out
+
+    recon = run(everything)
 
     def add_rows(label, present, c, p, cands):
         scores = score_systems(
@@ -117,7 +124,7 @@ def evaluate_file(
     for present in present_sets:
         if len(present) == n:
             continue  # all present: scored below as the reconstruction
-        out = infer(file.audio, present).astype(np.float64)
+        out = run(present)
         for c in (i for i in everything if i not in present):
             p = nearest_present(corr, c, list(present))
             label = case_label(present, c, names)

@@ -37,7 +37,8 @@ def mss(
     Sum over n in `scales` (hop n/4) of mean((X-Y)^2)/mean(X^2) + mean|log(X+eps) - log(Y+eps)|
     on magnitudes X (reference) and Y (estimate). Both signals are scaled by the gain that puts the
     reference at `MSS_REF_RMS`. Shapes: one reference [T] against estimates [..., T] -> [...]; the
-    reference is analysed once and the estimates one at a time, so memory stays O(T).
+    reference is analysed once and the estimates one at a time, so memory stays O(T). NaN for a
+    silent reference.
     """
     reference = np.asarray(reference, dtype=np.float64)
     estimate = np.asarray(estimate, dtype=np.float64)
@@ -45,7 +46,10 @@ def mss(
         raise ValueError(
             f"mss: reference [T] and estimates [..., T], got {reference.shape} and {estimate.shape}"
         )
-    gain = MSS_REF_RMS / max(float(np.sqrt(np.mean(reference**2))), 1e-12)
+    rms = float(np.sqrt(np.mean(reference**2)))
+    if rms == 0.0:  # nothing to normalise to: undefined, and left out of means
+        return np.full(estimate.shape[:-1], np.nan)
+    gain = MSS_REF_RMS / rms
     refs = []
     for n in scales:
         mag = np.abs(stft(reference * gain, n, n // 4))
