@@ -2,8 +2,10 @@
 # The mcrave demo: encoder and decoder services on localhost, a stereo file streamed through them with
 # only the RIGHT channel present, the LEFT one inferred by the model. Run after `bash scripts/setup.sh`.
 #   bash scripts/demo.sh [IN.wav] [OUT.wav]
-# Without IN, a stereo example is synthesised. Services stop (SIGTERM, drained) when the demo ends.
+# Without IN (or with IN=""), a stereo example is synthesised; OUT defaults to
+# ./mcrave-demo-inferred.wav. The services stop (SIGTERM, drained) when the demo ends.
 set -euo pipefail
+here=$PWD
 cd "$(dirname "$0")/.."
 work=$(mktemp -d "${TMPDIR:-/tmp}/mcrave-demo.XXXXXX")
 pids=()
@@ -33,9 +35,10 @@ rate=$(python3 -c "import sys; from mcrave.checkpoint import load_model; \
 print(load_model(sys.argv[1])[0].sample_rate)" "$registry/$model")
 
 # 2. the input: the caller's stereo file, or 4 s of a synthesised stereo example
-input=${1:-$work/example-stereo.wav}
-output=${2:-demo-inferred.wav}
-if [ $# -lt 1 ]; then
+abs() { case "$1" in /*) echo "$1" ;; *) echo "$here/$1" ;; esac; }
+input=$(abs "${1:-$work/example-stereo.wav}")
+output=$(abs "${2:-mcrave-demo-inferred.wav}")
+if [ -z "${1:-}" ]; then
   python3 - "$input" "$rate" <<'PY'
 import sys
 import numpy as np
@@ -50,40 +53,36 @@ PY
   echo "example input: $input (4 s stereo, synthesised)"
 fi
 
-# 3. encoder and decoder services on free localhost ports, each with its own metrics port
-read -r enc_port dec_port enc_metrics dec_metrics < <(python3 -c "
-import socket
-socks = [socket.socket() for _ in range(4)]
-for s in socks: s.bind(('127.0.0.1', 0))
-print(*(s.getsockname()[1] for s in socks))
-for s in socks: s.close()")
-mcrave serve encoder --models "$registry" --host 127.0.0.1 --port "$enc_port" \
-  --metrics-port "$enc_metrics" >"$work/encoder.log" 2>&1 &
-pids+=($!)
-mcrave serve decoder --models "$registry" --host 127.0.0.1 --port "$dec_port" \
-  --metrics-port "$dec_metrics" >"$work/decoder.log" 2>&1 &
-pids+=($!)
-echo "starting encoder on 127.0.0.1:$enc_port and decoder on 127.0.0.1:$dec_port ..."
-for _ in $(seq 120); do
+# 3. encoder and decoder services on free localhost ports; each writes its bound ports when ready
+for svc in encoder decoder; do
+  mcrave serve "$svc" --models "$registry" --host 127.0.0.1 --port 0 --metrics-port 0 \
+    --ready-file "$work/$svc.json" >"$work/$svc.log" 2>&1 &
+  pids+=($!)
+done
+echo "starting the encoder and decoder services ..."
+for _ in $(seq 240); do
+  [ -f "$work/encoder.json" ] && [ -f "$work/decoder.json" ] && break
   for i in 0 1; do
     if ! kill -0 "${pids[$i]}" 2>/dev/null; then
-      name=$([ "$i" = 0 ] && echo encoder || echo decoder)
-      echo "the $name service exited during start-up; its log:" >&2
-      cat "$work/$name.log" >&2
+      svc=$([ "$i" = 0 ] && echo encoder || echo decoder)
+      echo "the $svc service exited during start-up; its log:" >&2
+      cat "$work/$svc.log" >&2
       exit 1
     fi
   done
-  if mcrave-client models --server "127.0.0.1:$enc_port" >/dev/null 2>&1 &&
-     mcrave-client models --server "127.0.0.1:$dec_port" >/dev/null 2>&1; then
-    break
-  fi
-  sleep 0.5
+  sleep 0.25
 done
-mcrave-client models --server "127.0.0.1:$enc_port"
+port() { python3 -c "import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$@"; }
+encoder="127.0.0.1:$(port "$work/encoder.json" port)"
+decoder="127.0.0.1:$(port "$work/decoder.json" port)"
+enc_metrics=$(port "$work/encoder.json" metrics_port)
+dec_metrics=$(port "$work/decoder.json" metrics_port)
+echo "encoder on $encoder, decoder on $decoder, serving:"
+mcrave-client models --server "$encoder"
 
 # 4. stream it: only channel 1 (right) travels to the encoder; the decoder returns both channels
 mcrave-client infer "$input" "$output" --present 1 --model "$model" \
-  --encoder "127.0.0.1:$enc_port" --decoder "127.0.0.1:$dec_port"
+  --encoder "$encoder" --decoder "$decoder"
 
 echo "Prometheus metrics: encoder http://127.0.0.1:$enc_metrics/metrics," \
      "decoder http://127.0.0.1:$dec_metrics/metrics"
@@ -92,7 +91,8 @@ import sys
 import urllib.request
 for name, port in zip(("encoder", "decoder"), sys.argv[1:]):
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    lines = [l for l in text.splitlines() if "audio_seconds" in l and not l.startswith("#")]
-    print(f"  {name}: " + ("; ".join(lines[:2]) or "(no audio-seconds counter found)"))
+    keys = ("_audio_in_seconds_total", "_audio_out_seconds_total")
+    lines = [l for l in text.splitlines() if any(k in l for k in keys) and l[0] != "#"]
+    print(f"  {name}: " + ("; ".join(lines) or "(no audio-seconds counters found)"))
 PY
 echo "inferred stereo file: $output"

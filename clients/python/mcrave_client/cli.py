@@ -70,9 +70,9 @@ def _infer(args: argparse.Namespace) -> None:
     encoder = EncoderClient(_connection(args.encoder, args))
     decoder = DecoderClient(_connection(args.decoder, args))
     with Pipeline(encoder, decoder) as pipeline:
-        rate = _sample_rate(args.input)
+        frames, rate = _frames_and_rate(args.input)
         bar = tqdm(
-            total=None,
+            total=round(frames / rate, 2),
             unit="s",
             unit_scale=True,
             disable=args.quiet,
@@ -96,10 +96,11 @@ def _infer(args: argparse.Namespace) -> None:
     )
 
 
-def _sample_rate(path: Path) -> int:
-    """The rate of `path` from its header (the progress bar's scale), without decoding it."""
+def _frames_and_rate(path: Path) -> tuple[int, int]:
+    """Length and rate of `path` from its header (the progress bar's scale), without decoding."""
     try:
-        return sf.info(str(path)).samplerate
+        info = sf.info(str(path))
+        return info.frames, info.samplerate
     except (OSError, RuntimeError, sf.LibsndfileError) as exc:
         raise ClientError(f"{path}: cannot read audio ({' '.join(str(exc).split())})") from None
 

@@ -128,6 +128,7 @@ def write_audio(path: Path, audio: np.ndarray, rate: int) -> None:
             sf.write(fh, audio.T, rate, subtype=subtype, format=path.suffix.lstrip(".").upper())
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a written file gets the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -165,6 +166,12 @@ def infer_file(
     )
     write_audio(Path(out_path), out, rate)
     return info
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _one_line(exc: BaseException) -> str:

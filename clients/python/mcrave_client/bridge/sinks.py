@@ -19,11 +19,13 @@ class FileSink:
         self.path = Path(path)
         if not self.path.parent.is_dir():
             raise ClientError(f"{path}: folder {self.path.parent} does not exist")
-        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".wav",
-                                         dir=self.path.parent)
+        fd, self._tmp = tempfile.mkstemp(
+            prefix=f".{self.path.name}.", suffix=".wav", dir=self.path.parent
+        )
         os.close(fd)
-        self._file = sf.SoundFile(self._tmp, "w", sample_rate, channels, subtype="FLOAT",
-                                  format="WAV")
+        self._file = sf.SoundFile(
+            self._tmp, "w", sample_rate, channels, subtype="FLOAT", format="WAV"
+        )
         self.frames = 0
 
     def write(self, block: np.ndarray) -> None:

@@ -79,8 +79,12 @@ class DeviceSource(QueueSource):
         except (ImportError, OSError) as exc:
             raise ClientError(f"live input needs sounddevice and PortAudio ({exc})") from None
         self._stream = sounddevice.InputStream(
-            samplerate=sample_rate, channels=channels, blocksize=chunk, dtype="float32",
-            device=device, callback=lambda data, *_: self.feed(data.T.copy()),
+            samplerate=sample_rate,
+            channels=channels,
+            blocksize=chunk,
+            dtype="float32",
+            device=device,
+            callback=lambda data, *_: self.feed(data.T.copy()),
         )
 
     def blocks(self, stop: threading.Event) -> Iterator[np.ndarray]:
