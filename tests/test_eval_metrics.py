@@ -107,3 +107,38 @@ def test_gates_compare_model_with_baselines():
     assert not gates["d_icc<copy"]  # equal is not better
     assert not gates["abs_w_err<=3"]
     assert check_gates({"copy": table["copy"]}) == {}
+
+
+def test_summary_groups_and_means():
+    from mcrave.evaluation.report import summarise
+
+    def row(case, present, system, value):
+        return {
+            "case": case,
+            "present": present,
+            "system": system,
+            **dict.fromkeys(("si_sdr", "d_snr", "mss", "d_ild", "d_icc", "d_ipd"), value),
+            "w_err": -math.inf if system == "copy" else value,
+        }
+
+    rows = [
+        row("{a} -> b", [0], "model", 1.0),
+        row("{a} -> b", [0], "copy", 3.0),
+        row("{a,c,d} -> b", [0, 2, 3], "model", 2.0),
+        row("{a,c,d} -> b", [0, 2, 3], "copy", 5.0),
+        row("all -> a", [0, 1, 2, 3], "recon_all", float("nan")),
+    ]
+    summary = summarise(rows, ["copy", "model", "recon_all"], channels=4)
+    assert list(summary) == [
+        "all",
+        "1 of 4 present",
+        "3 of 4 present",
+        "{a} -> b",
+        "{a,c,d} -> b",
+        "all -> a",
+    ]
+    assert summary["all"]["model"]["mss"] == 1.5 and summary["all"]["model"]["n"] == 2
+    assert summary["3 of 4 present"]["copy"]["mss"] == 5.0
+    assert summary["all"]["copy"]["w_err"] == -math.inf
+    assert math.isnan(summary["all"]["recon_all"]["mss"])  # all undefined -> nan, not an error
+    assert "recon_all" not in summary["1 of 4 present"]

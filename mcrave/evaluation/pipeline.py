@@ -49,6 +49,8 @@ def run_evaluation(
     chunks; None runs one offline pass.
     """
     model = engine.model
+    if model.channels < 2:
+        raise ValueError(f"{model_path}: a 1-channel model has no channel to infer")
     cfg = model.cfg
     names = tuple(cfg.names)
 
@@ -63,7 +65,7 @@ def run_evaluation(
     ]
     rows = [row for r in results for row in r.rows]
     systems = [*BASELINES, "model", *(PASSTHROUGH_SYSTEMS if passthrough else ()), RECON]
-    summary = summarise(rows, systems)
+    summary = summarise(rows, systems, model.channels)
     report = {
         "model": {
             "path": model_path,

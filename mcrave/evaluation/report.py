@@ -25,10 +25,18 @@ def mean_metric(values: list[float]) -> float:
         return float(np.mean(finite_or_inf))
 
 
-def summarise(rows: list[dict], systems: list[str]) -> dict[str, dict[str, dict[str, float]]]:
-    """{"all": {system: means}, <case label>: {system: means}}; "all" averages every missing-channel
-    case of every file (the all-present reconstruction rows keep their own system name)."""
+def summarise(
+    rows: list[dict], systems: list[str], channels: int
+) -> dict[str, dict[str, dict[str, float]]]:
+    """{group: {system: means}}. Groups: "all" (every case of every file; the all-present
+    reconstruction rows keep their own system name), then "k of N present" when the cases have
+    several sizes of present set (e.g. single channels vs leave-one-out), then each case."""
     groups: dict[str, list[dict]] = {"all": rows}
+    inferred = [r for r in rows if len(r["present"]) < channels]
+    sizes = sorted({len(r["present"]) for r in inferred})
+    if len(sizes) > 1:
+        for k in sizes:
+            groups[f"{k} of {channels} present"] = [r for r in inferred if len(r["present"]) == k]
     for row in rows:
         groups.setdefault(row["case"], []).append(row)
     summary: dict[str, dict[str, dict[str, float]]] = {}
