@@ -124,7 +124,7 @@ def test_eval_writes_report_json_md_png(workdir: Path):
         (["{mono}"], "mono.wav: has 1 channels, the model has 2"),
         (["{missing}"], "nope.wav: cannot read audio"),
         (["{wav}", "--present", "Q"], "--present: 'Q'"),
-        (["{wav}", "--chunk", "1000"], "--chunk:"),
+        (["{wav}", "--chunk", "1000"], "chunk of 1000 samples"),
         (["{wav}", "--max-seconds", "0.5"], "too short"),
         (["{src}"], "no dataset manifest"),
     ],
