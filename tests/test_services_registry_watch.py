@@ -108,3 +108,25 @@ def test_corrupt_counter_reaches_metrics(root: Path, tmp_path: Path) -> None:
         )
     finally:
         server.stop()
+
+
+def test_not_ready_until_a_model_loads(tmp_path: Path) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from services_helpers import ServerThread, channel
+
+    from services.decoder.servicer import SERVICE
+
+    root = tmp_path / "models"
+    root.mkdir()
+    server = ServerThread(SERVICE, root, poll_interval_s=0.1)
+    try:
+        with channel(server.target) as ch:
+            watch = health_pb2_grpc.HealthStub(ch).Watch(
+                health_pb2.HealthCheckRequest(service=""), timeout=30
+            )
+            assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            publish_tiny(root)  # appears atomically; the next poll loads it
+            assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+            watch.cancel()
+    finally:
+        server.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 import grpc
@@ -124,7 +124,7 @@ class Runtime:
         for model in [m for m, g in self._groups.items() if m not in current and g.streams == 0]:
             self._groups.pop(model).close()
 
-    async def watch(self, interval_s: float) -> None:
+    async def watch(self, interval_s: float, after_poll: Callable[[], Awaitable[None]]) -> None:
         """Poll the registry forever (the blocking scan and model loads run in a thread)."""
         loop = asyncio.get_running_loop()
         while True:
@@ -133,6 +133,7 @@ class Runtime:
                 await loop.run_in_executor(None, self.watcher.poll)
             except Exception:  # noqa: BLE001 - a failed scan must not stop the watch
                 log.exception("registry poll failed")
+            await after_poll()
 
     def close(self) -> None:
         for group in self._groups.values():

@@ -156,9 +156,16 @@ async def start_server(cfg: ServerConfig, service: ServiceDef) -> RunningServer:
         raise ConfigError(f"cannot bind gRPC port {address}: {error}") from error
     httpd, metrics_port = metrics.serve_http(cfg.host, cfg.metrics_port)
     await server.start()
-    for name in ("", *names):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    watch = loop.create_task(runtime.watch(cfg.poll_interval_s))
+
+    async def readiness() -> None:
+        """Ready = some model loaded (health ignores this once draining has begun)."""
+        serving = health_pb2.HealthCheckResponse.SERVING
+        status = serving if watcher.models() else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", *names):
+            await health_servicer.set(name, status)
+
+    await readiness()
+    watch = loop.create_task(runtime.watch(cfg.poll_interval_s, readiness))
     return RunningServer(
         service, server, runtime, health_servicer, port, metrics_port, httpd, watch
     )
