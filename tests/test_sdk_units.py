@@ -7,7 +7,6 @@ import random
 import grpc
 import numpy as np
 import pytest
-
 from mcrave_client import protocol
 from mcrave_client.backoff import Backoff
 from mcrave_client.connection import Connection, is_loopback, read_token
@@ -73,7 +72,9 @@ def test_connection_refuses_token_in_clear_off_loopback(tmp_path):
 def _started(credit: int) -> encoder_pb2.EncodeResponse:
     ref = stream_pb2.ModelRef(name="m", version=1, fingerprint="f")
     return encoder_pb2.EncodeResponse(
-        started=stream_pb2.StreamStarted(model=ref, credit=credit, latency=8, ratio=4, latent_size=3)
+        started=stream_pb2.StreamStarted(
+            model=ref, credit=credit, latency=8, ratio=4, latent_size=3
+        )
     )
 
 
@@ -84,60 +85,44 @@ def _latents(ack: int, frames: int = 1, final: bool = False) -> encoder_pb2.Enco
     )
 
 
-def _drive(stream, items, replies):
-    """Run the protocol against scripted replies; returns (written requests, emitted, max unanswered)."""
-    ops, it, replies = protocol.exchange(stream), iter(items), iter(replies)
-    written, emitted, peak, value = [], [], 0, None
-    while True:
-        try:
-            op = ops.send(value)
-        except StopIteration:
-            return written, emitted, peak
-        value = None
-        if op is protocol.NEXT:
-            value = next(it, protocol.END)
-        elif op is protocol.READ:
-            value = next(replies, None)
-        elif isinstance(op, protocol.Write):
-            written += op.requests
-            peak = max(peak, stream.sent - stream.answered)
-        elif isinstance(op, protocol.Emit):
-            emitted.append(op.value)
-
-
 def _encode_stream(credit: int) -> protocol.EncodeStream:
     s = protocol.EncodeStream(stream_pb2.StreamConfig(model="m", channels=2, present=[1]))
     s.started(_started(credit))
     return s
 
 
-def test_protocol_respects_credit_and_orders_replies():
+def test_protocol_credit_window_and_reply_order():
     s = _encode_stream(credit=2)
-    chunks = [np.zeros((1, 4), np.float32)] * 5
-    replies = [_latents(i) for i in range(5)] + [_latents(5, frames=2, final=True)]
-    written, emitted, peak = _drive(s, chunks, replies)
-    assert peak == 2  # never more than `credit` chunks unanswered
-    assert [r.chunk.seq for r in written] == [0, 1, 2, 3, 4]
-    assert [e.array[0, 0] for e in emitted] == [0, 1, 2, 3, 4, 5] and emitted[-1].final
+    chunk = np.zeros((1, 4), np.float32)
+    sent = [s.requests_for(chunk) for _ in range(2)]
+    assert [r[0].chunk.seq for r in sent] == [0, 1] and not s.may_send  # 2 unanswered
+    first = s.result(_latents(0))
+    assert s.may_send and first.array.shape == (3, 1) and first.array[0, 0] == 0
+    s.requests_for(chunk)
+    assert [s.result(_latents(i)).array[0, 0] for i in (1, 2)] == [1, 2] and not s.finished
+    final = s.result(_latents(3, frames=2, final=True))
+    assert final.final and s.finished and protocol.worth_emitting(final)
+    assert not protocol.worth_emitting(s.result(_latents(4, frames=0, final=True)))
 
 
 def test_protocol_present_update_goes_before_next_chunk():
     s = _encode_stream(credit=4)
     one, two = np.zeros((1, 4), np.float32), np.zeros((2, 4), np.float32)
-    replies = [_latents(0), _latents(1), _latents(2, final=True)]
-    written, _, _ = _drive(s, [one, SetPresent((0, 1)), two], replies)
-    kinds = [r.WhichOneof("msg") for r in written]
-    assert kinds == ["chunk", "config", "chunk"]
-    assert list(written[1].config.present) == [0, 1]
+    assert [r.WhichOneof("msg") for r in s.requests_for(one)] == ["chunk"]
+    assert s.requests_for(SetPresent((0, 1))) == ()
+    update, chunk = s.requests_for(two)
+    assert list(update.config.present) == [0, 1] and chunk.chunk.seq == 1
     with pytest.raises(ClientError, match="does not hold the 2 present channels"):
-        _drive(_encode_stream(4), [SetPresent((0, 1)), one], [])
+        s.requests_for(one)
 
 
 def test_protocol_fails_on_out_of_order_or_missing_final():
+    s = _encode_stream(credit=2)
+    s.requests_for(np.zeros((1, 4), np.float32))
     with pytest.raises(ClientError, match="acknowledges chunk 1, expected 0"):
-        _drive(_encode_stream(1), [np.zeros((1, 4), np.float32)] * 2, [_latents(1)])
+        s.result(_latents(1))
     with pytest.raises(ClientError, match="ended before its final reply"):
-        _drive(_encode_stream(4), [np.zeros((1, 4), np.float32)], [_latents(0)])
+        _encode_stream(4).result(None)
     with pytest.raises(ClientError, match="did not acknowledge"):
         protocol.EncodeStream(stream_pb2.StreamConfig()).started(None)
 

@@ -1,7 +1,8 @@
 """asyncio clients for the encoder and decoder services (grpc.aio), mirroring `client.py`.
 
-`run(items)` is an async generator taking a sync or async iterable, so
-`decoder_stream.run(encoder_stream.run(chunks))` pipes latents on as they arrive.
+Push style: `await send(item)` in one task, `async for r in results()` in another; `run(items)`
+(sync or async iterable) does both, so `decoder_stream.run(encoder_stream.run(chunks))` pipes
+latents on as they arrive.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import grpc.aio
 
 from mcrave_client import protocol
 from mcrave_client.base import ServiceBase, retryable, stream_config
+from mcrave_client.errors import ClientError
 from mcrave_client.pipeline import check_same_model, choose_model
 from mcrave_client.proto import decoder_pb2_grpc, encoder_pb2_grpc, models_pb2, models_pb2_grpc
 from mcrave_client.types import Decoded, ModelInfo, StreamInfo
@@ -29,6 +31,8 @@ class AsyncStream:
         self._client = client
         self._state = state
         self._call: grpc.aio.StreamStreamCall | None = None
+        self._credit = asyncio.Condition()
+        self._failed: BaseException | None = None
         self.info: StreamInfo | None = None
 
     async def open(self, method: Callable[..., grpc.aio.StreamStreamCall]) -> AsyncStream:
@@ -49,32 +53,70 @@ class AsyncStream:
         reply = await self._call.read()
         return None if reply is grpc.aio.EOF else reply
 
-    async def run(self, items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
-        """Stream `items` (encoder: `(present, frames)` arrays or SetPresent; decoder: Latents)."""
-        next_item = _next_fn(items)
-        ops, value = protocol.exchange(self._state), None
+    async def send(self, item: Any) -> None:
+        """Write one item, waiting while `credit` chunks are unanswered."""
+        async with self._credit:
+            await self._credit.wait_for(lambda: self._state.may_send or self._failed)
+            if self._failed is not None:
+                raise ClientError(f"{self._state.kind} stream already ended: {self._failed}")
+            for request in self._state.requests_for(item):
+                await self._call.write(request)
+
+    async def close_input(self) -> None:
+        await self._call.done_writing()
+
+    async def results(self) -> AsyncIterator[Any]:
+        """Replies as they arrive, up to and including the tail flush."""
         try:
-            while True:
-                try:
-                    op = ops.send(value)
-                except StopIteration:
-                    return
-                value = None
-                if op is protocol.NEXT:
-                    value = await next_item()
-                elif op is protocol.READ:
-                    value = await self._read()
-                elif op is protocol.DONE:
-                    await self._call.done_writing()
-                elif isinstance(op, protocol.Write):
-                    for request in op.requests:
-                        await self._call.write(request)
-                else:
-                    yield op.value
+            while not self._state.finished:
+                reply = await self._read()
+                async with self._credit:
+                    result = self._state.result(reply)
+                    self._credit.notify_all()
+                if protocol.worth_emitting(result):
+                    yield result
+            if await self._read() is not None:
+                raise ClientError(f"{self._state.kind} stream: reply after the final one")
         except grpc.RpcError as err:
+            await self._fail(err)
             raise self._client.error(err) from None
+        except BaseException as exc:
+            await self._fail(exc)
+            raise
         finally:
             self._call.cancel()
+
+    async def _fail(self, exc: BaseException) -> None:
+        async with self._credit:
+            self._failed = self._failed or exc
+            self._credit.notify_all()
+
+    async def run(self, items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
+        """Send `items` from a helper task and yield the replies as they come."""
+
+        async def write() -> None:
+            if isinstance(items, AsyncIterable):
+                async for item in items:
+                    await self.send(item)
+            else:
+                for item in items:
+                    await self.send(item)
+            await self.close_input()
+
+        writer = asyncio.create_task(write())
+        try:
+            async for result in self.results():
+                yield result
+        except ClientError:
+            if writer.done() and not writer.cancelled() and writer.exception() is not None:
+                raise writer.exception() from None
+            raise
+        finally:
+            await self._fail(ClientError("stream closed"))
+            self._call.cancel()
+            if not writer.done():
+                writer.cancel()
+        await writer  # re-raises the writer's error, if any
 
     def set_present(self, present: Iterable[int]) -> None:
         if not isinstance(self._state, protocol.EncodeStream):
@@ -82,6 +124,7 @@ class AsyncStream:
         self._state.set_present(tuple(present))
 
     def cancel(self) -> None:
+        self._failed = self._failed or ClientError("cancelled")
         if self._call is not None:
             self._call.cancel()
 
@@ -90,18 +133,6 @@ class AsyncStream:
 
     async def __aexit__(self, *exc: object) -> None:
         self.cancel()
-
-
-def _next_fn(items: Iterable[Any] | AsyncIterable[Any]) -> Callable[[], Awaitable[Any]]:
-    if isinstance(items, AsyncIterable):
-        ait = aiter(items)
-        return lambda: anext(ait, protocol.END)
-    it = iter(items)
-
-    async def next_sync() -> Any:
-        return next(it, protocol.END)
-
-    return next_sync
 
 
 class _AsyncClient(ServiceBase):

@@ -1,13 +1,14 @@
 """Blocking clients for the encoder and decoder services.
 
-A stream runs in the caller's thread: `run(items)` is a generator that writes chunks while fewer
-than `credit` are unanswered and yields replies as they come, so it can be chained
-(`decoder.run(encoder.run(chunks))`) without threads or unbounded queues.
+Writing and reading a stream are independent (`send` / `results`), so replies are delivered the
+moment they arrive even while a live source waits for its next block; `run(items)` wraps both
+and chains (`decoder.run(encoder.run(chunks))`). At most `credit` chunks are ever unanswered.
 """
 
 from __future__ import annotations
 
 import queue
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -16,6 +17,7 @@ import grpc
 
 from mcrave_client import protocol
 from mcrave_client.base import ServiceBase, retryable, stream_config
+from mcrave_client.errors import ClientError
 from mcrave_client.proto import decoder_pb2_grpc, encoder_pb2_grpc, models_pb2, models_pb2_grpc
 from mcrave_client.types import Decoded, Latents, ModelInfo, SetPresent, StreamInfo
 
@@ -44,7 +46,12 @@ class _Call:
 
 
 class Stream:
-    """An open Encode or Decode stream; `info` is the server's StreamStarted."""
+    """An open Encode or Decode stream; `info` is the server's StreamStarted.
+
+    Push style (live sources): `send()` items from one thread while another iterates
+    `results()`; `close_input()` ends the input and the results run on to the tail flush.
+    Pull style: `run(items)` does both, sending from a helper thread.
+    """
 
     def __init__(
         self,
@@ -54,6 +61,8 @@ class Stream:
     ) -> None:
         self._client = client
         self._state = state
+        self._credit = threading.Condition()
+        self._failed: BaseException | None = None
         self._call = client.retry(lambda: self._open(method))
         self.info: StreamInfo = state.info
 
@@ -67,39 +76,85 @@ class Stream:
             raise
         return call
 
-    def run(self, items: Iterable[Any]) -> Iterator[Any]:
-        """Stream `items` (encoder: `(present, frames)` arrays or SetPresent; decoder: Latents)."""
-        ops, it, value = protocol.exchange(self._state), iter(items), None
+    def send(self, item: Any) -> None:
+        """Write one item (encoder: `(present, frames)` array or SetPresent; decoder: Latents),
+        waiting while `credit` chunks are unanswered."""
+        with self._credit:
+            while not self._state.may_send and self._failed is None:
+                self._credit.wait()
+            if self._failed is not None:
+                raise ClientError(f"{self._state.kind} stream already ended: {self._failed}")
+            for request in self._state.requests_for(item):
+                self._call.write(request)
+
+    def close_input(self) -> None:
+        self._call.done_writing()
+
+    def results(self) -> Iterator[Any]:
+        """Replies as they arrive, up to and including the tail flush."""
         try:
-            while True:
-                try:
-                    op = ops.send(value)
-                except StopIteration:
-                    return
-                value = None
-                if op is protocol.NEXT:
-                    value = next(it, protocol.END)
-                elif op is protocol.READ:
-                    value = self._call.read()
-                elif op is protocol.DONE:
-                    self._call.done_writing()
-                elif isinstance(op, protocol.Write):
-                    for request in op.requests:
-                        self._call.write(request)
-                else:
-                    yield op.value
+            while not self._state.finished:
+                reply = self._call.read()
+                with self._credit:
+                    result = self._state.result(reply)
+                    self._credit.notify_all()
+                if protocol.worth_emitting(result):
+                    yield result
+            if self._call.read() is not None:
+                raise ClientError(f"{self._state.kind} stream: reply after the final one")
         except grpc.RpcError as err:
+            self._fail(err)
             raise self._client.error(err) from None
+        except BaseException as exc:
+            self._fail(exc)
+            raise
         finally:
             self._call.cancel()  # no-op after a clean end; frees server state if abandoned
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._credit:
+            self._failed = self._failed or exc
+            self._credit.notify_all()
+
+    def run(self, items: Iterable[Any]) -> Iterator[Any]:
+        """Send `items` from a helper thread and yield the replies as they come."""
+        errors: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                for item in items:
+                    self.send(item)
+                self.close_input()
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the reading thread
+                errors.append(exc)
+                self._call.cancel()
+
+        writer = threading.Thread(
+            target=write, name=f"mcrave-{self._state.kind}-writer", daemon=True
+        )
+        writer.start()
+        try:
+            yield from self.results()
+        except ClientError:
+            if errors:  # the writer's error is the cause; the cancelled call only a symptom
+                raise errors[0] from None
+            raise
+        finally:  # also when the caller stops early: unblock the writer, free the server
+            self._fail(ClientError("stream closed"))
+            self._call.cancel()
+        writer.join()
+        if errors:
+            raise errors[0]
 
     def set_present(self, present: Iterable[int]) -> None:
         """Encoder streams: change the present channels from the next chunk written on."""
         if not isinstance(self._state, protocol.EncodeStream):
             raise TypeError("only encoder streams have a present set")
-        self._state.set_present(tuple(present))
+        with self._credit:
+            self._state.set_present(tuple(present))
 
     def cancel(self) -> None:
+        self._fail(ClientError("cancelled"))
         self._call.cancel()
 
     def __enter__(self) -> Stream:

@@ -1,16 +1,14 @@
 """The Encode/Decode stream protocol, written once without I/O for the sync and asyncio clients.
 
-`exchange()` is a generator of operations (`NEXT` input item, `READ` a reply, `Write` requests,
-`DONE` writing, `Emit` a result); `client.py` and `aio.py` each carry them out with their own
-kind of call. It keeps at most `credit` chunks unanswered (the servers' app-level backpressure,
-serving_facts section 3), numbers chunks, checks replies come back in order, and after the input
-ends reads replies up to the server's `final` one (the tail flush).
+A stream object builds the requests for an input item (numbering chunks, slipping a config
+update in before the next chunk when the present set changes), parses and checks each reply
+(in order, up to the server's `final` one after the tail flush), and says whether another chunk
+may go out: at most `credit` chunks stay unanswered (the servers' app-level backpressure,
+serving_facts section 3). `client.py` and `aio.py` add the writing and reading.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,24 +17,6 @@ from mcrave_client import framing
 from mcrave_client.errors import ClientError
 from mcrave_client.proto import decoder_pb2, encoder_pb2, stream_pb2
 from mcrave_client.types import Decoded, Latents, SetPresent, StreamInfo
-
-NEXT = "next"  # -> the next input item, or END
-READ = "read"  # -> the next reply, or None at the end of the reply stream
-DONE = "done"  # no more requests
-END = object()
-
-
-@dataclass(frozen=True)
-class Write:
-    requests: tuple[Any, ...]
-
-
-@dataclass(frozen=True)
-class Emit:
-    value: Any
-
-
-Ops = Generator[Any, Any, None]
 
 
 class _Stream:
@@ -61,6 +41,10 @@ class _Stream:
     @property
     def credit(self) -> int:
         return max(1, self.info.credit) if self.info else 1
+
+    @property
+    def may_send(self) -> bool:
+        return self.sent - self.answered < self.credit
 
     def check_reply(self, reply: Any, field: str) -> Any:
         if reply is None:
@@ -93,7 +77,10 @@ class EncodeStream(_Stream):
         """Takes effect at the next chunk written (the server applies it from that chunk on)."""
         self.pending_present = tuple(present)
 
-    def requests_for(self, item: np.ndarray) -> tuple[encoder_pb2.EncodeRequest, ...]:
+    def requests_for(self, item: np.ndarray | SetPresent) -> tuple[encoder_pb2.EncodeRequest, ...]:
+        if isinstance(item, SetPresent):
+            self.set_present(item.present)
+            return ()
         out = []
         if self.pending_present is not None:
             del self.config.present[:]
@@ -123,6 +110,8 @@ class DecodeStream(_Stream):
         return decoder_pb2.DecodeRequest(config=self.config)
 
     def requests_for(self, item: Latents) -> tuple[decoder_pb2.DecodeRequest, ...]:
+        if not isinstance(item, Latents):
+            raise ClientError(f"decode stream: expected Latents, got {type(item).__name__}")
         chunk = stream_pb2.LatentChunk()
         chunk.CopyFrom(item.chunk)
         chunk.seq = self.sent  # the decoder stream numbers its own input from 0
@@ -135,29 +124,7 @@ class DecodeStream(_Stream):
         return Decoded(array, audio.seq, audio.ack, audio.final)
 
 
-def exchange(stream: EncodeStream | DecodeStream) -> Ops:
-    """Send every input item (within the credit window), then read replies up to `final`."""
-    while True:
-        item = yield NEXT
-        if item is END:
-            break
-        if isinstance(item, SetPresent):
-            if not isinstance(stream, EncodeStream):
-                raise ClientError("SetPresent only applies to an encoder stream")
-            stream.set_present(item.present)
-            continue
-        while stream.sent - stream.answered >= stream.credit:
-            yield Emit(stream.result((yield READ)))
-        yield Write(stream.requests_for(item))
-    yield DONE
-    while not stream.finished:
-        result = stream.result((yield READ))
-        if not (result.final and _empty(result)):
-            yield Emit(result)
-    if (yield READ) is not None:
-        raise ClientError(f"{stream.kind} stream: reply after the final one")
-
-
-def _empty(result: Latents | Decoded) -> bool:
+def worth_emitting(result: Latents | Decoded) -> bool:
+    """False for an empty `final` reply (it only marks the end)."""
     array = result.array if isinstance(result, Latents) else result.audio
-    return array.shape[1] == 0
+    return not (result.final and array.shape[1] == 0)
