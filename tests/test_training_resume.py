@@ -5,9 +5,12 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+import urllib.request
 
 import pytest
 import torch
+from prometheus_client.parser import text_string_to_metric_families
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from training_helpers import progress, run_env, train_cmd, write_dataset
 
 from mcrave.checkpoint import load_checkpoint
@@ -68,18 +71,17 @@ def test_sigterm_at_odd_step_past_phase_switch_then_resume_is_exact(dataset, tmp
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_external_signal_writes_a_checkpoint_and_exits_zero(dataset, tmp_path, sig):
     run_dir = tmp_path / "run"
+    cmd = train_cmd(dataset, run_dir, "--max-steps", "100000", "--metrics-port", "0")
     proc = subprocess.Popen(
-        train_cmd(dataset, run_dir, "--max-steps", "100000"),
-        env=run_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        cmd, env=run_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
         deadline = time.monotonic() + 120
         while not any(e["event"] == "step" and e["step"] >= 3 for e in progress(run_dir)):
             assert proc.poll() is None and time.monotonic() < deadline, "trainer did not start"
             time.sleep(0.2)
+        port = progress(run_dir)[0]["metrics_port"]
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -91,6 +93,22 @@ def test_external_signal_writes_a_checkpoint_and_exits_zero(dataset, tmp_path, s
     ckpt = load_checkpoint(run_dir / "last.ckpt")
     assert ckpt["step"] == stop["step"] >= 3
     assert (run_dir / "checkpoints" / f"step-{stop['step']:08d}.ckpt").exists()
+
+    scraped = {
+        s.name: s for f in text_string_to_metric_families(metrics.decode()) for s in f.samples
+    }
+    assert scraped["mcrave_train_steps_total"].value >= 3
+    assert scraped["mcrave_train_realtime_factor"].value > 0
+    losses = {
+        s.labels["name"]
+        for f in text_string_to_metric_families(metrics.decode())
+        if f.name == "mcrave_train_loss"
+        for s in f.samples
+    }
+    assert {"spectral", "multiband", "interchannel", "kl"} <= losses
+    tb = EventAccumulator(str(run_dir / "tensorboard"))
+    tb.Reload()
+    assert len(tb.Scalars("loss/spectral")) >= 3
 
 
 def test_kill_during_checkpoint_keeps_the_previous_one(dataset, tmp_path):

@@ -134,7 +134,17 @@ def main(argv: list[str]) -> int:
     trainer = Trainer(cfg, train, valid, opts, info, device)
     if resumed is not None:
         trainer.resume(resumed)
-    outcome = trainer.fit()
+    try:
+        outcome = trainer.fit()
+    except ValueError as exc:  # e.g. the metrics port is taken
+        print(f"mcrave train: {exc}", file=sys.stderr)
+        return 2
+    if outcome == "diverged":
+        print(
+            f"mcrave train: non-finite loss at step {trainer.step}; last good checkpoint kept",
+            file=sys.stderr,
+        )
+        return 1
     if outcome != "done":
         print(
             f"mcrave train: stopped by {outcome} at step {trainer.step} (rank {info.rank})",

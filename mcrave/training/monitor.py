@@ -50,7 +50,11 @@ class Monitor:
         self.metrics_port = None
         self._server = None
         if metrics_port is not None:
-            self._server, _ = start_http_server(metrics_port, registry=self.registry)
+            try:
+                self._server, _ = start_http_server(metrics_port, registry=self.registry)
+            except OSError as exc:
+                self.close()
+                raise ValueError(f"--metrics-port {metrics_port}: {exc}") from exc
             self.metrics_port = self._server.server_port
 
     def event(self, kind: str, **fields: Any) -> None:

@@ -212,9 +212,8 @@ class Trainer:
         return path
 
     def fit(self) -> str:
-        """Train to max_steps or until a signal; returns "done" or the signal's name."""
+        """Train to max_steps or until a signal; returns "done", the signal's name or "diverged"."""
         tc, opts = self.tc, self.opts
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         monitor = (
             Monitor(opts.run_dir, self.step, opts.max_steps, opts.metrics_port)
             if self.info.is_main
@@ -231,6 +230,7 @@ class Trainer:
                 metrics_port=monitor.metrics_port,
                 audio_seconds_per_step=audio_per_step,
             )
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         self.model.train()
         outcome, saved_at, started, timed = "done", -1, time.perf_counter(), 0
         try:
@@ -266,6 +266,16 @@ class Trainer:
                 elif self.step % tc.checkpoint_every == 0:
                     self._save(monitor)
                     saved_at = self.step
+                if not torch.isfinite(values).all():
+                    # keep the last good checkpoint; a watcher sees the error event
+                    if monitor:
+                        monitor.event(
+                            "error",
+                            step=self.step,
+                            losses=losses,
+                            message="non-finite loss: training diverged",
+                        )
+                    return "diverged"
                 if values[0] > 0:
                     outcome = self._stop_signal or "peer-signal"
                     break
