@@ -1,0 +1,63 @@
+"""Export a model, stream it through libtorch 2.5.1 (stream_ts) and through mcrave; compare.
+
+Usage: python bench/nn_compat/compare.py STREAM_TS_BINARY WORKDIR [MODEL]
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mcrave.checkpoint import load_model
+from mcrave.config import preset
+from mcrave.export import export_nn_tilde
+from mcrave.model import MCRave
+from mcrave.streaming import StreamingEngine
+
+
+def main(binary: str, workdir: str, source: str | None = None) -> int:
+    work = Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    if source:
+        model, _ = load_model(source)
+    else:
+        torch.manual_seed(0)
+        model = MCRave(preset("test", channels=2).model).eval()
+    n, r = model.channels, model.ratio
+    present = [0] * n
+    present[-1] = 1  # feed only the last channel, as a user feeding R alone would
+    buffer = max(2048, r)
+    frames = 8 * buffer
+    rng = np.random.default_rng(0)
+    audio = (rng.standard_normal((n, frames)) * 0.3).astype(np.float32)
+    ts_path = export_nn_tilde(model, work / "model.ts", force=True)
+    (work / "in.f32").write_bytes(audio.tobytes())
+    cmd = [binary, str(ts_path), str(work / "in.f32"), str(n), str(frames), str(buffer), str(work / "out.f32"),
+           *map(str, present)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    print(proc.stdout.strip(), proc.stderr.strip())
+    if proc.returncode:
+        return proc.returncode
+    theirs = np.fromfile(work / "out.f32", dtype=np.float32).reshape(n, frames)
+
+    engine = StreamingEngine(model, "cpu")
+    enc, dec = engine.new_encoder_state(1), engine.new_decoder_state(1)
+    mask = torch.tensor([present], dtype=torch.bool)
+    ours = []
+    for start in range(0, frames, buffer):
+        enc, z = engine.encode_step(enc, torch.from_numpy(audio[None, :, start : start + buffer]), mask)
+        dec, y = engine.decode_step(dec, z)
+        ours.append(y[0].numpy())
+    mine = np.concatenate(ours, -1)
+    rel = float(np.abs(theirs - mine).max() / max(np.abs(mine).max(), 1e-12))
+    print(f"{n} channels, present {present}, buffer {buffer}: max relative difference "
+          f"libtorch 2.5.1 vs mcrave {rel:.2e}")
+    return 0 if rel < 1e-4 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:]))
