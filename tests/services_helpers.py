@@ -186,3 +186,47 @@ class OpenStream:
         """Cancel the call and release the thread feeding its requests."""
         self._replies.cancel()
         self._queue.put(self._END)
+
+
+class CliServer:
+    """`mcrave serve SERVICE` as a real subprocess on port 0; `wait_ready()` returns its ready file."""
+
+    def __init__(self, service: str, models: Path, ready: Path, *, prefix: tuple[str, ...] = (),
+                 host: str = "127.0.0.1", extra: tuple[str, ...] = ()) -> None:  # fmt: skip
+        import os
+        import subprocess
+        import sys
+
+        self.ready = ready
+        root = Path(__file__).resolve().parents[1]
+        self.proc = subprocess.Popen(
+            [*prefix, sys.executable, "-m", "mcrave.cli.main", "serve", service, "--models", str(models),
+             "--host", host, "--port", "0", "--metrics-port", "0", "--threads", "1",
+             "--ready-file", str(ready), *extra],
+            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)},
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    def wait_ready(self, timeout: float = 60) -> dict:
+        import json
+        import time
+
+        deadline = time.monotonic() + timeout
+        while not self.ready.exists():
+            assert self.proc.poll() is None, self.proc.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, f"{self.proc.args} never became ready"
+            time.sleep(0.05)
+        return json.loads(self.ready.read_text())
+
+    def terminate(self, timeout: float = 15) -> int:
+        """SIGTERM (drain), killing it only if it overstays; returns the exit code."""
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()

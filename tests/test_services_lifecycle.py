@@ -3,11 +3,7 @@ bad options exit 2 with one line naming the problem."""
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +12,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from mcrave_client.proto import encoder_pb2, encoder_pb2_grpc, stream_pb2
-from services_helpers import OpenStream, audio, channel, config, publish_tiny
+from services_helpers import CliServer, OpenStream, audio, channel, config, publish_tiny
 
 from mcrave.cli.serve import main as serve_main
 
@@ -32,39 +28,9 @@ def test_sigterm_drains_open_streams_within_grace(tmp_path: Path) -> None:
     models = tmp_path / "models"
     models.mkdir()
     publish_tiny(models)
-    ready = tmp_path / "ready.json"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mcrave.cli.main",
-            "serve",
-            "encoder",
-            "--models",
-            str(models),
-            "--port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--threads",
-            "1",
-            "--grace-seconds",
-            "3",
-            "--ready-file",
-            str(ready),
-        ],
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    server = CliServer("encoder", models, tmp_path / "ready.json", extra=("--grace-seconds", "3"))
     try:
-        deadline = time.monotonic() + 60
-        while not ready.exists():
-            assert proc.poll() is None, proc.stderr.read()[-3000:]
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        target = f"127.0.0.1:{json.loads(ready.read_text())['port']}"
+        target = f"127.0.0.1:{server.wait_ready()['port']}"
         x = audio(8192)
         with channel(target) as ch:
             stub = encoder_pb2_grpc.EncoderServiceStub(ch)
@@ -79,7 +45,7 @@ def test_sigterm_drains_open_streams_within_grace(tmp_path: Path) -> None:
                 s.send(_chunk(x, 0))
                 s.recv()
             t_term = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
+            server.proc.send_signal(signal.SIGTERM)
             assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
             with pytest.raises(grpc.RpcError) as err:  # no new streams while draining
                 list(
@@ -95,11 +61,9 @@ def test_sigterm_drains_open_streams_within_grace(tmp_path: Path) -> None:
             with pytest.raises(grpc.RpcError):  # the idle one is cut when the grace period ends
                 abandoned.recv()
             assert time.monotonic() - t_term < 3 + 2
-        assert proc.wait(15) == 0
+        assert server.proc.wait(15) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        server.terminate()
 
 
 @pytest.mark.parametrize(

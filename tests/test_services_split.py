@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 import pytest
-from services_helpers import audio, publish_tiny
+from services_helpers import CliServer, audio, publish_tiny
 
 from mcrave.inference import infer_array
 from services.common.registry_watch import load_version
@@ -53,57 +51,6 @@ def _namespaces(stack: ExitStack) -> tuple[list[str], list[str], str, str] | Non
     return ["ip", "netns", "exec", ns_enc], ["ip", "netns", "exec", ns_dec], ENC_IP, DEC_IP
 
 
-def _serve(stack: ExitStack, prefix: list[str], service: str, host: str, models: Path, tmp: Path):
-    """Start `mcrave serve SERVICE` (stopped with SIGTERM on exit); returns a wait() for its ports."""
-    ready = tmp / f"{service}.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [
-            *prefix,
-            sys.executable,
-            "-m",
-            "mcrave.cli.main",
-            "serve",
-            service,
-            "--models",
-            str(models),
-            "--host",
-            host,
-            "--port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--threads",
-            "1",
-            "--ready-file",
-            str(ready),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-    def stop() -> None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-    stack.callback(stop)
-
-    def wait() -> dict:
-        deadline = time.monotonic() + 60
-        while not ready.exists():
-            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-            assert time.monotonic() < deadline, f"{service} never became ready"
-            time.sleep(0.1)
-        return json.loads(ready.read_text())
-
-    return wait
-
-
 def test_split_encoder_decoder_client(tmp_path: Path) -> None:
     models = tmp_path / "models"
     models.mkdir()
@@ -113,9 +60,18 @@ def test_split_encoder_decoder_client(tmp_path: Path) -> None:
     with ExitStack() as stack:
         ns = _namespaces(stack)
         enc_prefix, dec_prefix, enc_ip, dec_ip = ns or ([], [], "127.0.0.1", "127.0.0.1")
-        enc_wait = _serve(stack, enc_prefix, "encoder", enc_ip, models, tmp_path)
-        dec_wait = _serve(stack, dec_prefix, "decoder", dec_ip, models, tmp_path)
-        enc, dec = enc_wait(), dec_wait()
+        servers = [
+            CliServer(
+                service, models, tmp_path / f"{service}.json", prefix=tuple(prefix), host=host
+            )
+            for service, prefix, host in (
+                ("encoder", enc_prefix, enc_ip),
+                ("decoder", dec_prefix, dec_ip),
+            )
+        ]
+        for server in servers:
+            stack.callback(server.terminate)
+        enc, dec = (server.wait_ready() for server in servers)
         # the client lives beside the encoder (the machine with the microphones) and reaches the
         # decoder across the veth link
         client = subprocess.run(

@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator
 import grpc
 from mcrave_client.proto import decoder_pb2, decoder_pb2_grpc, stream_pb2
 
-from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.errors import FailedPrecondition
 from services.common.model_service import stream_started
-from services.common.protocol import SeqCounter, StreamSpec, bind, read_f32
+from services.common.protocol import StreamSpec, bind, read_f32
 from services.common.runtime import Runtime
 from services.common.server import ServiceDef
+from services.common.stream_loop import run_stream
 from services.decoder.session import DecoderSession
 
 
@@ -33,12 +34,13 @@ def check_origin(chunk: stream_pb2.LatentChunk, spec: StreamSpec) -> None:
 
 
 class DecoderServicer(decoder_pb2_grpc.DecoderServiceServicer):
+    """Also the `StreamHandler` of Decode streams."""
+
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
 
-    async def _decode(
-        self, session: DecoderSession, chunk: stream_pb2.LatentChunk, max_frames: int, what: str
-    ) -> stream_pb2.AudioChunk:
+    async def _decode(self, session: DecoderSession, chunk: stream_pb2.LatentChunk, max_frames: int,
+                      what: str) -> stream_pb2.AudioChunk:  # fmt: skip
         started = time.perf_counter()
         spec = session.spec
         check_origin(chunk, spec)
@@ -55,47 +57,42 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServiceServicer):
         self.rt.count_out(
             spec.model.name, "pcm", len(pcm), audio.shape[0] / engine.sample_rate, started
         )
-        return stream_pb2.AudioChunk(pcm=pcm, ack=chunk.seq)
+        return stream_pb2.AudioChunk(seq=chunk.seq, pcm=pcm, ack=chunk.seq)
 
+    # StreamHandler
+    def open(self, config: stream_pb2.StreamConfig) -> DecoderSession:
+        spec = bind(config, self.rt.watcher, self.rt.limits, encoder=False)
+        return DecoderSession(self.rt.open(spec.model), spec)
+
+    def started(self, session: DecoderSession) -> decoder_pb2.DecodeResponse:
+        return decoder_pb2.DecodeResponse(
+            started=stream_started(session.spec, self.rt.limits.credit)
+        )
+
+    def update(self, session: DecoderSession, config: stream_pb2.StreamConfig) -> None:
+        raise FailedPrecondition(
+            "a decoder stream takes one config: open a new stream", "config-change"
+        )
+
+    async def chunk(
+        self, session: DecoderSession, chunk: stream_pb2.LatentChunk
+    ) -> decoder_pb2.DecodeResponse:
+        max_frames = session.spec.chunk_frames // session.engine.ratio
+        return decoder_pb2.DecodeResponse(
+            audio=await self._decode(session, chunk, max_frames, f"latent chunk {chunk.seq}")
+        )
+
+    async def finish(self, session: DecoderSession, seq: int) -> decoder_pb2.DecodeResponse:
+        """Nothing is buffered: the final reply is empty and only marks the end."""
+        return decoder_pb2.DecodeResponse(
+            audio=stream_pb2.AudioChunk(seq=seq, ack=max(seq - 1, 0), final=True)
+        )
+
+    # RPCs
     async def Decode(
         self, requests: AsyncIterator[decoder_pb2.DecodeRequest], context: grpc.aio.ServicerContext
     ) -> None:
-        session: DecoderSession | None = None
-        seq = SeqCounter()
-        try:
-            async for request in requests:
-                kind = request.WhichOneof("msg")
-                if kind is None:
-                    raise InvalidArgument("empty DecodeRequest: set config or chunk", "bad-message")
-                if session is None:
-                    if kind == "chunk":
-                        raise FailedPrecondition(
-                            "latent chunk before the stream config: send a StreamConfig first",
-                            "no-config",
-                        )
-                    spec = bind(request.config, self.rt.watcher, self.rt.limits, encoder=False)
-                    session = DecoderSession(self.rt.open(spec.model), spec)
-                    started = stream_started(spec, self.rt.limits.credit)
-                    await self.rt.send(context, decoder_pb2.DecodeResponse(started=started))
-                    continue
-                if kind == "config":
-                    raise FailedPrecondition(
-                        "a decoder stream takes one config: open a new stream", "config-change"
-                    )
-                seq.check(request.chunk.seq)
-                max_frames = session.spec.chunk_frames // session.engine.ratio
-                audio = await self._decode(
-                    session, request.chunk, max_frames, f"latent chunk {request.chunk.seq}"
-                )
-                audio.seq = seq.next - 1
-                await self.rt.send(context, decoder_pb2.DecodeResponse(audio=audio))
-            if session is None:
-                raise InvalidArgument("stream ended without a StreamConfig", "no-config")
-            final = stream_pb2.AudioChunk(seq=seq.next, ack=max(seq.next - 1, 0), final=True)
-            await self.rt.send(context, decoder_pb2.DecodeResponse(audio=final))
-        finally:
-            if session is not None:
-                session.stream.close()
+        await run_stream(self.rt, requests, context, self)
 
     async def DecodeClip(
         self, request: decoder_pb2.DecodeClipRequest, context: grpc.aio.ServicerContext
@@ -110,9 +107,7 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServiceServicer):
             audio = await self._decode(session, request.latents, max_frames, "clip latents")
         finally:
             session.stream.close()
-        return decoder_pb2.DecodeClipResponse(
-            started=stream_started(spec, self.rt.limits.credit), audio=audio
-        )
+        return decoder_pb2.DecodeClipResponse(started=self.started(session).started, audio=audio)
 
 
 def _register(server: grpc.aio.Server, runtime: Runtime) -> None:
