@@ -275,8 +275,8 @@ class JobManager:
             # re-read: a request may have changed the record while the backend answered
             record = self.store.get(record.id) or record
             tail = self._tails.setdefault(record.id, ProgressTail(Path(record.run_dir)))
-            before, events = record.step, []
-            for event in tail.read():
+            before, events, read = record.step, [], tail.read()
+            for event in read:
                 kind = apply(record, event)
                 if kind:
                     events.append((kind, copy.deepcopy(record)))
@@ -289,7 +289,7 @@ class JobManager:
             elif record.state == "CANCELLING" and time.time() > record.handle["cancel_deadline"]:
                 record.message = "no checkpoint within the grace period: killed"
                 await loop.run_in_executor(None, backend.kill, record)
-            if events:
+            if read or not status.running:
                 self.store.save(record)  # durable before anyone hears of it
                 changed = True
                 for kind, snapshot in events:
