@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,12 +80,16 @@ class RegistryWatcher:
         self._on_corrupt = on_corrupt or (lambda name, version, why: None)
         self._loaded: dict[tuple[str, int], tuple[tuple, LoadedVersion]] = {}
         self._corrupt: dict[tuple[str, int], tuple] = {}
-        self._models: dict[
-            str, dict[int, LoadedVersion]
-        ] = {}  # swapped whole: readers need no lock
+        # swapped whole, so readers on the event loop need no lock
+        self._models: dict[str, dict[int, LoadedVersion]] = {}
+        self._poll_lock = threading.Lock()
 
     def poll(self) -> None:
-        """Load new or changed versions, forget removed ones."""
+        """Load new or changed versions, forget removed ones (one poll at a time)."""
+        with self._poll_lock:
+            self._poll()
+
+    def _poll(self) -> None:
         seen: set[tuple[str, int]] = set()
         for name, found in registry.list_models(self.root).items():
             for version in found:
