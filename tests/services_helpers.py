@@ -191,8 +191,16 @@ class OpenStream:
 class CliServer:
     """`mcrave serve SERVICE` as a real subprocess on port 0; `wait_ready()` returns its ready file."""
 
-    def __init__(self, service: str, models: Path, ready: Path, *, prefix: tuple[str, ...] = (),
-                 host: str = "127.0.0.1", extra: tuple[str, ...] = ()) -> None:  # fmt: skip
+    def __init__(
+        self,
+        service: str,
+        models: Path,
+        ready: Path,
+        *,
+        prefix: tuple[str, ...] = (),
+        host: str = "127.0.0.1",
+        extra: tuple[str, ...] = (),
+    ) -> None:
         import os
         import subprocess
         import sys
@@ -200,12 +208,32 @@ class CliServer:
         self.ready = ready
         root = Path(__file__).resolve().parents[1]
         self.proc = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "mcrave.cli.main", "serve", service, "--models", str(models),
-             "--host", host, "--port", "0", "--metrics-port", "0", "--threads", "1",
-             "--ready-file", str(ready), *extra],
+            [
+                *prefix,
+                sys.executable,
+                "-m",
+                "mcrave.cli.main",
+                "serve",
+                service,
+                "--models",
+                str(models),
+                "--host",
+                host,
+                "--port",
+                "0",
+                "--metrics-port",
+                "0",
+                "--threads",
+                "1",
+                "--ready-file",
+                str(ready),
+                *extra,
+            ],
             env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)},
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def wait_ready(self, timeout: float = 60) -> dict:
         import json

@@ -39,8 +39,9 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServiceServicer):
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
 
-    async def _decode(self, session: DecoderSession, chunk: stream_pb2.LatentChunk, max_frames: int,
-                      what: str) -> stream_pb2.AudioChunk:  # fmt: skip
+    async def _decode(
+        self, session: DecoderSession, chunk: stream_pb2.LatentChunk, max_frames: int, what: str
+    ) -> stream_pb2.AudioChunk:
         started = time.perf_counter()
         spec = session.spec
         check_origin(chunk, spec)

@@ -33,8 +33,15 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
             m.name, "latent", len(data), z.shape[0] * m.engine.ratio / m.engine.sample_rate, started
         )
         ack = seq - 1 if final else seq  # replies answer chunks 1:1; the final one follows the last
-        return stream_pb2.LatentChunk(seq=seq, data=data, model=m.name, version=m.version,
-                                      fingerprint=m.fingerprint, ack=max(ack, 0), final=final)  # fmt: skip
+        return stream_pb2.LatentChunk(
+            seq=seq,
+            data=data,
+            model=m.name,
+            version=m.version,
+            fingerprint=m.fingerprint,
+            ack=max(ack, 0),
+            final=final,
+        )
 
     def _read(self, session: EncoderSession, pcm: bytes, max_frames: int, what: str) -> np.ndarray:
         """Check and count an incoming payload of present channels."""
@@ -59,7 +66,9 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
         if session.ended:
             raise FailedPrecondition(
                 f"{what} after a chunk that was not a multiple of {session.engine.ratio} frames: "
-                "only the last chunk may be shorter", "after-last")  # fmt: skip
+                "only the last chunk may be shorter",
+                "after-last",
+            )
 
     def update(self, session: EncoderSession, config: stream_pb2.StreamConfig) -> None:
         self._check_open(session, "config")
