@@ -68,7 +68,7 @@ def test_pipeline_equals_mcrave_infer(servers) -> None:
 
 def test_clip_equals_stream(servers) -> None:
     _, enc, dec = servers
-    x = audio(5000, seed=3)
+    x = audio(20000, seed=3)  # longer than one step: the clip runs in several
     cfg = config(present=(0,), chunk=1024)
     _, latents = encode(enc.target, cfg, x)
     with channel(enc.target) as ch:
