@@ -174,9 +174,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--rave-python", default=None, help="python of a side venv with acids-rave installed"
     )
-    p.add_argument(
-        "--rave-config", default=None, help="RAVE gin config (e.g. .../rave/configs/v2.gin)"
-    )
     p.add_argument("-o", "--output", default="bench/results/model_bench.json")
     args = p.parse_args(argv)
     if args.quick:
