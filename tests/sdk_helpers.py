@@ -4,16 +4,8 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import json
-import os
-import signal
 import socket
-import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,84 +16,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
 
+from service_procs import services  # noqa: E402  (the SDK tests start real services with it)
 
-@dataclass(frozen=True)
-class Service:
-    target: str
-    metrics_port: int
-    proc: subprocess.Popen
-
-
-def serve_command(service: str, models: Path, ready: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "mcrave.cli.main",
-        "serve",
-        service,
-        "--models",
-        str(models),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--metrics-port",
-        "0",
-        "--threads",
-        "1",
-        "--ready-file",
-        str(ready),
-        "--grace-seconds",
-        "2",
-        *extra,
-    ]
-
-
-@contextmanager
-def services(
-    models: Path,
-    tmp: Path,
-    *extra: str,
-    names: tuple[str, ...] = ("encoder", "decoder"),
-    ports: tuple[int, ...] | None = None,
-    timeout: float = 120,
-) -> Iterator[list[Service]]:
-    """Start `mcrave serve NAME` for each name, each in its own process, all at once; SIGTERM
-    (drain) and reap them afterwards."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    started = []
-    try:
-        for name, port in zip(names, ports or (0,) * len(names), strict=True):
-            ready = tmp / f"{name}-{time.monotonic_ns()}.ready.json"
-            log = tmp / f"{name}-{time.monotonic_ns()}.log"
-            with open(log, "wb") as fh:
-                cmd = serve_command(name, models, ready, *extra)
-                cmd[cmd.index("--port") + 1] = str(port)
-                proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-            started.append((name, ready, log, proc))
-        running = []
-        deadline = time.monotonic() + timeout
-        for name, ready, log, proc in started:
-            while not ready.exists():
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"{name} service did not start:\n" + log.read_text(errors="replace")[-3000:]
-                    )
-                time.sleep(0.05)
-            info = json.loads(ready.read_text())
-            running.append(Service(f"127.0.0.1:{info['port']}", info["metrics_port"], proc))
-        yield running
-    finally:
-        for *_, proc in started:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for *_, proc in started:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+__all__ = ["REPO", "free_port", "make_pki", "services", "stereo_file"]
 
 
 def free_port() -> int:

@@ -1,0 +1,45 @@
+"""Smoke runs of the service benches (--quick): real services, JSON + markdown written.
+
+No timing is asserted: only that every measurement was made and reported.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from sdk_helpers import REPO
+
+
+def run_bench(script: str, out) -> dict:
+    run = subprocess.run(
+        [sys.executable, f"bench/{script}", "--quick", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert out.with_suffix(".md").read_text().startswith("|")
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_service_bench_quick(tmp_path):
+    result = run_bench("service_bench.py", tmp_path / "service.json")
+    (row,) = result["throughput"]
+    assert row["channels"] == 2 and row["service_xrt"] > 0 and row["inprocess_xrt"] > 0
+    assert set(result["latency"]) >= {"added_p50_ms", "added_p99_ms", "rtt_p99_ms"}
+    assert [c["max_batch"] for c in result["concurrency"]] == [1, 16]
+    assert all(c["runs"] for c in result["concurrency"])
+    assert result["concurrency"][0]["mean_batch"]["encoder"] == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_soak_quick(tmp_path):
+    result = run_bench("soak.py", tmp_path / "soak.json")
+    assert result["error_count"] == 0 and result["streams_completed"] >= 4
+    assert len(result["samples"]) >= 3
+    assert all(result["rss"][s]["final_mb"] > 10 for s in ("encoder", "decoder"))
