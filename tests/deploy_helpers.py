@@ -207,25 +207,39 @@ class Services:
                 proc.kill()
                 proc.wait()
 
-    def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> dict:
+    def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
+        """Start `mcrave serve *args` without waiting (several start faster in parallel)."""
         ready = self.tmp / f"{name}.ready.json"
         ready.unlink(missing_ok=True)
-        log = self.tmp / f"{name}.log"
         proc = subprocess.Popen(
             [sys.executable, "-m", "mcrave.cli.main", "serve", *args, "--ready-file", str(ready)],
-            stdout=open(log, "ab"),  # noqa: SIM115 - lives with the process
+            stdout=open(self.tmp / f"{name}.log", "ab"),  # noqa: SIM115 - lives with the process
             stderr=subprocess.STDOUT,
             env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
         )
         self.procs.append(proc)
         self.named[name] = proc
-        deadline = time.time() + 90
+
+    def ready(self, name: str, timeout: float = 90) -> dict:
+        """Wait for `name`'s ready file; returns its ports."""
+        ready, proc = self.tmp / f"{name}.ready.json", self.named[name]
+        deadline = time.time() + timeout
         while not ready.exists():
             if proc.poll() is not None or time.time() > deadline:
                 proc.kill()
-                pytest.fail(f"{name} did not start:\n{log.read_text()[-3000:]}")
+                log = (self.tmp / f"{name}.log").read_text()[-3000:]
+                pytest.fail(f"{name} did not start:\n{log}")
             time.sleep(0.1)
         return json.loads(ready.read_text())
+
+    def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> dict:
+        self.spawn(name, args, env)
+        return self.ready(name)
+
+    def stop(self, name: str) -> None:
+        proc = self.named[name]
+        proc.terminate()
+        proc.wait(15)
 
     def trainer(self, data_root: Path, models: Path, *extra: str, **kw) -> dict:
         args = [
@@ -233,14 +247,16 @@ class Services:
             "--models", str(models), "--port", "0", "--metrics-port", "0", "--health-port", "0",
             "--threads", "1", *extra,
         ]  # fmt: skip
-        return self.start(kw.pop("name", "trainer"), args, **kw)
+        return self.start("trainer", args, **kw)
 
-    def serve(self, service: str, models: Path, *extra: str, name: str = "") -> dict:
+    def spawn_service(self, service: str, models: Path, *extra: str, name: str = "") -> str:
+        """Spawn `mcrave serve encoder|decoder` (collect it with `ready(name)`); returns name."""
         args = [
             service, "--models", str(models), "--port", "0", "--metrics-port", "0",
             "--poll-seconds", "0.5", "--threads", "1", *extra,
         ]  # fmt: skip
-        return self.start(name or service, args)
+        self.spawn(name or service, args)
+        return name or service
 
     def alive(self, name: str) -> bool:
         return self.named[name].poll() is None

@@ -41,9 +41,14 @@ def test_submit_watch_publish_hot_reload_pull_and_dashboard(tmp_path):
     models, pulled, sd_file = tmp_path / "models", tmp_path / "models-b", tmp_path / "sd.json"
     models.mkdir()
     with Services(tmp_path) as svc:
+        # trainer first (the pulling decoder needs its port), the rest start in parallel
         trainer = svc.trainer(data_root, models, "--sd-file", str(sd_file))
-        encoder = svc.serve("encoder", models)
-        decoder = svc.serve("decoder", models)
+        target = f"127.0.0.1:{trainer['port']}"
+        svc.spawn_service("encoder", models)
+        svc.spawn_service("decoder", models)
+        # a decoder on "another machine": own empty registry, pulling from the trainer
+        svc.spawn_service("decoder", pulled, "--pull-from", target, name="decoder-b")
+        encoder, decoder, remote = (svc.ready(n) for n in ("encoder", "decoder", "decoder-b"))
         prom_cfg = prometheus_config(
             tmp_path,
             {
@@ -57,7 +62,6 @@ def test_submit_watch_publish_hot_reload_pull_and_dashboard(tmp_path):
         svc.procs.append(prometheus)
 
         # submit and watch to the end through the CLI
-        target = f"127.0.0.1:{trainer['port']}"
         submit = (
             "submit ds --config test --steps 10 --channels 2 --set train.checkpoint_every=5 "
             "--set train.phase1_steps=5 --set train.validate_every=1000 --name demo --watch"
@@ -90,8 +94,7 @@ def test_submit_watch_publish_hot_reload_pull_and_dashboard(tmp_path):
         wait_for(lambda: listed(dec, "demo") == 1 and listed(enc, "demo") == 1, 60, "hot reload")
         assert svc.alive("decoder") and svc.alive("encoder")  # the same processes: no restart
 
-        # a decoder on "another machine": own empty registry, pulls from the trainer
-        remote = svc.serve("decoder", pulled, "--pull-from", target, name="decoder-b")
+        # the pulling decoder gets the same weights, also without a restart
         dec_b = DecoderClient(Connection(f"127.0.0.1:{remote['port']}"))
         wait_for(lambda: listed(dec_b, "demo") == 1, 60, "pull of v1")
         assert (
