@@ -47,6 +47,8 @@ class Monitor:
         self._loss = Gauge(
             "mcrave_train_loss", "last logged loss", ["name"], registry=self.registry
         )
+        self._window: dict[str, tuple[float, int]] = {}
+        self._window_seconds: list[float] = []
         self.metrics_port = None
         self._server = None
         if metrics_port is not None:
@@ -69,29 +71,37 @@ class Monitor:
         mean_step_seconds: float,
         write: bool,
     ) -> None:
-        """Per-step gauges and bar; the log and TensorBoard only when `write` (every log_every)."""
+        """Per-step gauges and bar; every `log_every` steps (`write`) the log and TensorBoard get
+        the losses and step time averaged over the steps since the last write (phase 2's G and D
+        losses each over the steps that had them)."""
         self._steps.inc()
         self._step.set(step)
         self._step_s.set(step_seconds)
         self._xrt.set(audio_seconds / step_seconds if step_seconds > 0 else 0.0)
         self._bar.update(1)
+        for name, value in losses.items():
+            total, count = self._window.get(name, (0.0, 0))
+            self._window[name] = (total + value, count + 1)
+        self._window_seconds.append(step_seconds)
         if not write:
             return
-        eta = (self.max_steps - step) * mean_step_seconds
-        for name, value in losses.items():
+        means = {name: total / count for name, (total, count) in self._window.items()}
+        seconds = sum(self._window_seconds) / len(self._window_seconds)
+        self._window, self._window_seconds = {}, []
+        for name, value in means.items():
             self._loss.labels(name).set(value)
             self._tb.add_scalar(f"loss/{name}", value, step)
-        self._tb.add_scalar("speed/x_realtime", audio_seconds / step_seconds, step)
+        self._tb.add_scalar("speed/x_realtime", audio_seconds / seconds, step)
         self._bar.set_postfix(
-            {k: f"{v:.3g}" for k, v in losses.items() if k in SHOWN}, refresh=False
+            {k: f"{v:.3g}" for k, v in means.items() if k in SHOWN}, refresh=False
         )
         self.event(
             "step",
             step=step,
-            losses=losses,
-            step_seconds=step_seconds,
-            x_realtime=audio_seconds / step_seconds,
-            eta_seconds=eta,
+            losses=means,
+            step_seconds=seconds,
+            x_realtime=audio_seconds / seconds,
+            eta_seconds=(self.max_steps - step) * mean_step_seconds,
         )
 
     def close(self) -> None:
