@@ -20,7 +20,7 @@ from mcrave_client.infer import infer_file
 from mcrave_client.pipeline import Pipeline
 
 
-def _present(text: str) -> tuple[int, ...]:
+def parse_present(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in text.split(","))
     except ValueError:
@@ -29,7 +29,7 @@ def _present(text: str) -> tuple[int, ...]:
         ) from None
 
 
-def _add_connection_args(parser: argparse.ArgumentParser) -> None:
+def add_connection_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-ca", type=Path, help="CA certificate (PEM): connect with TLS")
     parser.add_argument("--tls-cert", type=Path, help="client certificate (PEM) for mTLS")
     parser.add_argument("--tls-key", type=Path, help="client private key (PEM) for mTLS")
@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     infer.add_argument("output", type=Path, metavar="OUT")
     infer.add_argument(
         "--present",
-        type=_present,
+        type=parse_present,
         required=True,
         help="present channel indices, 0-based, comma-separated (e.g. 1 or 0,2)",
     )
@@ -54,21 +54,21 @@ def _parser() -> argparse.ArgumentParser:
     infer.add_argument("--chunk", type=int, help="frames per chunk (multiple of the model ratio)")
     infer.add_argument("--seed", type=int, default=0, help="decoder noise seed")
     infer.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_connection_args(infer)
+    add_connection_args(infer)
     models = sub.add_parser("models", help="list the models a service serves")
     models.add_argument("--server", required=True, metavar="HOST:PORT")
-    _add_connection_args(models)
+    add_connection_args(models)
     return parser
 
 
-def _connection(target: str, args: argparse.Namespace) -> Connection:
+def connection(target: str, args: argparse.Namespace) -> Connection:
     token = read_token(args.token_file) if args.token_file else None
     return Connection(target, args.tls_ca, args.tls_cert, args.tls_key, token)
 
 
 def _infer(args: argparse.Namespace) -> None:
-    encoder = EncoderClient(_connection(args.encoder, args))
-    decoder = DecoderClient(_connection(args.decoder, args))
+    encoder = EncoderClient(connection(args.encoder, args))
+    decoder = DecoderClient(connection(args.decoder, args))
     with Pipeline(encoder, decoder) as pipeline:
         frames, rate = _frames_and_rate(args.input)
         bar = tqdm(
@@ -106,7 +106,7 @@ def _frames_and_rate(path: Path) -> tuple[int, int]:
 
 
 def _models(args: argparse.Namespace) -> None:
-    with EncoderClient(_connection(args.server, args)) as client:
+    with EncoderClient(connection(args.server, args)) as client:
         for m in client.list_models():
             print(
                 f"{m.ref.name}\tv{m.ref.version}\t{m.channels} ch\t{m.sample_rate} Hz\t"

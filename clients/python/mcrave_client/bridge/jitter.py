@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-
-import numpy as np
+from typing import Any
 
 
 class JitterBuffer:
@@ -18,20 +17,20 @@ class JitterBuffer:
         if capacity < 1:
             raise ValueError(f"jitter buffer capacity must be >= 1 frame, got {capacity}")
         self.capacity = capacity
-        self._frames: deque[np.ndarray] = deque()
+        self._frames: deque[Any] = deque()
         self._lock = threading.Lock()
-        self._last: np.ndarray | None = None
+        self._last: Any = None
         self.underruns = 0
         self.overruns = 0
 
-    def push(self, frame: np.ndarray) -> None:
+    def push(self, frame: Any) -> None:
         with self._lock:
             if len(self._frames) == self.capacity:
                 self._frames.popleft()
                 self.overruns += 1
             self._frames.append(frame)
 
-    def pop(self) -> np.ndarray | None:
+    def pop(self) -> Any:
         """The next frame; on underrun the last one again (None before any frame arrived)."""
         with self._lock:
             if self._frames:

@@ -42,6 +42,8 @@ class FileSource:
 class QueueSource:
     """Blocks pushed by someone else (a PortAudio callback, or `/mcrave/audio` from Max)."""
 
+    from_osc = True  # takes /mcrave/audio
+
     def __init__(self, channels: int, sample_rate: int, chunk: int) -> None:
         self.channels, self.rate, self.chunk = channels, sample_rate, chunk
         self._queue: queue.Queue[np.ndarray] = queue.Queue(maxsize=64)
@@ -71,6 +73,8 @@ class QueueSource:
 
 class DeviceSource(QueueSource):
     """Live input through PortAudio (sounddevice); JACK ports via PortAudio's JACK host API."""
+
+    from_osc = False
 
     def __init__(self, channels: int, sample_rate: int, chunk: int, device: str | None) -> None:
         super().__init__(channels, sample_rate, chunk)

@@ -1,0 +1,150 @@
+"""`mcrave-bridge`: stream audio to the encoder service, deliver latents (and decoded audio) to Max.
+
+    mcrave-bridge --encoder 127.0.0.1:50051 --present 1 --file in.wav --send 127.0.0.1:7400 --start
+    mcrave-bridge --encoder ... --decoder ... --input-device default --output-device default
+
+Runs until Ctrl-C / SIGTERM (or, with --exit-at-end, until a file has been streamed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from mcrave_client.bridge.control import Bridge
+from mcrave_client.bridge.sinks import DeviceSink, FileSink
+from mcrave_client.bridge.sources import DeviceSource, FileSource, QueueSource
+from mcrave_client.cli import add_connection_args, connection, parse_present
+from mcrave_client.client import DecoderClient, EncoderClient
+from mcrave_client.errors import ClientError
+from mcrave_client.framing import FramingError
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mcrave-bridge", description=__doc__.splitlines()[0])
+    p.add_argument("--encoder", required=True, metavar="HOST:PORT")
+    p.add_argument("--decoder", metavar="HOST:PORT", help="also decode: audio to a device/file")
+    p.add_argument("--model", help="model name (default: the encoder's only model)")
+    p.add_argument("--version", type=int, default=0, help="model version (0 = latest)")
+    p.add_argument(
+        "--present",
+        type=parse_present,
+        required=True,
+        help="channels sent to the encoder, 0-based, comma-separated",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--file", type=Path, help="stream this file, paced in real time")
+    src.add_argument("--input-device", metavar="NAME", help="live input (sounddevice/JACK)")
+    src.add_argument("--audio-from-max", action="store_true", help="audio arrives as /mcrave/audio")
+    p.add_argument("--decoded-out", type=Path, help="write decoded audio to this WAV file")
+    p.add_argument("--output-device", metavar="NAME", help="play decoded audio on this device")
+    p.add_argument("--osc-host", default="127.0.0.1", help="address the control socket binds")
+    p.add_argument("--osc-port", type=int, default=9000, help="control port (0 = any free)")
+    p.add_argument(
+        "--send",
+        type=_address,
+        default=("127.0.0.1", 7400),
+        metavar="HOST:PORT",
+        help="where latents, status and errors go (Max's udpreceive)",
+    )
+    p.add_argument("--chunk-frames", type=int, default=1, help="latent frames per encoder chunk")
+    p.add_argument("--jitter", type=int, help="jitter buffer frames (default 2*chunk+2)")
+    p.add_argument("--prefill", type=int, help="frames buffered before the clock starts")
+    p.add_argument("--start", action="store_true", help="start streaming at once")
+    p.add_argument("--exit-at-end", action="store_true", help="exit when the stream ends")
+    p.add_argument("--ready-file", type=Path, help="write the bound control port here")
+    add_connection_args(p)
+    return p
+
+
+def _source_factory(args: argparse.Namespace):
+    def make(info, chunk):
+        if args.file is not None:
+            return FileSource(str(args.file), info.channels, info.sample_rate, chunk)
+        if args.input_device is not None:
+            device = None if args.input_device == "default" else args.input_device
+            return DeviceSource(info.channels, info.sample_rate, chunk, device)
+        return QueueSource(info.channels, info.sample_rate, chunk)
+
+    return make
+
+
+def _sink_factory(args: argparse.Namespace):
+    if args.decoded_out is not None:
+        return lambda info: FileSink(str(args.decoded_out), info.channels, info.sample_rate)
+    if args.output_device is not None:
+        device = None if args.output_device == "default" else args.output_device
+        return lambda info: DeviceSink(info.channels, info.sample_rate, device)
+    return None
+
+
+def run(args: argparse.Namespace) -> None:
+    if (args.decoded_out or args.output_device) and not args.decoder:
+        raise ClientError("--decoded-out/--output-device need --decoder")
+    encoder = EncoderClient(connection(args.encoder, args))
+    decoder = DecoderClient(connection(args.decoder, args)) if args.decoder else None
+    bridge = Bridge(
+        encoder,
+        decoder,
+        model=args.model,
+        version=args.version,
+        present=args.present,
+        make_source=_source_factory(args),
+        make_sink=_sink_factory(args),
+        send_to=args.send,
+        host=args.osc_host,
+        port=args.osc_port,
+        chunk_frames=args.chunk_frames,
+        jitter=args.jitter,
+        prefill=args.prefill,
+    )
+    host, port = bridge.address
+    print(
+        f"mcrave-bridge: control on osc.udp://{host}:{port}, sending to "
+        f"{args.send[0]}:{args.send[1]}",
+        flush=True,
+    )
+    if args.ready_file is not None:
+        args.ready_file.write_text(f"{port}\n")
+    signal.signal(signal.SIGTERM, lambda *_: bridge.close())
+    if args.start:
+        bridge.handle_local("/mcrave/start")
+    if args.exit_at_end:
+        threading.Thread(target=lambda: (bridge.ended.wait(), bridge.close()), daemon=True).start()
+    try:
+        bridge.serve()
+    finally:
+        bridge.close()
+        encoder.close()
+        if decoder is not None:
+            decoder.close()
+    if bridge.last_error is not None:
+        raise ClientError(f"the stream failed: {bridge.last_error}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="mcrave-bridge: %(message)s")
+    try:
+        run(args)
+    except (ClientError, FramingError, OSError) as err:
+        print(f"mcrave-bridge: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""One bridge stream: source -> encoder -> (jitter buffer -> OSC clock) and (decoder -> sink).
+
+Four threads, each with one job: the feeder sends source blocks (present channels only, a
+SetPresent first when the set changed) to the encoder; the latent reader applies the live
+offsets/scales, fills the jitter buffer and forwards the latents to the decoder; the decoded
+reader writes audio to the sink; the pacer sends one `/mcrave/latent` per frame period on a
+steady clock, starting once `prefill` frames are buffered. A message carries the frame's index in
+the stream, so a held frame (underrun) repeats the previous index and a dropped one (overrun)
+leaves a gap.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mcrave_client import framing
+from mcrave_client.bridge.jitter import JitterBuffer
+from mcrave_client.bridge.osc import latent_packets
+from mcrave_client.client import DecoderClient, EncoderClient
+from mcrave_client.proto import stream_pb2
+from mcrave_client.types import Latents, ModelInfo, SetPresent
+
+
+@dataclass
+class LiveControls:
+    """What OSC control changes while a stream runs (read by the session threads)."""
+
+    present: tuple[int, ...]
+    offset: np.ndarray
+    scale: np.ndarray
+
+
+@dataclass
+class SessionStats:
+    sent_frames: int = 0  # messages sent, held frames included
+    late_ticks: int = 0  # ticks the pacer missed by more than a period (then it re-syncs)
+    sent_times: deque = field(default_factory=lambda: deque(maxlen=100_000))  # (new frame, t)
+    decoded_times: deque = field(default_factory=lambda: deque(maxlen=100_000))  # (end, t)
+
+
+class Session:
+    def __init__(
+        self,
+        stream_id: int,
+        info: ModelInfo,
+        encoder: EncoderClient,
+        decoder: DecoderClient | None,
+        source: Any,
+        sink: Any,
+        controls: LiveControls,
+        send: Callable[[bytes], None],
+        on_end: Callable[[Session, BaseException | None], None],
+        chunk: int,
+        jitter: int,
+        prefill: int,
+    ) -> None:
+        self.stream_id, self.info, self.controls = stream_id, info, controls
+        self.source, self.sink, self._send, self._on_end = source, sink, send, on_end
+        self.period = info.ratio / info.sample_rate
+        self.prefill = prefill
+        self.jitter = JitterBuffer(jitter)
+        self.stats = SessionStats()
+        self.stop_event = threading.Event()
+        self._encoded_all = threading.Event()
+        self._error: BaseException | None = None
+        self.enc = encoder.stream(info, controls.present, chunk)
+        self.dec = None
+        if decoder is not None:
+            bound = self.enc.info.model
+            self.dec = decoder.stream(bound.name, chunk, bound.version)
+        jobs = [self._feed, self._read_latents, self._pace]
+        if self.dec is not None:
+            jobs.append(self._read_decoded)
+        self._threads = [
+            threading.Thread(
+                target=self._guard, args=(job,), name=f"bridge-{job.__name__}", daemon=True
+            )
+            for job in jobs
+        ]
+
+    def start(self) -> Session:
+        for thread in self._threads:
+            thread.start()
+        threading.Thread(target=self._finish, name="bridge-finish", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        """End the input; the tail is flushed and the buffered frames still go out."""
+        self.stop_event.set()
+
+    def abort(self) -> None:
+        self.stop_event.set()
+        self._encoded_all.set()
+        self.enc.cancel()
+        if self.dec is not None:
+            self.dec.cancel()
+
+    def _guard(self, job: Callable[[], None]) -> None:
+        try:
+            job()
+        except BaseException as exc:  # noqa: BLE001 - reported to the OSC peer by on_end
+            if self._error is None:
+                self._error = exc
+            self.abort()
+
+    def _finish(self) -> None:
+        for thread in self._threads:
+            thread.join()
+        if self.sink is not None:
+            self.sink.close()
+        self._on_end(self, self._error)
+
+    def _feed(self) -> None:
+        sent_present = self.controls.present
+        for block in self.source.blocks(self.stop_event):
+            present = self.controls.present
+            if present != sent_present:
+                self.enc.send(SetPresent(present))
+                sent_present = present
+            self.enc.send(np.ascontiguousarray(block[list(present)]))
+        self.enc.close_input()
+
+    def _read_latents(self) -> None:
+        try:
+            index = 0
+            for latents in self.enc.results():
+                z = latents.array * self.controls.scale[:, None] + self.controls.offset[:, None]
+                for frame in z.T:
+                    self.jitter.push((index, frame))
+                    index += 1
+                if self.dec is not None:
+                    chunk = stream_pb2.LatentChunk()
+                    chunk.CopyFrom(latents.chunk)
+                    chunk.data = framing.pack(z)
+                    self.dec.send(Latents(z, chunk))
+        finally:
+            self._encoded_all.set()
+        if self.dec is not None:
+            self.dec.close_input()
+
+    def _read_decoded(self) -> None:
+        end = 0
+        for block in self.dec.results():
+            end += block.audio.shape[1]
+            self.stats.decoded_times.append((end, time.perf_counter()))
+            if self.sink is not None:
+                self.sink.write(block.audio)
+
+    def _pace(self) -> None:
+        while len(self.jitter) < self.prefill and not self._encoded_all.wait(0.001):
+            pass
+        self._last_index = -1
+        tick = time.perf_counter()
+        while not (self._encoded_all.is_set() and len(self.jitter) == 0):
+            item = self.jitter.pop()
+            if item is not None:
+                index, frame = item
+                for packet in latent_packets(self.stream_id, index, frame):
+                    self._send(packet)
+                if index > self._last_index:  # a new frame, not a held one
+                    self.stats.sent_times.append((index, time.perf_counter()))
+                    self._last_index = index
+                self.stats.sent_frames += 1
+            tick += self.period
+            delay = tick - time.perf_counter()
+            if delay < -self.period:  # stalled (e.g. the machine paused us): re-sync the clock
+                self.stats.late_ticks += 1
+                tick = time.perf_counter()
+            elif delay > 0:
+                time.sleep(delay)
