@@ -7,6 +7,7 @@ into a scraping Prometheus calls it to prove the dashboard and rules use real me
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 
@@ -63,6 +65,40 @@ def strict_schema(schema: dict) -> dict:
     if out.get("type") == "object" and "properties" in out and not preserve:
         out.setdefault("additionalProperties", False)
     return out
+
+
+def require_pytorchjob_schema() -> None:
+    if not PYTORCHJOB_SCHEMA.is_file():
+        pytest.skip(f"PyTorchJob CRD schema absent: {PYTORCHJOB_SCHEMA} (../shared/schemas)")
+
+
+@functools.cache
+def _pytorchjob_validator() -> jsonschema.Draft7Validator:
+    return jsonschema.Draft7Validator(strict_schema(json.loads(PYTORCHJOB_SCHEMA.read_text())))
+
+
+def object_problems(obj: dict) -> str | None:
+    """Why the API server would refuse `obj` under strict field validation (None = valid):
+    kubernetes-validate (strict) for built-in kinds; for a PyTorchJob, its CRD schema made
+    strict, and each replica's pod template as a core PodTemplate."""
+    import kubernetes_validate as kv
+
+    name = f"{obj.get('kind')}/{(obj.get('metadata') or {}).get('name')}"
+    if obj.get("kind") == "PyTorchJob":
+        error = jsonschema.exceptions.best_match(_pytorchjob_validator().iter_errors(obj))
+        if error is not None:
+            return f"{name}: {error.message} at {'.'.join(map(str, error.absolute_path))}"
+        for role, replica in obj["spec"]["pytorchReplicaSpecs"].items():
+            template = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": role}}
+            problem = object_problems({**template, "template": replica["template"]})
+            if problem:
+                return f"{name} {role}: {problem}"
+        return None
+    try:
+        kv.validate(obj, K8S_VERSION, strict=True)
+    except kv.ValidationError as err:
+        return f"{name}: {err.message} at {'.'.join(map(str, err.path))}"
+    return None
 
 
 def dashboard_queries() -> list[tuple[str, str]]:
@@ -260,3 +296,125 @@ class Services:
 
     def alive(self, name: str) -> bool:
         return self.named[name].poll() is None
+
+
+RECORDINGS = K8S / "recorded"
+
+
+def _merge(target: object, patch: object) -> object:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _merge(out.get(key), value)
+    return out
+
+
+class ReplayApiServer:
+    """A local HTTP server answering Kubernetes API requests from a recording (format in
+    services/trainer/README.md), validating every object sent to it as a strict API server would.
+
+    A request takes the first unused exchange with its method and path whose `after` request (if
+    any) has been seen; with none left it gets the last one it used again. `"body": "$request"`
+    echoes the sent object (as the API server does on create), a PATCH answers the stored object
+    with the patch merged, and `{"$stored": true, "status": ...}` answers the stored object with
+    the recorded fields (its status) merged in. Every request lands in `requests`; refused objects in `invalid`,
+    requests no exchange matched in `unexpected`.
+    """
+
+    def __init__(self, recording: str, substitutions: dict[str, str] | None = None) -> None:
+        import http.server
+        import threading
+
+        text = (RECORDINGS / recording).read_text()
+        for key, value in (substitutions or {}).items():
+            text = text.replace(key, value)
+        self.exchanges = json.loads(text)["exchanges"]
+        self.used: list[int] = []
+        self.requests: list[tuple[str, str, object]] = []
+        self.invalid: list[str] = []
+        self.unexpected: list[str] = []
+        self.objects: dict[str, dict] = {}
+        replay = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                status, body = replay.answer(self.command, self.path, raw)
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _serve  # noqa: N815
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def seen(self, method: str, path: str) -> bool:
+        return any(m == method and p.split("?")[0] == path for m, p, _ in self.requests)
+
+    def _pick(self, method: str, path: str) -> int | None:
+        def eligible(i: int) -> bool:
+            req = self.exchanges[i]["request"]
+            after = req.get("after")
+            query = req.get("query")
+            return (
+                req["method"] == method
+                and req["path"] == path.split("?")[0]
+                and (not query or all(f"{k}={v}" in urllib.parse.unquote(path)
+                                      for k, v in query.items()))
+                and (not after or self.seen(after["method"], after["path"]))
+            )  # fmt: skip
+
+        fresh = [i for i in range(len(self.exchanges)) if i not in self.used and eligible(i)]
+        if fresh:
+            return fresh[0]
+        again = [i for i in reversed(self.used) if eligible(i)]
+        return again[0] if again else None
+
+    def answer(self, method: str, path: str, raw: bytes) -> tuple[int, object]:
+        sent = json.loads(raw) if raw else None
+        index = self._pick(method, path)
+        self.requests.append((method, path, sent))
+        if index is None:
+            self.unexpected.append(f"{method} {path}")
+            return 404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404}
+        self.used.append(index)
+        response = self.exchanges[index]["response"]
+        body = response.get("body")
+        base = path.split("?")[0]
+        if method == "POST" and isinstance(sent, dict):
+            key = f"{base}/{sent['metadata']['name']}"
+            self.objects[key] = _merge(sent, {"metadata": {"uid": key, "resourceVersion": "1"}})
+            problem = object_problems(sent)
+        elif method == "PATCH":
+            self.objects[base] = _merge(self.objects.get(base, {}), sent)
+            problem = object_problems(self.objects[base])
+        else:
+            problem = None
+        if problem:
+            self.invalid.append(problem)
+            return 422, {"kind": "Status", "status": "Failure", "reason": "Invalid",
+                         "message": problem, "code": 422}  # fmt: skip
+        if body == "$request":
+            body = self.objects[base if method == "PATCH" else f"{base}/{sent['metadata']['name']}"]
+        elif isinstance(body, dict) and body.get("$stored"):  # the stored object, as it is now
+            body = _merge(self.objects[base], {k: v for k, v in body.items() if k != "$stored"})
+        return response["status"], body

@@ -271,6 +271,11 @@ class JobManager:
             backend = self.backends.get(record.backend)
             if backend is None:
                 continue
+            if not record.handle:  # still being launched, or a trainer died while launching it
+                if reconciling:
+                    record.state, record.message = "INTERRUPTED", "the trainer stopped starting it"
+                    self.store.save(record)
+                continue
             status: RunStatus = await loop.run_in_executor(None, backend.status, record)
             # re-read: a request may have changed the record while the backend answered
             record = self.store.get(record.id) or record
@@ -284,7 +289,10 @@ class JobManager:
                 self.on_steps(record.step - before)
             if not status.running:
                 self._finish(record, status, reconciling)
-                await loop.run_in_executor(None, backend.cleanup, record)
+                try:
+                    await loop.run_in_executor(None, backend.cleanup, record)
+                except Exception:  # noqa: BLE001 - leftovers must not keep the job active
+                    log.exception("job %s: cleanup failed", record.id)
                 events.append(("state", record))
             elif record.state == "CANCELLING" and time.time() > record.handle["cancel_deadline"]:
                 record.message = "no checkpoint within the grace period: killed"
@@ -301,8 +309,8 @@ class JobManager:
         outcome = record.handle.get("outcome")
         if record.state == "CANCELLING":
             record.state = "CANCELLED"
-        elif outcome == "done":
-            record.state = "SUCCEEDED"
+        elif outcome == "done" or (status.exit_code == 0 and outcome != "stop"):
+            record.state = "SUCCEEDED"  # the log says so, or the backend does (a Complete Job)
         elif reconciling:
             record.state, record.message = "INTERRUPTED", "stopped while the trainer was down"
         elif outcome == "stop":
