@@ -84,6 +84,13 @@ def test_submit_watch_publish_hot_reload_pull_and_dashboard(tmp_path):
         assert (job.step, job.max_steps, job.checkpoint_step) == (10, 10, 10)
         assert job.losses and job.x_realtime > 0
         assert [j.id for j in trainer_client.list(("SUCCEEDED",))] == [job_id]
+        for refused, code in (
+            (lambda: trainer_client.submit("ds", job_id=job_id), "ALREADY_EXISTS"),
+            (lambda: trainer_client.cancel(job_id), "FAILED_PRECONDITION"),
+            (lambda: trainer_client.resume(job_id), "FAILED_PRECONDITION"),
+        ):
+            with pytest.raises(ClientError, match=code):
+                refused()
 
         # publish: the running decoder and encoder load it with no restart
         dec = DecoderClient(Connection(f"127.0.0.1:{decoder['port']}"))

@@ -1,0 +1,134 @@
+"""TrainerService bad input and security over real gRPC (in-process server, port 0): each refusal
+has its exact status code and a message naming the problem; nothing is launched for a refused
+job. Health answers on the plaintext health-only port, also when the data port needs a token."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import grpc
+import pytest
+from deploy_helpers import make_data_root
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from mcrave_client.proto import trainer_pb2, trainer_pb2_grpc
+
+from services.trainer.server import TrainerConfig, start_trainer
+
+Code = grpc.StatusCode
+_FULL = "mcrave.v1.TrainerService"
+
+
+def setup_root(tmp: Path) -> Path:
+    root = make_data_root(tmp)
+    (tmp / "models").mkdir()
+    (tmp / "secret").mkdir()
+    (tmp / "secret" / "manifest.json").write_text('{"channels": 2}')
+    os.symlink(tmp / "secret", root / "link-out")
+    (root / "empty").mkdir()
+    return root
+
+
+BAD_SPECS = [
+    (dict(dataset="../secret"), Code.INVALID_ARGUMENT, "outside the data root"),
+    (dict(dataset="link-out"), Code.INVALID_ARGUMENT, "outside the data root"),
+    (dict(dataset="/etc"), Code.INVALID_ARGUMENT, "relative to the data root"),
+    (dict(dataset=""), Code.INVALID_ARGUMENT, "dataset is empty"),
+    (dict(dataset="empty"), Code.INVALID_ARGUMENT, "no manifest.json"),
+    (dict(dataset="ds", config="huge"), Code.INVALID_ARGUMENT, "unknown config"),
+    (dict(dataset="ds", projection="pca"), Code.INVALID_ARGUMENT, "unknown projection"),
+    (dict(dataset="ds", channels=5), Code.INVALID_ARGUMENT, "has 2"),
+    (dict(dataset="ds", backend="slurm"), Code.INVALID_ARGUMENT, "not available"),
+    (dict(dataset="ds", overrides=["steps=3"]), Code.INVALID_ARGUMENT, "model.KEY=VALUE"),
+    (dict(dataset="ds", model_name="../x"), Code.INVALID_ARGUMENT, "model_name"),
+]
+
+
+async def _exercise(tmp: Path) -> None:
+    root = setup_root(tmp)
+    token = tmp / "token"
+    token.write_text("s3cret\n")
+    cfg = TrainerConfig(
+        jobs_dir=tmp / "jobs", data_root=root, models=tmp / "models",
+        token_file=str(token), health_port=0,
+    )  # fmt: skip
+    running = await start_trainer(cfg)
+    auth = (("authorization", "Bearer s3cret"),)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = trainer_pb2_grpc.TrainerServiceStub(channel)
+
+            async def status(call, request, metadata=auth) -> tuple[Code, str]:
+                try:
+                    reply = call(request, metadata=metadata)
+                    if hasattr(reply, "__aiter__"):
+                        async for _ in reply:
+                            pass
+                    else:
+                        await reply
+                except grpc.aio.AioRpcError as err:
+                    return err.code(), err.details()
+                return Code.OK, ""
+
+            for fields, code, words in BAD_SPECS:
+                request = trainer_pb2.SubmitJobRequest(spec=trainer_pb2.JobSpec(**fields))
+                got = await status(stub.SubmitJob, request)
+                assert got[0] == code and words in got[1], (fields, got)
+            bad_id = trainer_pb2.SubmitJobRequest(
+                spec=trainer_pb2.JobSpec(dataset="ds"), job_id="A!"
+            )
+            assert (await status(stub.SubmitJob, bad_id))[0] == Code.INVALID_ARGUMENT
+            assert not list((tmp / "jobs").glob("runs/*")), "a refused job was launched"
+            listed = await stub.ListJobs(trainer_pb2.ListJobsRequest(), metadata=auth)
+            assert not listed.jobs
+
+            unknown = [
+                (stub.GetJob, trainer_pb2.GetJobRequest(job_id="nope")),
+                (stub.CancelJob, trainer_pb2.CancelJobRequest(job_id="nope")),
+                (stub.ResumeJob, trainer_pb2.ResumeJobRequest(job_id="nope")),
+                (stub.PublishModel, trainer_pb2.PublishModelRequest(job_id="nope")),
+                (stub.WatchJob, trainer_pb2.WatchJobRequest(job_id="nope")),
+                (stub.FetchModel, trainer_pb2.FetchModelRequest(name="nope")),
+                (stub.FetchModel, trainer_pb2.FetchModelRequest(name="../..")),
+            ]
+            for call, request in unknown:
+                got = await status(call, request)
+                assert got[0] == Code.NOT_FOUND and ("nope" in got[1] or ".." in got[1]), got
+
+            no_token = await status(stub.ListJobs, trainer_pb2.ListJobsRequest(), metadata=())
+            assert no_token[0] == Code.UNAUTHENTICATED and "bearer token" in no_token[1]
+
+        # probes: the health-only port answers without a token
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.health_port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=_FULL))
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            with pytest.raises(grpc.aio.AioRpcError) as err:  # and serves nothing else
+                await trainer_pb2_grpc.TrainerServiceStub(channel).ListJobs(
+                    trainer_pb2.ListJobsRequest(), metadata=auth
+                )
+            assert err.value.code() == Code.UNIMPLEMENTED
+    finally:
+        await running.stop(0)
+
+
+def test_bad_requests_get_exact_codes_and_health_port_serves_probes(tmp_path):
+    asyncio.run(_exercise(tmp_path))
+
+
+def test_trainer_cli_refuses_bad_options_with_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    base = [sys.executable, "-m", "mcrave.cli.main", "serve", "trainer", "--port", "0"]
+    cases = [
+        (["--jobs-dir", str(tmp_path / "j"), "--data-root", str(tmp_path / "missing"),
+          "--models", str(tmp_path)], "--data-root folder does not exist"),
+        (["--jobs-dir", str(tmp_path / "j"), "--data-root", str(tmp_path), "--models",
+          str(tmp_path), "--token-file", str(tmp_path / "nope")], "cannot read token"),
+    ]  # fmt: skip
+    for args, words in cases:
+        proc = subprocess.run([*base, *args], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2, proc.stderr
+        assert words in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
