@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -13,6 +14,7 @@ from deploy_helpers import (
     DEPLOY,
     K8S,
     REPO,
+    Services,
     kustomize,
     object_problems,
     require_pytorchjob_schema,
@@ -53,19 +55,49 @@ def _deployments(objs: list[dict]) -> dict[str, dict]:
 
 
 @pytest.mark.parametrize("overlay", ["base", *OVERLAYS])
-def test_probes_use_a_numeric_plaintext_health_port(overlay):
+def test_probes_work_with_mtls(overlay):
+    """Trainer: native gRPC probes on its plaintext health-only port. Encoder/decoder: an exec
+    probe (probe.yaml) running grpc.health.v1 Check on the gRPC port with the pod's own cert."""
     path = K8S / "base" if overlay == "base" else K8S / "overlays" / overlay
-    for name, dep in _deployments(kustomize(path)).items():
+    objs = kustomize(path)
+    assert any(o["kind"] == "ConfigMap" and o["metadata"]["name"] == "mcrave-probe" for o in objs)
+    for name, dep in _deployments(objs).items():
         (container,) = dep["spec"]["template"]["spec"]["containers"]
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         args = container["args"]
-        assert f"--health-port={ports['health']}" in args, name
-        assert f"--port={ports['grpc']}" in args and ports["grpc"] != ports["health"], name
+        assert f"--port={ports['grpc']}" in args, name
         for probe in ("readinessProbe", "livenessProbe"):
-            grpc = container[probe]["grpc"]
-            assert grpc["port"] == ports["health"] and isinstance(grpc["port"], int), (name, probe)
+            spec = container[probe]
+            if name == "mcrave-trainer":
+                assert f"--health-port={ports['health']}" in args
+                assert spec["grpc"]["port"] == ports["health"] != ports["grpc"]
+            else:
+                command = spec["exec"]["command"]
+                assert command[:3] == ["python", "/probe/health.py", f"localhost:{ports['grpc']}"]
+        mounts = {m["mountPath"] for m in container["volumeMounts"]}
+        assert name == "mcrave-trainer" or "/probe" in mounts
+        volumes = {v["name"] for v in dep["spec"]["template"]["spec"]["volumes"]}
+        assert "/models" in mounts and {m["name"] for m in container["volumeMounts"]} <= volumes
         tls = [a for a in args if a.startswith("--tls-")]
         assert len(tls) == (0 if overlay == "dev" else 3), (name, tls)
+
+
+def test_exec_probe_script_checks_a_live_grpc_health_service(tmp_path):
+    """The probe.yaml script against a real server's health service (the trainer's, quick to
+    start): SERVING -> exit 0; an unknown service name -> non-zero."""
+    (probe,) = [o for o in yaml.safe_load_all((K8S / "base" / "probe.yaml").read_text())]
+    script = tmp_path / "health.py"
+    script.write_text(probe["data"]["health.py"])
+    (tmp_path / "models").mkdir()
+    (tmp_path / "data").mkdir()
+    with Services(tmp_path) as svc:
+        info = svc.trainer(tmp_path / "data", tmp_path / "models")
+        target = f"localhost:{info['port']}"
+        for service, ok in (("mcrave.v1.TrainerService", True), ("", True), ("nope", False)):
+            proc = subprocess.run(
+                [sys.executable, str(script), target, service], capture_output=True, timeout=30
+            )
+            assert (proc.returncode == 0) == ok, (service, proc.stderr)
 
 
 def test_serving_services_are_headless_and_roll_without_unavailability():
