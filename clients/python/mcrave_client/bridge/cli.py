@@ -15,7 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
-from mcrave_client.bridge.control import Bridge
+from mcrave_client.bridge.control import DEFAULT_CONTROL_PORT, DEFAULT_SEND_PORT, Bridge
 from mcrave_client.bridge.sinks import DeviceSink, FileSink
 from mcrave_client.bridge.sources import DeviceSource, FileSource, QueueSource
 from mcrave_client.cli import add_connection_args, connection, parse_present
@@ -50,11 +50,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--decoded-out", type=Path, help="write decoded audio to this WAV file")
     p.add_argument("--output-device", metavar="NAME", help="play decoded audio on this device")
     p.add_argument("--osc-host", default="127.0.0.1", help="address the control socket binds")
-    p.add_argument("--osc-port", type=int, default=9000, help="control port (0 = any free)")
+    p.add_argument(
+        "--osc-port", type=int, default=DEFAULT_CONTROL_PORT, help="control port (0 = any free)"
+    )
     p.add_argument(
         "--send",
         type=_address,
-        default=("127.0.0.1", 7400),
+        default=("127.0.0.1", DEFAULT_SEND_PORT),
         metavar="HOST:PORT",
         help="where latents, status and errors go (Max's udpreceive)",
     )

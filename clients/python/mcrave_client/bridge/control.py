@@ -40,6 +40,23 @@ log = logging.getLogger("mcrave.bridge")
 Address = tuple[str, int]
 
 
+# what the bridge answers to and what it sends (the Max patches and their lint test use these)
+CONTROL_ADDRESSES = (
+    "/mcrave/present",
+    "/mcrave/model",
+    "/mcrave/version",
+    "/mcrave/start",
+    "/mcrave/stop",
+    "/mcrave/offset",
+    "/mcrave/scale",
+    "/mcrave/status",
+    "/mcrave/audio",
+)
+OUTPUT_ADDRESSES = (osc.LATENT, osc.LATENT_PART, "/mcrave/status", "/mcrave/error")
+LATENT_HEADER_INTS = 2  # /mcrave/latent stream frame, then the D floats
+DEFAULT_CONTROL_PORT, DEFAULT_SEND_PORT = 9000, 7400
+
+
 class ControlError(ClientError):
     """A control message that cannot be applied; answered with /mcrave/error."""
 
@@ -102,10 +119,14 @@ class Bridge:
         return self.endpoint.address
 
     def serve(self) -> None:
-        while not self._closed.is_set():
-            got = self.endpoint.recv()
-            if got is not None:
-                self.handle(*got)
+        """Handle control messages until `close()`; the socket closes when this returns."""
+        try:
+            while not self._closed.is_set():
+                got = self.endpoint.recv()
+                if got is not None:
+                    self.handle(*got)
+        finally:
+            self.endpoint.close()
 
     def handle(self, datagram: bytes, sender: Address) -> None:
         """Apply every message in one datagram; each bad one is answered with /mcrave/error."""
@@ -137,11 +158,12 @@ class Bridge:
         with self._lock:
             if self.session is not None:
                 self.session.abort()
-        self._closed.set()
-        self.endpoint.close()
+        self._closed.set()  # serve() sees it within its receive timeout and closes the socket
 
     # -- replies ------------------------------------------------------------------------------
     def _reply(self, datagram: bytes, sender: Address | None) -> None:
+        if self._closed.is_set():
+            return
         for target in {t for t in (sender, self.send_to) if t is not None}:
             try:
                 self.endpoint.send(datagram, target)
@@ -159,11 +181,12 @@ class Bridge:
         over = session.jitter.overruns if session else 0
         n = self.info.channels if self.info else len(self.present)
         flags = [int(i in self.present) for i in range(n)]
+        version = session.info.ref.version if session else self.version  # the bound version
         message = osc.build(
             "/mcrave/status",
             self.state,
             self.model or "",
-            self.version,
+            version,
             self.stream_id,
             sent,
             under,
@@ -173,7 +196,7 @@ class Bridge:
         self._reply(message, sender or self._last_sender)
 
     def send_latent(self, datagram: bytes) -> None:
-        if self.send_to is not None:
+        if self.send_to is not None and not self._closed.is_set():
             self.endpoint.send(datagram, self.send_to)
 
     # -- handlers -----------------------------------------------------------------------------
