@@ -14,6 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from training_helpers import progress, run_env, train_cmd, write_dataset
 
 from mcrave.checkpoint import load_checkpoint
+from mcrave.cli.train import main as train_main
 
 pytestmark = pytest.mark.slow
 
@@ -44,24 +45,24 @@ def _assert_same_state(a, b):
 
 def test_sigterm_at_odd_step_past_phase_switch_then_resume_is_exact(dataset, tmp_path):
     full, split = tmp_path / "full", tmp_path / "split"
-    proc = _run(train_cmd(dataset, full, "--max-steps", "34"))
+    proc = _run(train_cmd(dataset, full, "--max-steps", "18"))
     assert proc.returncode == 0, proc.stderr
 
-    # the trainer sends itself a real SIGTERM after step 27 (phase 2 began at 20)
-    proc = _run(train_cmd(dataset, split, "--max-steps", "34"), MCRAVE_FAULT="sigterm_at:27")
+    # the trainer sends itself a real SIGTERM after step 13 (phase 2 began at 10; D steps 10, 14)
+    proc = _run(train_cmd(dataset, split, "--max-steps", "18"), MCRAVE_FAULT="sigterm_at:13")
     assert proc.returncode == 0, proc.stderr
-    assert "stopped by SIGTERM at step 27" in proc.stderr
+    assert "stopped by SIGTERM at step 13" in proc.stderr
     stop = progress(split)[-1]
-    assert stop["event"] == "stop" and stop["step"] == 27 and stop["reason"] == "SIGTERM"
+    assert stop["event"] == "stop" and stop["step"] == 13 and stop["reason"] == "SIGTERM"
     interrupted = load_checkpoint(split / "last.ckpt")
-    assert interrupted["step"] == 27 and interrupted["extra"]["phase"] == 2
+    assert interrupted["step"] == 13 and interrupted["extra"]["phase"] == 2
 
-    proc = _run(train_cmd(dataset, split, "--max-steps", "34", "--resume"))
+    proc = _run(train_cmd(dataset, split, "--max-steps", "18", "--resume"))
     assert proc.returncode == 0, proc.stderr
     a, b = load_checkpoint(full / "last.ckpt"), load_checkpoint(split / "last.ckpt")
-    assert a["step"] == b["step"] == 34
+    assert a["step"] == b["step"] == 18
     _assert_same_state(a, b)
-    # and the run really trained: weights moved away from the step-27 state
+    # and the run really trained: weights moved away from the step-13 state
     assert any(
         not torch.equal(a["model_state"][k], interrupted["model_state"][k])
         for k in a["model_state"]
@@ -113,27 +114,34 @@ def test_external_signal_writes_a_checkpoint_and_exits_zero(dataset, tmp_path, s
 
 def test_kill_during_checkpoint_keeps_the_previous_one(dataset, tmp_path):
     run_dir = tmp_path / "run"
-    assert _run(train_cmd(dataset, run_dir, "--max-steps", "10")).returncode == 0
-    # SIGKILL between fsync and rename of the step-20 checkpoint
+    assert _run(train_cmd(dataset, run_dir, "--max-steps", "5")).returncode == 0
+    # SIGKILL between fsync and rename of the step-10 checkpoint
     proc = _run(
-        train_cmd(dataset, run_dir, "--max-steps", "20", "--resume"),
+        train_cmd(dataset, run_dir, "--max-steps", "10", "--resume"),
         MCRAVE_FAULT="kill_before_rename",
     )
     assert proc.returncode == -signal.SIGKILL
-    assert load_checkpoint(run_dir / "last.ckpt")["step"] == 10
+    assert load_checkpoint(run_dir / "last.ckpt")["step"] == 5
     assert sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt")) == [
-        "step-00000010.ckpt"
+        "step-00000005.ckpt"
     ]
-    proc = _run(train_cmd(dataset, run_dir, "--max-steps", "20", "--resume"))
+    proc = _run(train_cmd(dataset, run_dir, "--max-steps", "10", "--resume"))
     assert proc.returncode == 0, proc.stderr
-    assert load_checkpoint(run_dir / "last.ckpt")["step"] == 20
+    assert load_checkpoint(run_dir / "last.ckpt")["step"] == 10
 
 
-def test_bad_input_exits_2_with_one_line(dataset, tmp_path):
-    proc = _run(train_cmd(tmp_path / "nope", tmp_path / "run"))
-    assert proc.returncode == 2 and "manifest.json" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
-    proc = _run(train_cmd(dataset, tmp_path / "run", "--resume"))
-    assert proc.returncode == 2 and "nothing to resume" in proc.stderr
-    proc = _run(train_cmd(dataset, tmp_path / "run", "--set", "train.bogus=1"))
-    assert proc.returncode == 2 and "train.bogus" in proc.stderr
+def test_bad_input_exits_2_with_one_line(dataset, tmp_path, capsys):
+    def run(*args: str) -> tuple[int, str]:
+        code = train_main(train_cmd(dataset, tmp_path / "run", *args)[3:])
+        return code, capsys.readouterr().err
+
+    code = train_main(["train", str(tmp_path / "nope"), "-o", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "manifest.json" in err and len(err.strip().splitlines()) == 1
+    code, err = run("--resume")
+    assert code == 2 and "nothing to resume" in err
+    code, err = run("--set", "train.bogus=1")
+    assert code == 2 and "train.bogus" in err
+    code, err = run("--set", "train.crop_frames=1000")
+    assert code == 2 and "not a multiple of the model ratio" in err
+    assert not (tmp_path / "run").exists()

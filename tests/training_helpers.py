@@ -55,7 +55,7 @@ def write_dataset(
 
 
 def train_cmd(dataset: Path, run_dir: Path, *extra: str) -> list[str]:
-    """`mcrave train` on the test preset with a short phase 1 (switch at 20), one CPU thread."""
+    """`mcrave train` on the test preset with a short phase 1 (switch at 10), one CPU thread."""
     return [
         sys.executable,
         "-m",
@@ -73,11 +73,11 @@ def train_cmd(dataset: Path, run_dir: Path, *extra: str) -> list[str]:
         "--log-every",
         "1",
         "--set",
-        "train.phase1_steps=20",
+        "train.phase1_steps=10",
         "--set",
-        "train.checkpoint_every=10",
+        "train.checkpoint_every=5",
         "--set",
-        "train.validate_every=20",
+        "train.validate_every=10",
         *extra,
     ]
 

@@ -68,8 +68,6 @@ def apply_overrides(cfg: Config, items: list[str]) -> Config:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv[1:])
-    if args.threads:
-        torch.set_num_threads(args.threads)
     # heavy imports after argument parsing so `--help` stays fast
     from mcrave.atomic import atomic_write_bytes
     from mcrave.checkpoint import load_checkpoint
@@ -122,6 +120,8 @@ def main(argv: list[str]) -> int:
         print(f"mcrave train: {exc}", file=sys.stderr)
         return 2
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     info = init_from_env(device)
     if device.type == "cuda" and info.world > 1:
