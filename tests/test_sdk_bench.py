@@ -43,3 +43,13 @@ def test_soak_quick(tmp_path):
     assert result["error_count"] == 0 and result["streams_completed"] >= 4
     assert len(result["samples"]) >= 3
     assert all(result["rss"][s]["final_mb"] > 10 for s in ("encoder", "decoder"))
+
+
+@pytest.mark.slow
+def test_bridge_bench_quick(tmp_path):
+    result = run_bench("bridge_bench.py", tmp_path / "bridge.json")
+    idle, loaded = result["rows"]
+    assert (idle["load_streams"], loaded["load_streams"]) == (0, 1)
+    for row in (idle, loaded):
+        assert row["distinct_frames"] > 100 and row["frames_received"] >= row["distinct_frames"]
+        assert row["latency_target_ms"] > 0 and row["jitter_p99_ms"] >= row["jitter_p50_ms"]

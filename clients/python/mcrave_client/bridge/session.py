@@ -1,16 +1,17 @@
 """One bridge stream: source -> encoder -> (jitter buffer -> OSC clock) and (decoder -> sink).
 
-Four threads, each with one job: the feeder sends source blocks (present channels only, a
-SetPresent first when the set changed) to the encoder; the latent reader applies the live
-offsets/scales, fills the jitter buffer and forwards the latents to the decoder; the decoded
-reader writes audio to the sink; the pacer sends one `/mcrave/latent` per frame period on a
-steady clock, starting once `prefill` frames are buffered. A message carries the frame's index in
-the stream, so a held frame (underrun) repeats the previous index and a dropped one (overrun)
-leaves a gap.
+Threads, each with one job: the feeder sends source blocks (present channels only, a SetPresent
+first when the set changed) to the encoder; the latent reader applies the live offsets/scales,
+fills the jitter buffer and queues the latents for the decoder feeder (so a slow decoder never
+delays the OSC clock, up to 256 queued chunks); the decoded reader writes audio to the sink; the
+pacer sends one `/mcrave/latent` per frame period on a steady clock, starting once `prefill`
+frames are buffered. A message carries the frame's index in the stream, so a held frame
+(underrun) repeats the previous index and a dropped one (overrun) leaves a gap.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections import deque
@@ -75,9 +76,10 @@ class Session:
         if decoder is not None:
             bound = self.enc.info.model
             self.dec = decoder.stream(bound.name, chunk, bound.version)
+        self._to_decoder: queue.Queue = queue.Queue(maxsize=256)
         jobs = [self._feed, self._read_latents, self._pace]
         if self.dec is not None:
-            jobs.append(self._read_decoded)
+            jobs += [self._feed_decoder, self._read_decoded]
         self._threads = [
             threading.Thread(
                 target=self._guard, args=(job,), name=f"bridge-{job.__name__}", daemon=True
@@ -139,11 +141,26 @@ class Session:
                     chunk = stream_pb2.LatentChunk()
                     chunk.CopyFrom(latents.chunk)
                     chunk.data = framing.pack(z)
-                    self.dec.send(Latents(z, chunk))
+                    self._queue_for_decoder(Latents(z, chunk))
         finally:
             self._encoded_all.set()
-        if self.dec is not None:
-            self.dec.close_input()
+            if self.dec is not None:
+                self._queue_for_decoder(None)
+
+    def _queue_for_decoder(self, item: Latents | None) -> None:
+        while self._error is None:  # a failed decoder feeder no longer drains the queue
+            try:
+                self._to_decoder.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _feed_decoder(self) -> None:
+        """Forward latents to the decoder in its own thread: a slow decoder delays the decoded
+        audio but never the OSC latents."""
+        while (latents := self._to_decoder.get()) is not None:
+            self.dec.send(latents)
+        self.dec.close_input()
 
     def _read_decoded(self) -> None:
         end = 0
