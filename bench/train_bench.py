@@ -3,8 +3,8 @@
 x realtime = audio seconds trained per wall second (batch x crop / rate / step time). Phase 2
 alternates generator and discriminator batches (1 D step in `d_every`); its row is the mean over
 one such cycle. With `--rave-python` (a side venv with acids-rave), RAVE v2's own training_step
-is timed on the same batch and crop (warmed_up off = phase 1, on = phase 2); without it the RAVE
-column says "not measured".
+is timed on the same batch and crop (warmed_up off = phase 1, on = phase 2; RAVE needs crops of
+at least 32768 frames); without it the RAVE row says "not measured". Times are means.
 
     python bench/train_bench.py                       # test, cpu-small, v2 (v2 takes minutes on CPU)
     python bench/train_bench.py --quick               # smoke run: test preset, two steps
@@ -49,9 +49,10 @@ for phase, warm in ((1, False), (2, True)):
     model.warmed_up = warm
     model.training_step(x.clone(), 1)
     times = []
-    for i in range(steps):
+    # phase 2: whole cycles of RAVE's 1 D step in 4, like our phase-2 mean
+    for i in range(steps if phase == 1 else max(4, steps // 4 * 4)):
         t = time.perf_counter(); model.training_step(x.clone(), i); times.append(time.perf_counter() - t)
-    out[phase] = statistics.median(times)
+    out[phase] = statistics.fmean(times)
 print(json.dumps(out))
 """
 
@@ -106,9 +107,9 @@ def bench_preset(
         cfg, crops, None, RunOptions(workdir / f"{name}-run", train.max_steps), DistInfo(), device
     )
     time_steps(trainer, 0, 1)  # warm-up
-    phase1 = statistics.median(time_steps(trainer, 1, steps))
+    phase1 = statistics.fmean(time_steps(trainer, 1, steps))
     p2 = train.phase1_steps
-    cycle = time_steps(trainer, p2, train.d_every)  # warm-up of the discriminator path
+    time_steps(trainer, p2, train.d_every)  # warm-up of the discriminator path
     cycles = max(1, steps // train.d_every)
     cycle = time_steps(trainer, p2 + train.d_every, cycles * train.d_every)
     phase2 = statistics.fmean(cycle)
