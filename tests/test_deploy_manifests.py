@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -82,22 +83,40 @@ def test_probes_work_with_mtls(overlay):
         assert len(tls) == (0 if overlay == "dev" else 3), (name, tls)
 
 
-def test_exec_probe_script_checks_a_live_grpc_health_service(tmp_path):
+def test_exec_probe_script_checks_live_grpc_health_with_and_without_mtls(tmp_path):
     """The probe.yaml script against a real server's health service (the trainer's, quick to
-    start): SERVING -> exit 0; an unknown service name -> non-zero."""
+    start), plaintext and with mTLS required: SERVING -> exit 0; unknown service, or no client
+    certificate for an mTLS server -> non-zero."""
+    import shutil
+
+    from sdk_helpers import make_pki
+
     (probe,) = [o for o in yaml.safe_load_all((K8S / "base" / "probe.yaml").read_text())]
     script = tmp_path / "health.py"
     script.write_text(probe["data"]["health.py"])
+    pki, tls = make_pki(tmp_path), tmp_path / "tls"
+    tls.mkdir()
+    for src, dst in (("ca_cert", "ca.crt"), ("server_cert", "tls.crt"), ("server_key", "tls.key")):
+        shutil.copy(pki[src], tls / dst)
     (tmp_path / "models").mkdir()
     (tmp_path / "data").mkdir()
+    mtls = ["--tls-cert", str(tls / "tls.crt"), "--tls-key", str(tls / "tls.key")]
+    mtls += ["--tls-ca", str(tls / "ca.crt")]
+
+    def probe_exit(target: str, service: str, tls_dir: Path) -> int:
+        env = {**os.environ, "MCRAVE_PROBE_TLS": str(tls_dir)}
+        cmd = [sys.executable, str(script), target, service]
+        return subprocess.run(cmd, capture_output=True, timeout=30, env=env).returncode
+
     with Services(tmp_path) as svc:
-        info = svc.trainer(tmp_path / "data", tmp_path / "models")
-        target = f"localhost:{info['port']}"
-        for service, ok in (("mcrave.v1.TrainerService", True), ("", True), ("nope", False)):
-            proc = subprocess.run(
-                [sys.executable, str(script), target, service], capture_output=True, timeout=30
-            )
-            assert (proc.returncode == 0) == ok, (service, proc.stderr)
+        plain = f"localhost:{svc.trainer(tmp_path / 'data', tmp_path / 'models')['port']}"
+        assert probe_exit(plain, "mcrave.v1.TrainerService", tmp_path / "none") == 0
+        assert probe_exit(plain, "", tmp_path / "none") == 0
+        assert probe_exit(plain, "nope", tmp_path / "none") != 0
+        svc.stop("trainer")
+        secure = svc.trainer(tmp_path / "data", tmp_path / "models", *mtls)["port"]
+        assert probe_exit(f"localhost:{secure}", "mcrave.v1.TrainerService", tls) == 0
+        assert probe_exit(f"localhost:{secure}", "", tmp_path / "none") != 0
 
 
 def test_serving_services_are_headless_and_roll_without_unavailability():
