@@ -244,6 +244,7 @@ class Trainer:
                     torch.tensor(
                         [float(self._stop_signal is not None), *losses.values()],
                         dtype=torch.float64,
+                        device=self.device,  # nccl reduces CUDA tensors only
                     ),
                     self.info,
                 )
