@@ -1,14 +1,16 @@
 """End to end on this machine, every part a real process: trainer, encoder, decoder, a second
 decoder that pulls from the trainer, a real Prometheus loading deploy/'s rules.
 
-submit (test preset, via `mcrave-client train submit --watch`) -> watched to SUCCEEDED -> publish ->
-the running decoder serves the new version without a restart (ListModels) -> a decoder with
---pull-from gets the same weights -> a second publish reaches both -> audio streamed through
-encoder and decoder -> every dashboard query and recording rule returns data in Prometheus.
+submit (test preset, 2 ranks under torchrun, via `mcrave-client train submit --watch`) ->
+watched to SUCCEEDED -> publish -> the running decoder serves the new version without a restart
+(ListModels) -> a decoder with --pull-from gets the same weights -> a second publish reaches both
+-> audio streamed through encoder and decoder -> every dashboard query and recording rule
+returns data in Prometheus.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -64,7 +66,8 @@ def test_submit_watch_publish_hot_reload_pull_and_dashboard(tmp_path):
         # submit and watch to the end through the CLI
         submit = (
             "submit ds --config test --steps 10 --channels 2 --set train.checkpoint_every=5 "
-            "--set train.phase1_steps=5 --set train.validate_every=1000 --name demo --watch"
+            "--set train.phase1_steps=5 --set train.validate_every=1000 --name demo --watch "
+            "--nproc-per-node 2"  # two ranks: the local backend launches torchrun
         ).split()
         cli = subprocess.run(
             [sys.executable, "-m", "mcrave_client.trainer", *submit, "--trainer", target],
@@ -83,6 +86,8 @@ def test_submit_watch_publish_hot_reload_pull_and_dashboard(tmp_path):
         job = trainer_client.get(job_id)
         assert (job.step, job.max_steps, job.checkpoint_step) == (10, 10, 10)
         assert job.losses and job.x_realtime > 0
+        progress = (tmp_path / "jobs" / "runs" / job_id / "progress.jsonl").read_text()
+        assert json.loads(progress.splitlines()[0])["world"] == 2
         assert [j.id for j in trainer_client.list(("SUCCEEDED",))] == [job_id]
         for refused, code in (
             (lambda: trainer_client.submit("ds", job_id=job_id), "ALREADY_EXISTS"),
