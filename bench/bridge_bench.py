@@ -16,7 +16,6 @@ Max's `udpreceive` and timestamps every `/mcrave/latent` packet. Reported:
 from __future__ import annotations
 
 import argparse
-import json
 import socket
 import sys
 import tempfile
@@ -31,7 +30,7 @@ from mcrave_client.bridge.control import Bridge
 from mcrave_client.bridge.osc import LATENT, parse
 from mcrave_client.bridge.sources import FileSource
 from mcrave_client.framing import iter_chunks
-from service_procs import publish_untrained, services
+from service_procs import publish_untrained, services, write_report
 
 
 def quantile(values, q: float) -> float:
@@ -204,11 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"config": args.config, "chunk_frames": args.chunk_frames, "rows": rows}
     table = markdown(rows)
     print(table)
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    out.with_suffix(".md").write_text(table + "\n")
-    print(f"\nwrote {out} and {out.with_suffix('.md')}")
+    write_report(Path(args.output), result, table)
     return 0
 
 

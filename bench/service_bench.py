@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import tempfile
@@ -33,7 +32,7 @@ import torch
 from mcrave_client import DecoderClient, EncoderClient, Pipeline
 from mcrave_client.aio import AsyncDecoderClient, AsyncEncoderClient, AsyncPipeline
 from mcrave_client.framing import iter_chunks
-from service_procs import publish_untrained, services
+from service_procs import publish_untrained, services, write_report
 
 from mcrave.checkpoint import load_model
 from mcrave.streaming import StreamingEngine
@@ -298,11 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     result["batching_gain"] = batched / unbatched if unbatched else float("nan")
     table = markdown(result)
     print("\n" + table)
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    out.with_suffix(".md").write_text(table + "\n")
-    print(f"\nwrote {out} and {out.with_suffix('.md')}")
+    write_report(Path(args.output), result, table)
     return 0
 
 

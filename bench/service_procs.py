@@ -1,6 +1,7 @@
 """Encoder/decoder services as real `mcrave serve` subprocesses, for the service benches and the
 SDK tests: a throwaway registry with one untrained model, ports chosen by the servers (port 0,
-read back from `--ready-file`), SIGTERM (drain) on exit, and RSS read from /proc.
+read back from `--ready-file`), SIGTERM (drain) on exit, and RSS read from /proc; plus the
+benches' report writer (JSON + markdown).
 """
 
 from __future__ import annotations
@@ -119,3 +120,11 @@ def services(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def write_report(out: Path, result: dict, table: str) -> None:
+    """`out` (JSON) and the markdown `table` beside it (`.md`)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    out.with_suffix(".md").write_text(table + "\n")
+    print(f"\nwrote {out} and {out.with_suffix('.md')}")

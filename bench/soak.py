@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ import numpy as np
 from mcrave_client import ClientError
 from mcrave_client.aio import AsyncDecoderClient, AsyncEncoderClient, AsyncPipeline
 from mcrave_client.framing import iter_chunks
-from service_procs import publish_untrained, services
+from service_procs import publish_untrained, services, write_report
 
 
 async def worker(
@@ -171,11 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     text = "\n".join(table)
     print(text)
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    out.with_suffix(".md").write_text(text + "\n")
-    print(f"\nwrote {out} and {out.with_suffix('.md')}")
+    write_report(Path(args.output), result, text)
     return 0
 
 

@@ -6,10 +6,14 @@ import datetime
 import ipaddress
 import socket
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import soundfile as sf
+import torch
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -20,7 +24,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from service_procs import services  # noqa: E402  (the SDK tests start real services with it)
 
-__all__ = ["REPO", "free_port", "make_pki", "services", "stereo_file"]
+__all__ = ["REPO", "free_port", "make_pki", "services", "stereo_file", "tiny_stack"]
 
 
 def free_port() -> int:
@@ -93,3 +97,18 @@ def stereo_file(path: Path, seconds: float = 1.0, sr: int = 44100, seed: int = 0
     ).astype(np.float32)
     sf.write(path, audio.T, sr, subtype="FLOAT")
     return audio
+
+
+@contextmanager
+def tiny_stack(tmp: Path, seconds: float) -> Iterator[SimpleNamespace]:
+    """A registry with the untrained `tiny` model, a stereo `in.wav` of `seconds`, and encoder and
+    decoder services serving it, each in its own process."""
+    from services_helpers import publish_tiny
+
+    torch.set_num_threads(1)
+    models = tmp / "models"
+    models.mkdir()
+    publish_tiny(models, "tiny")
+    audio = stereo_file(tmp / "in.wav", seconds=seconds)
+    with services(models, tmp) as (enc, dec):
+        yield SimpleNamespace(tmp=tmp, models=models, enc=enc, dec=dec, audio=audio)

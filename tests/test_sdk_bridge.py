@@ -33,8 +33,7 @@ from mcrave_client.bridge.jitter import JitterBuffer
 from mcrave_client.bridge.sources import QueueSource
 from mcrave_client.framing import iter_chunks
 from pythonosc.osc_message_builder import OscMessageBuilder
-from sdk_helpers import REPO, free_port, services, stereo_file
-from services_helpers import publish_tiny
+from sdk_helpers import REPO, free_port, tiny_stack
 
 from mcrave.checkpoint import load_model
 from mcrave.streaming import StreamingEngine
@@ -168,28 +167,22 @@ def latents_of(messages: list) -> tuple[list[int], np.ndarray]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    torch.set_num_threads(1)
-    tmp = tmp_path_factory.mktemp("bridge")
-    models = tmp / "models"
-    models.mkdir()
-    publish_tiny(models, "tiny")
-    audio = stereo_file(tmp / "in.wav", seconds=0.5)
-    with services(models, tmp) as (enc, dec):
-        yield {"tmp": tmp, "models": models, "enc": enc, "dec": dec, "audio": audio}
+    with tiny_stack(tmp_path_factory.mktemp("bridge"), seconds=0.5) as st:
+        yield st
 
 
 @needs_liblo
 def test_file_to_oscdump_complete_in_order_and_decoded(stack):
-    tmp, dump = stack["tmp"], OscDump(stack["tmp"])
+    tmp, dump = stack.tmp, OscDump(stack.tmp)
     decoded = tmp / "bridge-decoded.wav"
     try:
         run = subprocess.run(
             [
                 "mcrave-bridge",
                 "--encoder",
-                stack["enc"].target,
+                stack.enc.target,
                 "--decoder",
-                stack["dec"].target,
+                stack.dec.target,
                 "--present",
                 "1",
                 "--file",
@@ -216,15 +209,15 @@ def test_file_to_oscdump_complete_in_order_and_decoded(stack):
     indices, values = latents_of(dump.messages())
     # reference: the same file, chunking and present set through the encoder service directly
     chunk = 2 * 256
-    with Pipeline(EncoderClient(stack["enc"].target), DecoderClient(stack["dec"].target)) as p:
+    with Pipeline(EncoderClient(stack.enc.target), DecoderClient(stack.dec.target)) as p:
         info = p.model("tiny")
         with p.encoder.stream(info, (1,), chunk) as stream:
             ref = np.concatenate(
-                [lat.array for lat in stream.run(iter_chunks(stack["audio"][[1]], chunk))], axis=1
+                [lat.array for lat in stream.run(iter_chunks(stack.audio[[1]], chunk))], axis=1
             )
         with p.stream(info, (1,), chunk) as stream:
             ref_audio = np.concatenate(
-                [d.audio for d in stream.run(iter_chunks(stack["audio"][[1]], chunk))], axis=1
+                [d.audio for d in stream.run(iter_chunks(stack.audio[[1]], chunk))], axis=1
             )
     state, model, version, stream_id, sent, underruns, overruns, *flags = status
     assert (state, model, version, stream_id, flags) == ("stopped", "tiny", 1, 1, [0, 1])
@@ -254,9 +247,9 @@ def _oscsend(port: int, address: str, types: str = "", *args) -> None:
 def test_present_change_offsets_and_malformed_messages_over_liblo(stack):
     chunk_frames, ratio = 2, 256
     chunk = chunk_frames * ratio
-    dump = OscDump(stack["tmp"])
+    dump = OscDump(stack.tmp)
     bridge = Bridge(
-        EncoderClient(stack["enc"].target),
+        EncoderClient(stack.enc.target),
         None,
         model="tiny",
         present=(1,),
@@ -268,7 +261,7 @@ def test_present_change_offsets_and_malformed_messages_over_liblo(stack):
     port = bridge.address[1]
     server = threading.Thread(target=bridge.serve, daemon=True)
     server.start()
-    x = stack["audio"][:, : 8 * chunk]
+    x = stack.audio[:, : 8 * chunk]
     try:
         _oscsend(port, "/mcrave/offset", "if", 1, 0.5)
         _oscsend(port, "/mcrave/start")
@@ -317,7 +310,7 @@ def test_present_change_offsets_and_malformed_messages_over_liblo(stack):
     distinct = sorted(set(indices))
     assert indices == sorted(indices) and distinct[:16] == list(range(16))
     # reference: the engine with the mask switching at chunk 4, plus the /mcrave/offset on dim 1
-    model, _ = load_model(str(stack["models"] / "tiny"))
+    model, _ = load_model(str(stack.models / "tiny"))
     engine = StreamingEngine(model)
     state, right = engine.new_encoder_state(1), engine.new_encoder_state(1)
     want, right_only = [], []
@@ -342,11 +335,11 @@ def test_bridge_cli_bad_input_is_one_line(stack):
         [
             "mcrave-bridge",
             "--encoder",
-            stack["enc"].target,
+            stack.enc.target,
             "--present",
             "1",
             "--file",
-            str(stack["tmp"] / "missing.wav"),
+            str(stack.tmp / "missing.wav"),
             "--osc-port",
             "0",
             "--start",

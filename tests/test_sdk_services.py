@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import threading
-from types import SimpleNamespace
 
 import grpc
 import numpy as np
@@ -22,8 +21,7 @@ from mcrave_client import Backoff, ClientError, DecoderClient, EncoderClient, Pi
 from mcrave_client.aio import AsyncDecoderClient, AsyncEncoderClient, AsyncPipeline
 from mcrave_client.framing import iter_chunks
 from mcrave_client.infer import infer_array as sdk_infer_array
-from sdk_helpers import REPO, free_port, make_pki, services, stereo_file
-from services_helpers import publish_tiny
+from sdk_helpers import REPO, free_port, make_pki, services, tiny_stack
 
 from mcrave.checkpoint import load_model
 from mcrave.inference import infer_array
@@ -34,19 +32,11 @@ TOL = 1e-4
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    torch.set_num_threads(1)
-    tmp = tmp_path_factory.mktemp("sdk")
-    models = tmp / "models"
-    models.mkdir()
-    publish_tiny(models, "tiny")
-    audio = stereo_file(tmp / "in.wav", seconds=1.0)
-    model, _ = load_model(str(models / "tiny"))
-    with services(models, tmp) as (enc, dec):
-        pipeline = Pipeline(EncoderClient(enc.target), DecoderClient(dec.target))
-        yield SimpleNamespace(
-            tmp=tmp, models=models, enc=enc, dec=dec, audio=audio, model=model, pipeline=pipeline
-        )
-        pipeline.close()
+    with tiny_stack(tmp_path_factory.mktemp("sdk"), seconds=1.0) as st:
+        st.model, _ = load_model(str(st.models / "tiny"))
+        st.pipeline = Pipeline(EncoderClient(st.enc.target), DecoderClient(st.dec.target))
+        yield st
+        st.pipeline.close()
 
 
 def client_cli(*args: str, exe: str | None = None) -> subprocess.CompletedProcess:
@@ -57,6 +47,13 @@ def client_cli(*args: str, exe: str | None = None) -> subprocess.CompletedProces
 
 def endpoints(stack) -> list[str]:
     return ["--encoder", stack.enc.target, "--decoder", stack.dec.target]
+
+
+def infer_cli(stack, out, *extra: str, exe: str | None = None) -> subprocess.CompletedProcess:
+    """`mcrave-client infer in.wav OUT --present 1 ...`."""
+    return client_cli(
+        "infer", str(stack.tmp / "in.wav"), str(out), "--present", "1", *extra, exe=exe
+    )
 
 
 @pytest.mark.parametrize(
@@ -71,12 +68,9 @@ def test_sdk_matches_in_process_inference(stack, present, chunk):
 
 def test_cli_matches_mcrave_infer(stack):
     out, ref = stack.tmp / "cli-out.wav", stack.tmp / "ref-out.wav"
-    run = client_cli(
-        "infer",
-        str(stack.tmp / "in.wav"),
+    run = infer_cli(
+        stack,
         str(out),
-        "--present",
-        "1",
         "--chunk",
         "1024",
         *endpoints(stack),
@@ -201,12 +195,9 @@ def test_errors_are_clear(stack):
         )
         assert run.returncode == 2 and message in run.stderr, run.stderr
         assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
-    run = client_cli(
-        "infer",
-        str(stack.tmp / "in.wav"),
+    run = infer_cli(
+        stack,
         str(stack.tmp / "x.wav"),
-        "--present",
-        "1",
         "--encoder",
         f"127.0.0.1:{free_port()}",
         "--decoder",
@@ -263,12 +254,9 @@ def test_mtls_token_and_reconnect_with_backoff(stack):
             "--tls-key",
             str(pki["client_key"]),
         ]
-        run = client_cli(
-            "infer",
-            str(stack.tmp / "in.wav"),
+        run = infer_cli(
+            stack,
             str(out),
-            "--present",
-            "1",
             "--chunk",
             "512",
             "--quiet",
@@ -307,18 +295,19 @@ def test_fresh_venv_without_torch(stack, tmp_path):
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     py = venv / "bin" / "python"
     pip = [sys.executable, "-m", "pip", "--python", str(py), "install", "-q"]
-    subprocess.run(
-        [*pip, str(REPO / "clients" / "python")], check=True, timeout=300, capture_output=True
+    # install from a clean copy: building in place would leave build/ and egg-info in the repo
+    src = shutil.copytree(
+        REPO / "clients" / "python",
+        tmp_path / "src",
+        ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"),
     )
+    subprocess.run([*pip, str(src)], check=True, timeout=300, capture_output=True)
     probe = subprocess.run([str(py), "-c", "import torch"], capture_output=True, text=True)
     assert probe.returncode != 0 and "No module named 'torch'" in probe.stderr
     out = tmp_path / "venv-out.wav"
-    run = client_cli(
-        "infer",
-        str(stack.tmp / "in.wav"),
+    run = infer_cli(
+        stack,
         str(out),
-        "--present",
-        "1",
         "--chunk",
         "512",
         *endpoints(stack),

@@ -17,9 +17,9 @@ import grpc.aio
 from mcrave_client import protocol
 from mcrave_client.base import ServiceBase, retryable, stream_config
 from mcrave_client.errors import ClientError
-from mcrave_client.pipeline import check_same_model, choose_model
+from mcrave_client.pipeline import PipelineStream, choose_model, join
 from mcrave_client.proto import decoder_pb2_grpc, encoder_pb2_grpc, models_pb2, models_pb2_grpc
-from mcrave_client.types import Decoded, ModelInfo, StreamInfo
+from mcrave_client.types import ModelInfo, StreamInfo
 
 
 class AsyncStream:
@@ -209,30 +209,6 @@ class AsyncDecoderClient(_AsyncClient):
         return await AsyncStream(self, protocol.DecodeStream(config)).open(self._stub.Decode)
 
 
-class AsyncPipelineStream:
-    """An encoder stream feeding a decoder stream; `run` yields decoded audio as it arrives."""
-
-    def __init__(self, encoder: AsyncStream, decoder: AsyncStream) -> None:
-        self.encoder, self.decoder = encoder, decoder
-        self.info = encoder.info
-
-    def run(self, items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Decoded]:
-        return self.decoder.run(self.encoder.run(items))
-
-    def set_present(self, present: Iterable[int]) -> None:
-        self.encoder.set_present(present)
-
-    def cancel(self) -> None:
-        self.encoder.cancel()
-        self.decoder.cancel()
-
-    async def __aenter__(self) -> AsyncPipelineStream:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.cancel()
-
-
 class AsyncPipeline:
     """asyncio twin of `mcrave_client.Pipeline`: the decoder opens on the encoder's version."""
 
@@ -252,20 +228,15 @@ class AsyncPipeline:
         chunk_frames: int,
         version: int = 0,
         seed: int = 0,
-    ) -> AsyncPipelineStream:
+    ) -> PipelineStream:
         encoder = await self.encoder.stream(model, present, chunk_frames, version)
+        bound = encoder.info.model
         try:
-            bound = encoder.info.model
             decoder = await self.decoder.stream(bound.name, chunk_frames, bound.version, seed)
-            try:
-                check_same_model(encoder.info, decoder.info)
-            except BaseException:
-                decoder.cancel()
-                raise
         except BaseException:
             encoder.cancel()
             raise
-        return AsyncPipelineStream(encoder, decoder)
+        return join(encoder, decoder)
 
     async def close(self) -> None:
         await self.encoder.close()
@@ -276,6 +247,5 @@ __all__ = [
     "AsyncDecoderClient",
     "AsyncEncoderClient",
     "AsyncPipeline",
-    "AsyncPipelineStream",
     "AsyncStream",
 ]

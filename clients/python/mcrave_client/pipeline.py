@@ -6,12 +6,12 @@ registry update between the two opens can never mix versions.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
-from mcrave_client.client import DecoderClient, EncoderClient, Stream
+from mcrave_client.client import DecoderClient, EncoderClient
 from mcrave_client.errors import ClientError
-from mcrave_client.types import Decoded, ModelInfo, StreamInfo
+from mcrave_client.types import ModelInfo, StreamInfo
 
 
 def choose_model(models: list[ModelInfo], target: str) -> ModelInfo:
@@ -33,15 +33,30 @@ def check_same_model(encoder: StreamInfo, decoder: StreamInfo) -> None:
         )
 
 
-class PipelineStream:
-    """An encoder stream feeding a decoder stream; `run` yields decoded audio."""
+def join(encoder: Any, decoder: Any) -> PipelineStream:
+    """Pair two open streams, cancelling both if they bound different weights."""
+    try:
+        check_same_model(encoder.info, decoder.info)
+    except BaseException:
+        encoder.cancel()
+        decoder.cancel()
+        raise
+    return PipelineStream(encoder, decoder)
 
-    def __init__(self, encoder: Stream, decoder: Stream) -> None:
+
+class PipelineStream:
+    """An encoder stream feeding a decoder stream; `run` yields decoded audio as it arrives.
+
+    Works for both kinds of stream: with asyncio streams `run` is an async generator and the
+    object is an async context manager.
+    """
+
+    def __init__(self, encoder: Any, decoder: Any) -> None:
         self.encoder, self.decoder = encoder, decoder
         self.info = encoder.info
 
-    def run(self, items: Iterable[Any]) -> Iterator[Decoded]:
-        """Stream `(present, frames)` chunks (or SetPresent) and yield `(N, frames)` blocks."""
+    def run(self, items: Any) -> Any:
+        """Stream `(present, frames)` chunks (or SetPresent) and yield `Decoded` blocks."""
         return self.decoder.run(self.encoder.run(items))
 
     def set_present(self, present: Iterable[int]) -> None:
@@ -55,6 +70,12 @@ class PipelineStream:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.cancel()
+
+    async def __aenter__(self) -> PipelineStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
         self.cancel()
 
 
@@ -79,18 +100,13 @@ class Pipeline:
         seed: int = 0,
     ) -> PipelineStream:
         encoder = self.encoder.stream(model, present, chunk_frames, version)
+        bound = encoder.info.model
         try:
-            bound = encoder.info.model
             decoder = self.decoder.stream(bound.name, chunk_frames, bound.version, seed)
-            try:
-                check_same_model(encoder.info, decoder.info)
-            except BaseException:
-                decoder.cancel()
-                raise
         except BaseException:
             encoder.cancel()
             raise
-        return PipelineStream(encoder, decoder)
+        return join(encoder, decoder)
 
     def close(self) -> None:
         self.encoder.close()
