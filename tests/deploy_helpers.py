@@ -322,7 +322,7 @@ class ReplayApiServer:
     any) has been seen; with none left it gets the last one it used again. `"body": "$request"`
     echoes the sent object (as the API server does on create), a PATCH answers the stored object
     with the patch merged, and `{"$stored": true, "status": ...}` answers the stored object with
-    the recorded fields (its status) merged in. Every request lands in `requests`; refused objects in `invalid`,
+    the recorded fields (its status) merged in; `{"$text": "..."}` is sent as text/plain. Every request lands in `requests`; refused objects in `invalid`,
     requests no exchange matched in `unexpected`.
     """
 
@@ -346,9 +346,10 @@ class ReplayApiServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 status, body = replay.answer(self.command, self.path, raw)
-                data = json.dumps(body).encode()
+                text = isinstance(body, dict) and body.get("$text")  # e.g. a pod log
+                data = text.encode() if text else json.dumps(body).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", "text/plain" if text else "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

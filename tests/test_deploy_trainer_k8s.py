@@ -21,7 +21,7 @@ FINAL = {trainer_pb2.SUCCEEDED, trainer_pb2.FAILED, trainer_pb2.CANCELLED, train
 
 
 async def submit_and_watch(
-    tmp: Path, replay: ReplayApiServer, job_id: str, cancel: bool
+    tmp: Path, replay: ReplayApiServer, job_id: str, cancel: bool, log_lines: int
 ) -> list[trainer_pb2.JobEvent]:
     from kubernetes import client
 
@@ -47,7 +47,7 @@ async def submit_and_watch(
             )  # fmt: skip
             await stub.SubmitJob(trainer_pb2.SubmitJobRequest(spec=spec, job_id=job_id))
             events = []
-            request = trainer_pb2.WatchJobRequest(job_id=job_id)
+            request = trainer_pb2.WatchJobRequest(job_id=job_id, log_lines=log_lines)
             async for event in stub.WatchJob(request, timeout=30):
                 events.append(event)
                 if cancel and len(events) == 1:
@@ -58,10 +58,10 @@ async def submit_and_watch(
         api.close()
 
 
-def run(tmp: Path, recording: str, job_id: str, cancel: bool = False):
+def run(tmp: Path, recording: str, job_id: str, cancel: bool = False, log_lines: int = 0):
     replay = ReplayApiServer(recording)
     try:
-        events = asyncio.run(submit_and_watch(tmp, replay, job_id, cancel))
+        events = asyncio.run(submit_and_watch(tmp, replay, job_id, cancel, log_lines))
     finally:
         replay.close()
     assert not replay.invalid, replay.invalid
@@ -74,9 +74,11 @@ def sent(replay: ReplayApiServer, method: str, path: str) -> list:
 
 
 def test_indexed_job_without_operator_runs_to_completion_and_is_cleaned_up(tmp_path):
-    events, replay = run(tmp_path, "indexed-job.json", "idx-1")
+    events, replay = run(tmp_path, "indexed-job.json", "idx-1", log_lines=2)
     assert events[-1].job.state == trainer_pb2.SUCCEEDED and events[-1].kind == "state"
     assert [e.job.state in FINAL for e in events].count(True) == 1  # ends at its final state
+    # the log tail comes from rank 0's pod (index 0 sorts first)
+    assert list(events[0].log_tail) == ["step 1200/20000 loss=3.41", "step 1210/20000 loss=3.38"]
 
     (svc,) = sent(replay, "POST", "/api/v1/namespaces/mcrave/services")
     (job,) = sent(replay, "POST", "/apis/batch/v1/namespaces/mcrave/jobs")

@@ -39,3 +39,7 @@ class Backend(Protocol):
     def cleanup(self, record: JobRecord) -> None:
         """Free what the finished job still holds (Kubernetes objects); idempotent."""
         ...
+
+    def log_tail(self, record: JobRecord, lines: int) -> list[str]:
+        """The last `lines` lines of the job's output (rank 0)."""
+        ...

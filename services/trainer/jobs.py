@@ -244,6 +244,13 @@ class JobManager:
             await self._launch(record, dataset, resume=True)
             return record
 
+    async def log_tail(self, record: JobRecord, lines: int) -> list[str]:
+        backend = self.backends.get(record.backend)
+        if lines <= 0 or backend is None:
+            return []
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, backend.log_tail, record, lines)
+
     def mark_published(self, record: JobRecord, name: str, version: int) -> None:
         record = self.get(record.id)  # the loop may have saved progress meanwhile
         record.published.append(f"{name}/{version}")

@@ -165,6 +165,19 @@ class KubernetesBackend:
                     seen.append(f"{pod.metadata.name}: {detail.reason}")
         return ", ".join(seen)
 
+    def log_tail(self, record: JobRecord, lines: int) -> list[str]:
+        """The last lines of the first pod's log (rank 0 sorts first); [] while there is none."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            pods = sorted(p.metadata.name for p in self._pods(record))
+            if not pods:
+                return []
+            text = self.core.read_namespaced_pod_log(pods[0], self.namespace, tail_lines=lines)
+        except ApiException:
+            return []  # pod gone or not started: the log is simply not there (yet)
+        return text.splitlines()[-lines:]
+
     def stop(self, record: JobRecord) -> None:
         name = record.handle["name"]
         if record.handle["kind"] == "PyTorchJob":

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from services.trainer.backend import RunStatus
-from services.trainer.progress import TRAIN_LOG
+from services.trainer.progress import TRAIN_LOG, log_tail
 from services.trainer.store import JobRecord
 
 
@@ -101,3 +101,6 @@ class LocalBackend:
         child = self._children.pop(record.id, None)
         if child is not None:
             child.wait()
+
+    def log_tail(self, record: JobRecord, lines: int) -> list[str]:
+        return log_tail(Path(record.run_dir), lines)

@@ -12,7 +12,6 @@ from mcrave_client.proto import trainer_pb2, trainer_pb2_grpc
 from mcrave.registry import RegistryError, read_manifest
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.trainer.jobs import JobManager
-from services.trainer.progress import log_tail
 from services.trainer.publish import iter_files, publish_checkpoint, published_versions, version_dir
 from services.trainer.store import JobRecord
 
@@ -60,7 +59,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
 
     async def WatchJob(self, request, context) -> AsyncIterator[trainer_pb2.JobEvent]:  # noqa: N802
         async for kind, record in self.manager.watch(request.job_id):
-            lines = log_tail(Path(record.run_dir), request.log_lines)
+            lines = await self.manager.log_tail(record, request.log_lines)
             yield trainer_pb2.JobEvent(kind=kind, job=job_message(record), log_tail=lines)
 
     async def CancelJob(self, request, context):  # noqa: N802
