@@ -94,11 +94,18 @@ class Trainer:
         self.best_valid = extra["best_valid"]
 
     # ---- one step ----------------------------------------------------------------------------
-    def _reconstruction(self, target: torch.Tensor, out: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Losses on *all* channels, output aligned to the input by the model's latency."""
+    def _aligned(
+        self, target: torch.Tensor, out: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input and output cut to the same samples (the output lags by `latency`), a multiple of
+        the PQMF band count long. Every loss and the discriminator see only these, so a delayed
+        output or its warm-up samples are never mistaken for an error or a tell."""
         lat, bands = self.model.latency, self.cfg.model.bands
         usable = (target.shape[-1] - lat) // bands * bands
-        x, y = target[..., :usable], out[..., lat : lat + usable]
+        return target[..., :usable], out[..., lat : lat + usable]
+
+    def _reconstruction(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Losses on *all* channels of aligned input `x` and output `y`."""
         pqmf = self.model.pqmf
         losses = {
             "spectral": spectral_distance(x, y),
@@ -132,19 +139,19 @@ class Trainer:
             z = mean + scale * noise  # our noise: drawn per global row, so ranks match one process
         if schedules.is_discriminator_step(step, tc):
             with torch.no_grad():
-                fake = self.model.decode(z, seeds)
+                real, fake = self._aligned(audio, self.model.decode(z, seeds))
             self.disc.requires_grad_(True)
-            loss_d = discriminator_loss(self.disc(audio), self.disc(fake))
+            loss_d = discriminator_loss(self.disc(real), self.disc(fake))
             self._update(self.opt_d, self.disc, loss_d, tc.d_lr)
             return {"discriminator": loss_d.item()}
-        out = self.model.decode(z, seeds)
-        losses = self._reconstruction(audio, out)
+        real, out = self._aligned(audio, self.model.decode(z, seeds))
+        losses = self._reconstruction(real, out)
         total = losses["spectral"] + losses["multiband"] + losses.get("projected", 0.0)
         total = total + tc.interchannel_weight * losses["interchannel"]
         if adversarial:
             self.disc.requires_grad_(False)
             with torch.no_grad():
-                real_features = self.disc(audio)
+                real_features = self.disc(real)
             adv, fm = generator_losses(real_features, self.disc(out))
             losses |= {"adversarial": adv, "feature_matching": fm}
             total = total + adv + tc.feature_matching_weight * fm
@@ -187,7 +194,8 @@ class Trainer:
         for mask in masks:
             m = mask.to(self.device).expand(audio.shape[0], n)
             mean, _ = self.model.encode(audio, m)
-            scores.append(self._reconstruction(audio, self.model.decode(mean))["spectral"].item())
+            x, y = self._aligned(audio, self.model.decode(mean))
+            scores.append(self._reconstruction(x, y)["spectral"].item())
         self.model.train()
         return sum(scores) / len(scores)
 
