@@ -78,10 +78,14 @@ class MCRave(nn.Module):
 
     @staticmethod
     def reparametrize(mean: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
-        """Sample z and return the KL to N(0, 1), summed over dims and frames: [B]."""
+        """Sample z and return the KL to N(0, 1), summed over dims, averaged over frames: [B].
+
+        Averaging over frames (as RAVE does) keeps the KL's weight independent of crop length;
+        a sum over frames made it ~frames times stronger and collapsed the posterior early.
+        """
         z = mean + scale * torch.randn_like(mean)
         var = scale * scale
-        kl = (mean * mean + var - torch.log(var) - 1).sum((1, 2))
+        kl = (mean * mean + var - torch.log(var) - 1).sum(1).mean(-1)
         return z, kl
 
     def decode(self, z: Tensor, seed: int | Tensor = 0) -> Tensor:
