@@ -304,6 +304,10 @@ def test_fresh_venv_without_torch(stack, tmp_path):
     subprocess.run([*pip, str(src)], check=True, timeout=300, capture_output=True)
     probe = subprocess.run([str(py), "-c", "import torch"], capture_output=True, text=True)
     assert probe.returncode != 0 and "No module named 'torch'" in probe.stderr
+    bridge = subprocess.run(
+        [str(venv / "bin" / "mcrave-bridge"), "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert bridge.returncode == 0 and "--present" in bridge.stdout
     out = tmp_path / "venv-out.wav"
     run = infer_cli(
         stack,
