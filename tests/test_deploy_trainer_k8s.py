@@ -103,6 +103,14 @@ def test_indexed_job_without_operator_runs_to_completion_and_is_cleaned_up(tmp_p
     assert replay.seen("DELETE", "/api/v1/namespaces/mcrave/services/mcrave-idx-1-0")
 
 
+def test_failed_job_reports_the_pod_reason_and_is_cleaned_up(tmp_path):
+    events, replay = run(tmp_path, "indexed-job-failure.json", "oom-1")
+    job = events[-1].job
+    assert job.state == trainer_pb2.FAILED and not job.resumable  # no checkpoint was written
+    assert "backoff limit" in job.message and "OOMKilled" in job.message
+    assert replay.seen("DELETE", "/apis/batch/v1/namespaces/mcrave/jobs/mcrave-oom-1-0")
+
+
 def test_pytorchjob_cancel_suspends_waits_for_pods_then_deletes(tmp_path):
     require_pytorchjob_schema()
     events, replay = run(tmp_path, "pytorchjob-cancel.json", "ptj-1", cancel=True)
