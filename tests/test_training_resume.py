@@ -145,3 +145,8 @@ def test_bad_input_exits_2_with_one_line(dataset, tmp_path, capsys):
     code, err = run("--set", "train.crop_frames=1000")
     assert code == 2 and "not a multiple of the model ratio" in err
     assert not (tmp_path / "run").exists()
+    assert run("--max-steps", "1")[0] == 0
+    bigger = write_dataset(tmp_path / "bigger", files=5)
+    code = train_main(["train", str(bigger), "-o", str(tmp_path / "run"), "--resume"])
+    err = capsys.readouterr().err
+    assert code == 2 and "data order differs" in err and len(err.strip().splitlines()) == 1

@@ -133,7 +133,11 @@ def main(argv: list[str]) -> int:
     opts = RunOptions(args.out, cfg.train.max_steps, args.seed, args.metrics_port, args.log_every)
     trainer = Trainer(cfg, train, valid, opts, info, device)
     if resumed is not None:
-        trainer.resume(resumed)
+        try:
+            trainer.resume(resumed)
+        except ValueError as exc:  # e.g. another world size: the data order would differ
+            print(f"mcrave train: {last}: {exc}", file=sys.stderr)
+            return 2
     try:
         outcome = trainer.fit()
     except ValueError as exc:  # e.g. the metrics port is taken

@@ -59,7 +59,10 @@ class BatchPlan:
 
     def check_state(self, state: dict[str, int]) -> None:
         if state != self.state():
-            raise ValueError(f"data order differs from the checkpoint's: {state} != {self.state()}")
+            raise ValueError(
+                f"data order differs from the checkpoint's ({state} != {self.state()}): "
+                "resume with the same dataset and number of ranks"
+            )
 
     def _permutation(self, epoch: int) -> np.ndarray:
         if self._perm is None or self._perm[0] != epoch:
