@@ -353,3 +353,37 @@ def test_bridge_cli_bad_input_is_one_line(stack):
     )
     assert run.returncode == 2 and "missing.wav: cannot read audio" in run.stderr
     assert run.stderr.strip().count("\n") == 0, run.stderr
+
+
+@needs_liblo
+def test_model_and_version_switch_restart_the_stream(stack):
+    dump = OscDump(stack.tmp)
+    bridge = Bridge(
+        EncoderClient(stack.enc.target),
+        None,
+        model=None,
+        present=(1,),
+        make_source=lambda info, c: QueueSource(info.channels, info.sample_rate, c),
+        send_to=("127.0.0.1", dump.port),
+    )
+    port = bridge.address[1]
+    server = threading.Thread(target=bridge.serve, daemon=True)
+    server.start()
+    try:
+        _oscsend(port, "/mcrave/start")
+        _oscsend(port, "/mcrave/version", "i", 1)  # same weights, but a new stream
+        _oscsend(port, "/mcrave/model", "s", "no-such-model")
+        errors = dump.wait_for("/mcrave/error")
+        statuses = dump.wait_for("/mcrave/status", 2)
+        _oscsend(port, "/mcrave/stop")
+        assert bridge.ended.wait(20)
+    finally:
+        bridge.close()
+        server.join(timeout=5)
+        dump.stop()
+    assert [s[1][:4] for s in statuses[:2]] == [
+        ["running", "tiny", 1, 1],
+        ["running", "tiny", 1, 2],
+    ]
+    assert errors[0][1][0] == "/mcrave/model" and "NOT_FOUND" in errors[0][1][1]
+    assert bridge.model == "tiny" and bridge.stream_id == 2  # the bad name changed nothing

@@ -276,9 +276,12 @@ class Bridge:
     def _ended(self, session: Session, error: BaseException | None) -> None:
         with self._lock:
             self.last_session = session
-            if self.session is session:
+            current = self.session is session  # not a stream replaced by /model or /version
+            if current:
                 self.session = None
                 self.state = "error" if error else "stopped"
+        if not current:
+            return
         if error is not None:
             self.last_error = error
             self.error("/mcrave/start", " ".join(str(error).split()))

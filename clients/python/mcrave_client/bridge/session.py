@@ -69,13 +69,18 @@ class Session:
         self.jitter = JitterBuffer(jitter)
         self.stats = SessionStats()
         self.stop_event = threading.Event()
+        self._aborted = False
         self._encoded_all = threading.Event()
         self._error: BaseException | None = None
         self.enc = encoder.stream(info, controls.present, chunk)
         self.dec = None
         if decoder is not None:
             bound = self.enc.info.model
-            self.dec = decoder.stream(bound.name, chunk, bound.version)
+            try:
+                self.dec = decoder.stream(bound.name, chunk, bound.version)
+            except BaseException:
+                self.enc.cancel()
+                raise
         self._to_decoder: queue.Queue = queue.Queue(maxsize=256)
         jobs = [self._feed, self._read_latents, self._pace]
         if self.dec is not None:
@@ -98,6 +103,8 @@ class Session:
         self.stop_event.set()
 
     def abort(self) -> None:
+        """Stop at once: buffered frames are not sent, the server streams are cancelled."""
+        self._aborted = True
         self.stop_event.set()
         self._encoded_all.set()
         self.enc.cancel()
@@ -175,7 +182,7 @@ class Session:
             pass
         self._last_index = -1
         tick = time.perf_counter()
-        while not (self._encoded_all.is_set() and len(self.jitter) == 0):
+        while not self._aborted and not (self._encoded_all.is_set() and len(self.jitter) == 0):
             item = self.jitter.pop()
             if item is not None:
                 index, frame = item
