@@ -204,7 +204,8 @@ class JobManager:
             record.state, record.message = "FAILED", f"could not start: {exc}"
         else:
             record.handle, record.state, record.message = handle, "RUNNING", ""
-        self._tails[record.id] = ProgressTail(Path(record.run_dir))
+        # a resumed run appends to its log: follow only what the new attempt writes
+        self._tails[record.id] = ProgressTail(Path(record.run_dir), from_end=resume)
         self.store.save(record)
         self._announce(record, "state")
 
@@ -294,6 +295,7 @@ class JobManager:
                     events.append((kind, copy.deepcopy(record)))
             if self.on_steps and record.step > before:
                 self.on_steps(record.step - before)
+            dirty = bool(read) or not status.running
             if not status.running:
                 self._finish(record, status, reconciling)
                 try:
@@ -304,7 +306,8 @@ class JobManager:
             elif record.state == "CANCELLING" and time.time() > record.handle["cancel_deadline"]:
                 record.message = "no checkpoint within the grace period: killed"
                 await loop.run_in_executor(None, backend.kill, record)
-            if read or not status.running:
+                dirty = True
+            if dirty:
                 self.store.save(record)  # durable before anyone hears of it
                 changed = True
                 for kind, snapshot in events:

@@ -18,9 +18,9 @@ TRAIN_LOG = "train.log"
 class ProgressTail:
     """Reads complete new lines only, so a line being written is picked up on the next read."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, from_end: bool = False) -> None:
         self.path = run_dir / PROGRESS_LOG
-        self._offset = 0
+        self._offset = self.path.stat().st_size if from_end and self.path.exists() else 0
 
     def read(self) -> list[dict[str, Any]]:
         try:
