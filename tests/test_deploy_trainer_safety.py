@@ -38,7 +38,8 @@ def test_kill_between_checkpoint_write_and_rename_keeps_last_checkpoint(tmp_path
     models.mkdir()
     with Services(tmp_path) as svc:
         client = connect(svc.trainer(data_root, models))
-        job = client.submit("ds", config="test", max_steps=8, overrides=OVERRIDES)
+        # long enough that the cancel lands before the end (it stops the job early anyway)
+        job = client.submit("ds", config="test", max_steps=500, overrides=OVERRIDES)
         wait_for(lambda: client.get(job.id).checkpoint_step >= 2, 120, "a first checkpoint")
         client.cancel(job.id)
         stopped = client.wait(job.id)
@@ -65,7 +66,7 @@ def test_kill9_of_the_trainer_loses_no_job_and_reconciles(tmp_path):
     models.mkdir()
     with Services(tmp_path) as svc:
         client = connect(svc.trainer(data_root, models))
-        survivor = client.submit("ds", config="test", max_steps=24, overrides=OVERRIDES)
+        survivor = client.submit("ds", config="test", max_steps=40, overrides=OVERRIDES)
         victim = client.submit("ds", config="test", max_steps=200, overrides=OVERRIDES)
         wait_for(lambda: client.get(victim.id).checkpoint_step >= 2, 120, "victim's checkpoint")
         client.close()
@@ -84,7 +85,7 @@ def test_kill9_of_the_trainer_loses_no_job_and_reconciles(tmp_path):
         assert client.get(victim.id).resumable
         # the survivor kept running without its trainer; the new trainer follows it to the end
         done = client.wait(survivor.id)
-        assert state(client, survivor.id) == "SUCCEEDED" and done.step == 24
+        assert state(client, survivor.id) == "SUCCEEDED" and done.step == 40
         client.close()
 
 
