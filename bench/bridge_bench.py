@@ -3,7 +3,8 @@
 A stereo file is streamed (paced in real time) through `mcrave-bridge`'s engine with the
 encoder and decoder services in their own processes; a UDP socket in this process stands in for
 Max's `udpreceive` and timestamps every `/mcrave/latent` packet. Reported:
-- pacing jitter: |interval between packets - frame period|, p50/p99 (target p99 < 2 ms);
+- pacing jitter: |interval between packets - frame period|, p50/p99 (target p99 < 2 ms), with
+  arrivals stamped by liblo's oscdump in its own process when installed;
 - end-to-end latency from an audio frame being available at the source to (a) its latent
   frame arriving over OSC and (b) its decoded audio arriving (model latency included),
   p50/p99, next to the target: model latency + one buffer + jitter buffer (prefill) + 10 ms;
@@ -16,7 +17,9 @@ Max's `udpreceive` and timestamps every `/mcrave/latent` packet. Reported:
 from __future__ import annotations
 
 import argparse
+import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -38,17 +41,33 @@ def quantile(values, q: float) -> float:
 
 
 class Receiver:
-    """Stands in for Max's udpreceive: records (arrival time, frame index) of each latent."""
+    """Stands in for Max's udpreceive and records (arrival time, frame index) per latent.
 
-    def __init__(self) -> None:
+    liblo's oscdump, a separate C process, stamps each message on arrival (its printed time tag)
+    so the bridge's own threads and GIL do not colour the measurement; without liblo a socket
+    thread in this process does it.
+    """
+
+    NTP_EPOCH = 2208988800  # seconds from 1900 (NTP) to 1970 (Unix)
+
+    def __init__(self, workdir: Path) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
         self.arrivals: list[tuple[float, int]] = []
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self._dump = None
+        if shutil.which("oscdump"):
+            self.sock.close()
+            self._log = workdir / f"oscdump-{self.port}.txt"
+            with open(self._log, "w") as fh:
+                self._dump = subprocess.Popen(["oscdump", "-L", str(self.port)], stdout=fh)
+            time.sleep(0.3)
+        else:
+            self.sock.settimeout(0.2)
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        self.method = "oscdump" if self._dump else "python socket"
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -62,9 +81,20 @@ class Receiver:
                     self.arrivals.append((now, args[1]))
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sock.close()
+        if self._dump is None:
+            self._stop.set()
+            self._thread.join()
+            self.sock.close()
+            return
+        self._dump.terminate()
+        self._dump.wait()
+        to_perf = time.time() - time.perf_counter()  # wall clock -> perf_counter clock
+        for line in self._log.read_text().splitlines():
+            parts = line.split()
+            if len(parts) > 3 and parts[1] == LATENT:
+                secs, frac = (int(x, 16) for x in parts[0].split("."))
+                wall = secs - self.NTP_EPOCH + frac / 2**32
+                self.arrivals.append((wall - to_perf, int(parts[4])))
 
 
 def load_decoder(
@@ -87,7 +117,7 @@ def load_decoder(
 
 
 def scenario(enc, dec, path: Path, chunk_frames: int, load: int, seconds: float) -> dict:
-    receiver = Receiver()
+    receiver = Receiver(path.parent)
     stop_load = threading.Event()
     if load:
         load_decoder(dec.target, enc.target, "bench", load, stop_load, seconds)
@@ -137,6 +167,7 @@ def scenario(enc, dec, path: Path, chunk_frames: int, load: int, seconds: float)
     ) + 0.010
     return {
         "load_streams": load,
+        "receiver": receiver.method,
         "frames_received": len(times),
         "distinct_frames": len(first),
         "underruns": session.jitter.underruns,
