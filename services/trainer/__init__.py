@@ -1,0 +1,1 @@
+"""The trainer service: training jobs as a service (see README.md)."""
