@@ -109,7 +109,11 @@ class KubernetesBackend:
         svc = self._models.V1Service.from_dict(headless_service(spec))
         self.core.create_namespaced_service(self.namespace, svc)
         job = self._models.V1Job.from_dict(indexed_job(spec))
-        self.batch.create_namespaced_job(self.namespace, job)
+        try:
+            self.batch.create_namespaced_job(self.namespace, job)
+        except Exception:
+            self.core.delete_namespaced_service(spec.name, self.namespace)  # leave nothing behind
+            raise
         return {"kind": "Job", "name": spec.name}
 
     def _get(self, record: JobRecord) -> dict | None:
