@@ -117,18 +117,26 @@ def test_bad_requests_get_exact_codes_and_health_port_serves_probes(tmp_path):
     asyncio.run(_exercise(tmp_path))
 
 
-def test_trainer_cli_refuses_bad_options_with_one_line(tmp_path):
+def test_serve_refuses_bad_trainer_and_pull_options_with_one_line(tmp_path):
     import subprocess
     import sys
 
-    base = [sys.executable, "-m", "mcrave.cli.main", "serve", "trainer", "--port", "0"]
+    serve = [sys.executable, "-m", "mcrave.cli.main", "serve"]
+    trainer = [
+        "trainer",
+        "--port",
+        "0",
+        "--jobs-dir",
+        str(tmp_path / "j"),
+        "--models",
+        str(tmp_path),
+    ]
     cases = [
-        (["--jobs-dir", str(tmp_path / "j"), "--data-root", str(tmp_path / "missing"),
-          "--models", str(tmp_path)], "--data-root folder does not exist"),
-        (["--jobs-dir", str(tmp_path / "j"), "--data-root", str(tmp_path), "--models",
-          str(tmp_path), "--token-file", str(tmp_path / "nope")], "cannot read token"),
-    ]  # fmt: skip
+        ([*trainer, "--data-root", str(tmp_path / "missing")], "--data-root folder does not exist"),
+        ([*trainer, "--data-root", str(tmp_path), "--token-file", str(tmp_path / "no")], "token"),
+        (["decoder", "--models", str(tmp_path), "--pull-from", "nocolon"], "HOST:PORT"),
+    ]
     for args, words in cases:
-        proc = subprocess.run([*base, *args], capture_output=True, text=True, timeout=60)
+        proc = subprocess.run([*serve, *args], capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2, proc.stderr
         assert words in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -70,10 +70,13 @@ def start_mirror(
     """
     from mcrave_client.connection import read_token
 
-    token = read_token(Path(token_file)) if token_file else None
     path = lambda p: Path(p) if p else None  # noqa: E731
-    conn = Connection(target, path(tls_ca), path(tls_cert) if tls_ca else None,
-                      path(tls_key) if tls_ca else None, token)  # fmt: skip
+    try:
+        token = read_token(Path(token_file)) if token_file else None
+        conn = Connection(target, path(tls_ca), path(tls_cert) if tls_ca else None,
+                          path(tls_key) if tls_ca else None, token)  # fmt: skip
+    except ClientError as err:  # the CLI reports ValueErrors as one line, exit 2
+        raise ValueError(f"--pull-from {target}: {err}") from None
     models.mkdir(parents=True, exist_ok=True)
     mirror = RegistryMirror(conn, models)
     try:
