@@ -79,6 +79,10 @@ async def _exercise(tmp: Path) -> None:
                 spec=trainer_pb2.JobSpec(dataset="ds"), job_id="A!"
             )
             assert (await status(stub.SubmitJob, bad_id))[0] == Code.INVALID_ARGUMENT
+            running.manager.max_active = 0  # a full trainer refuses valid jobs, launching none
+            full = trainer_pb2.SubmitJobRequest(spec=trainer_pb2.JobSpec(dataset="ds"))
+            got = await status(stub.SubmitJob, full)
+            assert got[0] == Code.RESOURCE_EXHAUSTED and "limit 0" in got[1], got
             assert not list((tmp / "jobs").glob("runs/*")), "a refused job was launched"
             listed = await stub.ListJobs(trainer_pb2.ListJobsRequest(), metadata=auth)
             assert not listed.jobs

@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token-file", help="file holding the bearer token clients must send")
     p.add_argument("--threads", type=int, help="torch threads per local job")
     p.add_argument("--cancel-grace", type=float, default=120.0, help="seconds to checkpoint")
+    p.add_argument("--max-active", type=int, default=4, help="jobs running at once (default 4)")
     p.add_argument("--sd-file", type=Path, help="write running jobs' metrics targets (file_sd)")
     p.add_argument("--sd-host", default="127.0.0.1", help="host Prometheus reaches jobs on")
     p.add_argument("--ready-file", type=Path, help="write the bound ports here as JSON")
@@ -79,6 +80,7 @@ def main(argv: list[str]) -> int:
             sd_host=args.sd_host,
             threads=args.threads,
             cancel_grace_s=args.cancel_grace,
+            max_active=args.max_active,
             extra_backends=extra,
         )
         asyncio.run(serve(cfg, ready_file=args.ready_file))

@@ -22,7 +22,13 @@ from typing import Any
 import grpc
 
 from mcrave.config import PRESET_NAMES, PROJECTIONS
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, ServiceError
+from services.common.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    ServiceError,
+)
 from services.trainer.backend import Backend, RunStatus
 from services.trainer.progress import ProgressTail, apply
 from services.trainer.store import ACTIVE, DuplicateJob, JobRecord, JobStore
@@ -126,6 +132,7 @@ class JobManager:
         *,
         poll_s: float = 0.5,
         cancel_grace_s: float = 120.0,
+        max_active: int = 4,
         on_change: Callable[[JobManager], None] | None = None,
         on_steps: Callable[[int], None] | None = None,
     ) -> None:
@@ -135,6 +142,7 @@ class JobManager:
         self.paths = paths
         self.poll_s = poll_s
         self.cancel_grace_s = cancel_grace_s
+        self.max_active = max_active  # jobs running at once (a machine has so many cores)
         self.on_change = on_change  # metrics and service discovery refresh
         self.on_steps = on_steps
         self._tails: dict[str, ProgressTail] = {}
@@ -178,6 +186,7 @@ class JobManager:
                 f"job_id {job_id!r}: lowercase letters, digits and '-', 2-32 long", "job-id"
             )
         dataset = validate_spec(spec, self.paths, self.backends)
+        self._check_capacity()
         job_id = job_id or f"j{time.strftime('%m%d%H%M')}-{secrets.token_hex(3)}"
         record = JobRecord(
             id=job_id,
@@ -192,6 +201,14 @@ class JobManager:
             raise AlreadyExists(f"job {job_id!r} exists already", "duplicate-job") from None
         await self._launch(record, dataset, resume=False)
         return record
+
+    def _check_capacity(self) -> None:
+        active = len(self.store.list(ACTIVE, limit=10_000))
+        if active >= self.max_active:
+            raise ResourceExhausted(
+                f"{active} jobs are active (limit {self.max_active}): cancel one or retry later",
+                "too-many-jobs",
+            )
 
     async def _launch(self, record: JobRecord, dataset: Path, resume: bool) -> None:
         backend = self.backends[record.backend]
@@ -238,6 +255,7 @@ class JobManager:
             if record.backend not in self.backends:
                 raise FailedPrecondition(f"backend {record.backend} is unavailable", "backend")
             dataset = resolve_dataset(self.paths.data_root, record.spec["dataset"])
+            self._check_capacity()
             record.attempt += 1
             record.state, record.message = "PENDING", ""
             record.handle = {}

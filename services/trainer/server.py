@@ -54,6 +54,7 @@ class TrainerConfig:
     sd_host: str = "127.0.0.1"  # how Prometheus reaches local jobs' metrics ports
     threads: int | None = None  # torch threads per local job
     cancel_grace_s: float = 120.0
+    max_active: int = 4
     poll_s: float = 0.5
     extra_backends: dict[str, Backend] = field(default_factory=dict)  # e.g. kubernetes
 
@@ -117,6 +118,7 @@ async def start_trainer(cfg: TrainerConfig) -> RunningTrainer:
         Paths(cfg.data_root, cfg.runs_dir or cfg.jobs_dir / "runs", cfg.models),
         poll_s=cfg.poll_s,
         cancel_grace_s=cfg.cancel_grace_s,
+        max_active=cfg.max_active,
         on_change=refresh,
         on_steps=metrics.steps.inc,
     )
