@@ -12,7 +12,7 @@ from pathlib import Path
 import soundfile as sf
 from tqdm import tqdm
 
-from mcrave_client.client import DecoderClient, EncoderClient
+from mcrave_client.client import DecoderClient, EncoderClient, ModelClient
 from mcrave_client.connection import Connection, read_token
 from mcrave_client.errors import ClientError
 from mcrave_client.framing import FramingError
@@ -106,7 +106,7 @@ def _frames_and_rate(path: Path) -> tuple[int, int]:
 
 
 def _models(args: argparse.Namespace) -> None:
-    with EncoderClient(connection(args.server, args)) as client:
+    with ModelClient(connection(args.server, args)) as client:
         for m in client.list_models():
             print(
                 f"{m.ref.name}\tv{m.ref.version}\t{m.channels} ch\t{m.sample_rate} Hz\t"

@@ -211,6 +211,12 @@ class _Client(ServiceBase):
         self.close()
 
 
+class ModelClient(_Client):
+    """Model discovery alone (ListModels/GetModel): every service answers it."""
+
+    service = "server"
+
+
 class EncoderClient(_Client):
     """Audio of the present channels -> latents."""
 
@@ -268,4 +274,4 @@ class DecoderClient(_Client):
             yield from stream.run(latents)
 
 
-__all__ = ["DecoderClient", "EncoderClient", "SetPresent", "Stream"]
+__all__ = ["DecoderClient", "EncoderClient", "ModelClient", "SetPresent", "Stream"]
