@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     infer.add_argument("--seed", type=int, default=0, help="decoder noise seed")
     infer.add_argument("--quiet", action="store_true", help="no progress bar")
     add_connection_args(infer)
+    sub.add_parser(
+        "train", help="submit, watch, cancel, resume, publish or list training jobs", add_help=False
+    )
     models = sub.add_parser("models", help="list the models a service serves")
     models.add_argument("--server", required=True, metavar="HOST:PORT")
     add_connection_args(models)
@@ -116,6 +119,11 @@ def _models(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:  # training jobs have their own parser (mcrave_client.trainer)
+        from mcrave_client.trainer import main as train_main
+
+        return train_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         {"infer": _infer, "models": _models}[args.command](args)
