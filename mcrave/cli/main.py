@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "new": ("mcrave.cli.model_commands", "create an untrained model checkpoint"),
     "info": ("mcrave.cli.model_commands", "describe a model (checkpoint or registry entry)"),
     "export": ("mcrave.cli.model_commands", "export a TorchScript .ts that nn~ loads"),
+    "publish": ("mcrave.cli.model_commands", "publish a checkpoint into a model registry"),
     "infer": ("mcrave.cli.infer", "infer all channels of a file from the present ones"),
     "synth": ("mcrave.cli.synth", "generate a synthetic multichannel corpus"),
     "prepare": ("mcrave.cli.prepare", "prepare audio files into a training dataset"),

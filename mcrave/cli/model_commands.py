@@ -116,7 +116,29 @@ def _export(argv: list[str]) -> int:
     return run_command("export", body)
 
 
-_COMMANDS = {"new": _new, "info": _info, "export": _export}
+def _publish(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="mcrave publish", description="Publish a checkpoint into a registry."
+    )
+    p.add_argument("checkpoint", help="checkpoint file (a training run's last.ckpt works)")
+    p.add_argument("--models", required=True, help="registry folder (MODELS/<name>/<version>/)")
+    p.add_argument("--name", required=True, help="model name in the registry")
+    p.add_argument("--no-ts", action="store_true", help="skip the TorchScript export for nn~")
+    args = p.parse_args(argv)
+
+    def body() -> int:
+        from mcrave.publish import publish_checkpoint
+
+        version, step = publish_checkpoint(
+            args.models, args.name, args.checkpoint, torchscript=not args.no_ts
+        )
+        print(f"published {args.name} version {version} (training step {step}) in {args.models}")
+        return 0
+
+    return run_command("publish", body)
+
+
+_COMMANDS = {"new": _new, "info": _info, "export": _export, "publish": _publish}
 
 
 def main(argv: list[str]) -> int:

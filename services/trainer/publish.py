@@ -1,14 +1,11 @@
 """Publishing a job's checkpoint into the registry, and reading published versions back out.
 
-Publishing strips the training state (optimisers, discriminator) from the run's checkpoint,
-optionally exports TorchScript for nn~, and hands both to `mcrave.registry.publish_version`,
-which makes the version appear atomically; encoders and decoders polling the registry load it
-without a restart. torch is imported here only when a publish happens.
+Publishing itself is `mcrave.publish` (strip training state, optional TorchScript, atomic
+registry version); torch is imported here only when a publish happens.
 """
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,28 +18,16 @@ def publish_checkpoint(
     models: Path, name: str, checkpoint: Path, work_dir: Path, torchscript: bool, job_id: str
 ) -> tuple[int, int]:
     """Export `checkpoint` as `models/name/<next>`; returns (version, training step)."""
-    from mcrave.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-    from mcrave.config import Config
+    from mcrave.publish import publish_checkpoint as publish
 
-    payload = load_checkpoint(checkpoint)
-    model = model_from_checkpoint(payload).eval()
-    step = int(payload["step"])
-    work_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=work_dir, prefix=".publish-") as tmp:
-        slim = save_checkpoint(
-            Path(tmp) / "model.ckpt", model, step=step, config=Config.from_dict(payload["config"])
-        )
-        ts = None
-        if torchscript:
-            from mcrave.export import export_nn_tilde
-
-            ts = export_nn_tilde(model, Path(tmp) / "model.ts")
-        from mcrave.registry import publish_version
-
-        version = publish_version(
-            models, name, slim, torchscript=ts, info={"job_id": job_id, "step": step}
-        )
-    return version, step
+    return publish(
+        models,
+        name,
+        checkpoint,
+        torchscript=torchscript,
+        info={"job_id": job_id},
+        work_dir=work_dir,
+    )
 
 
 def published_versions(models: Path, name: str = "") -> list[tuple[str, int, dict[str, str]]]:
