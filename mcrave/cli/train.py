@@ -26,6 +26,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.ckpt")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics here (0 = any)")
+    p.add_argument(
+        "--metrics-linger",
+        type=float,
+        default=0.0,
+        help="keep serving metrics this many seconds after the run ends (short jobs)",
+    )
     p.add_argument("--projection", default="identity", choices=PROJECTIONS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch CPU threads (fix it for exact resume)")
@@ -130,7 +136,14 @@ def main(argv: list[str]) -> int:
     if info.is_main and not args.resume:
         args.out.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(args.out / "config.json", json.dumps(cfg.to_dict(), indent=2).encode())
-    opts = RunOptions(args.out, cfg.train.max_steps, args.seed, args.metrics_port, args.log_every)
+    opts = RunOptions(
+        args.out,
+        cfg.train.max_steps,
+        args.seed,
+        args.metrics_port,
+        args.log_every,
+        args.metrics_linger,
+    )
     trainer = Trainer(cfg, train, valid, opts, info, device)
     if resumed is not None:
         try:

@@ -21,7 +21,12 @@ class Monitor:
     """Writes every channel; created only on rank 0 (other ranks hold None)."""
 
     def __init__(
-        self, run_dir: Path, start_step: int, max_steps: int, metrics_port: int | None
+        self,
+        run_dir: Path,
+        start_step: int,
+        max_steps: int,
+        metrics_port: int | None,
+        metrics_linger: float = 0.0,
     ) -> None:
         from torch.utils.tensorboard import SummaryWriter  # heavy import, rank 0 only
 
@@ -51,6 +56,7 @@ class Monitor:
         self._window_seconds: list[float] = []
         self.metrics_port = None
         self._server = None
+        self._linger = metrics_linger
         if metrics_port is not None:
             try:
                 self._server, _ = start_http_server(metrics_port, registry=self.registry)
@@ -109,6 +115,8 @@ class Monitor:
         self._tb.close()
         self._log.close()
         if self._server is not None:
+            # a short job can end between two scrapes: keep its last values up for a while
+            time.sleep(self._linger)
             self._server.shutdown()
 
 

@@ -42,6 +42,7 @@ class RunOptions:
     seed: int = 0
     metrics_port: int | None = None
     log_every: int = 10
+    metrics_linger: float = 0.0  # seconds the metrics stay served after the run ends
 
 
 class Trainer:
@@ -223,7 +224,7 @@ class Trainer:
         """Train to max_steps or until a signal; returns "done", the signal's name or "diverged"."""
         tc, opts = self.tc, self.opts
         monitor = (
-            Monitor(opts.run_dir, self.step, opts.max_steps, opts.metrics_port)
+            Monitor(opts.run_dir, self.step, opts.max_steps, opts.metrics_port, opts.metrics_linger)
             if self.info.is_main
             else None
         )

@@ -105,6 +105,10 @@ def validate_spec(spec: dict[str, Any], paths: Paths, backends: dict[str, Backen
     return dataset
 
 
+# a job's last metric values stay up this long after it ends, so a short job is still scraped
+METRICS_LINGER_S = 10
+
+
 def train_args(record: JobRecord, dataset: Path, metrics_port: int, resume: bool) -> list[str]:
     """The `mcrave train` arguments of a job (the backend adds the launcher)."""
     spec = record.spec
@@ -113,6 +117,7 @@ def train_args(record: JobRecord, dataset: Path, metrics_port: int, resume: bool
         "train", str(dataset), "--config", spec.get("config", "cpu-small"),
         "-o", record.run_dir, "--projection", spec.get("projection", "identity"),
         "--seed", str(int(spec.get("seed", 0))), "--metrics-port", str(metrics_port),
+        "--metrics-linger", str(METRICS_LINGER_S),
         "--log-every", str(max(1, min(10, steps // 50))) if steps else "10",
     ]  # fmt: skip
     if steps:
