@@ -6,6 +6,8 @@ Shapes: [B, C, T]. Chunks must be multiples of the strides below a layer (the mo
 
 from __future__ import annotations
 
+from typing import Optional  # TorchScript reads Optional, not `X | None`
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -13,6 +15,31 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 from mcrave.dsp.stateful import StatefulLayer
+
+
+def conv1d_gemm(
+    x: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor],
+    stride: int,
+    dilation: int,  # noqa: UP045
+) -> Tensor:
+    """Valid conv1d as one matrix product over unfolded columns.
+
+    For streaming-sized inputs PyTorch's CPU convolution falls back to slow per-element kernels
+    (notably for dilated convs); im2col + GEMM runs the same arithmetic through BLAS instead.
+    """
+    k = weight.shape[-1]
+    if k == 1:
+        y = torch.einsum("bct,oc->bot", x[:, :, ::stride], weight[:, :, 0])
+    else:
+        cols = x.unfold(2, (k - 1) * dilation + 1, stride)  # [B, C, T_out, span]
+        if dilation > 1:
+            cols = cols[..., ::dilation]  # [B, C, T_out, k]
+        y = torch.einsum("bctk,ock->bot", cols, weight)
+    if bias is not None:
+        y = y + bias[None, :, None]
+    return y
 
 
 class CausalConv1d(StatefulLayer):
@@ -29,16 +56,17 @@ class CausalConv1d(StatefulLayer):
         self.conv = weight_norm(nn.Conv1d(cin, cout, kernel, stride=stride, dilation=dilation))
         self.context = (kernel - 1) * dilation
         self.cin = cin
+        self.stride = stride
+        self.dilation = dilation
 
     def state_shape(self) -> tuple[int, int]:
         return (self.cin, self.context)
 
     def forward(self, x: Tensor, states: list[Tensor]) -> Tensor:
-        if self.context == 0:
-            return self.conv(x)
-        x = torch.cat([states[self.sid], x], -1)
-        states[self.sid] = x[..., x.shape[-1] - self.context :]
-        return self.conv(x)
+        if self.context > 0:
+            x = torch.cat([states[self.sid], x], -1)
+            states[self.sid] = x[..., x.shape[-1] - self.context :]
+        return conv1d_gemm(x, self.conv.weight, self.conv.bias, self.stride, self.dilation)
 
 
 class CausalConvTranspose1d(StatefulLayer):
@@ -57,7 +85,11 @@ class CausalConvTranspose1d(StatefulLayer):
         return (self.cout, self.stride)
 
     def forward(self, x: Tensor, states: list[Tensor]) -> Tensor:
-        full = self.conv(x)  # [B, C, (F+1)*s]
+        # as a GEMM: frame f writes kernel taps [0, s) at f*s and taps [s, 2s) at (f+1)*s
+        s = self.stride
+        y = torch.einsum("bcf,cok->bokf", x, self.conv.weight)  # [B, C_out, 2s, F]
+        frames = F.pad(y[:, :, :s], (0, 1)) + F.pad(y[:, :, s:], (1, 0))  # [B, C_out, s, F+1]
+        full = frames.permute(0, 1, 3, 2).reshape(x.shape[0], self.cout, -1)  # [B, C, (F+1)*s]
         n = x.shape[-1] * self.stride
         head = full[..., :n]
         head = torch.cat(
@@ -77,7 +109,7 @@ class ResidualUnit(nn.Module):
 
     def forward(self, x: Tensor, states: list[Tensor]) -> Tensor:
         y = self.conv(F.leaky_relu(x, 0.2), states)
-        return x + self.mix(F.leaky_relu(y, 0.2))
+        return x + conv1d_gemm(F.leaky_relu(y, 0.2), self.mix.weight, self.mix.bias, 1, 1)
 
 
 def remove_weight_norm(model: nn.Module) -> nn.Module:
