@@ -20,9 +20,9 @@ from mcrave.dsp.stateful import StatefulLayer
 def conv1d_gemm(
     x: Tensor,
     weight: Tensor,
-    bias: Optional[Tensor],
+    bias: Optional[Tensor],  # noqa: UP045
     stride: int,
-    dilation: int,  # noqa: UP045
+    dilation: int,
 ) -> Tensor:
     """Valid conv1d as one matrix product over unfolded columns.
 
