@@ -107,7 +107,9 @@ def test_config_roundtrip_rejects_unknown_keys():
 def test_publish_strips_training_state_and_exports(tmp_path):
     from mcrave.publish import publish_checkpoint
 
-    ckpt = save_checkpoint(tmp_path / "run.ckpt", tiny_model(), step=42, extra={"optimizer": torch.ones(1000)})
+    ckpt = save_checkpoint(
+        tmp_path / "run.ckpt", tiny_model(), step=42, extra={"optimizer": torch.ones(1000)}
+    )
     version, step = publish_checkpoint(tmp_path / "models", "demo", ckpt)
     assert (version, step) == (1, 42)
     entry = resolve_model(tmp_path / "models" / "demo")

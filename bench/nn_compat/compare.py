@@ -36,8 +36,16 @@ def main(binary: str, workdir: str, source: str | None = None) -> int:
     audio = (rng.standard_normal((n, frames)) * 0.3).astype(np.float32)
     ts_path = export_nn_tilde(model, work / "model.ts", force=True)
     (work / "in.f32").write_bytes(audio.tobytes())
-    cmd = [binary, str(ts_path), str(work / "in.f32"), str(n), str(frames), str(buffer), str(work / "out.f32"),
-           *map(str, present)]
+    cmd = [
+        binary,
+        str(ts_path),
+        str(work / "in.f32"),
+        str(n),
+        str(frames),
+        str(buffer),
+        str(work / "out.f32"),
+        *map(str, present),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     print(proc.stdout.strip(), proc.stderr.strip())
     if proc.returncode:
@@ -49,13 +57,17 @@ def main(binary: str, workdir: str, source: str | None = None) -> int:
     mask = torch.tensor([present], dtype=torch.bool)
     ours = []
     for start in range(0, frames, buffer):
-        enc, z = engine.encode_step(enc, torch.from_numpy(audio[None, :, start : start + buffer]), mask)
+        enc, z = engine.encode_step(
+            enc, torch.from_numpy(audio[None, :, start : start + buffer]), mask
+        )
         dec, y = engine.decode_step(dec, z)
         ours.append(y[0].numpy())
     mine = np.concatenate(ours, -1)
     rel = float(np.abs(theirs - mine).max() / max(np.abs(mine).max(), 1e-12))
-    print(f"{n} channels, present {present}, buffer {buffer}: max relative difference "
-          f"libtorch 2.5.1 vs mcrave {rel:.2e}")
+    print(
+        f"{n} channels, present {present}, buffer {buffer}: max relative difference "
+        f"libtorch 2.5.1 vs mcrave {rel:.2e}"
+    )
     return 0 if rel < 1e-4 else 1
 
 
