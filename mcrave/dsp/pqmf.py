@@ -79,25 +79,33 @@ class PQMFAnalysis(StatefulLayer):
 
 
 class PQMFSynthesis(StatefulLayer):
-    """[B, C*M, F] -> [B, C, F*M]; the overlap-add tail (`taps - M` samples) is the state."""
+    """[B, C*M, F] -> [B, C, F*M], polyphase: a conv over band frames with taps/M taps.
+
+    Output sample g*M + j sums band frames g-P+1..g (P = taps/M), so the state is the last P-1
+    band frames of every channel; one GEMM per call, no overlap-add of long output tails.
+    """
 
     def __init__(self, kernel: Tensor, bands: int, channels: int) -> None:
         super().__init__()
-        self.register_buffer("kernel", kernel)
-        self.bands, self.channels, self.tail = bands, channels, kernel.shape[-1] - bands
+        m, taps = bands, kernel.shape[-1]
+        phases = taps // m
+        # weight[j, k, q] = kernel[k, 0, (P-1-q)*M + j]: output phase j, band k, frame offset q
+        poly = kernel[:, 0, :].reshape(m, phases, m).flip(1).permute(2, 0, 1).contiguous()
+        self.register_buffer("kernel", kernel)  # the saved form (checkpoints), poly is derived
+        self.register_buffer("poly", poly, persistent=False)
+        self.bands, self.channels, self.context = bands, channels, phases - 1
 
     def state_shape(self) -> tuple[int, int]:
-        return (self.channels, self.tail)
+        return (self.channels * self.bands, self.context)
 
     def forward(self, y: Tensor, states: list[Tensor]) -> Tensor:
         b, cm, f = y.shape
         c = cm // self.bands
-        full = F.conv_transpose1d(y.reshape(b * c, self.bands, f), self.kernel, stride=self.bands)
-        full = full.reshape(b, c, -1)  # [B, C, F*M + tail]
-        full = torch.cat([full[..., : self.tail] + states[self.sid], full[..., self.tail :]], -1)
-        n = f * self.bands
-        states[self.sid] = full[..., n:]
-        return full[..., :n]
+        y = torch.cat([states[self.sid], y], -1)
+        states[self.sid] = y[..., y.shape[-1] - self.context :]
+        cols = y.reshape(b * c, self.bands, -1).unfold(2, self.context + 1, 1)  # [BC, M, F, P]
+        out = torch.einsum("bkfq,jkq->bfj", cols, self.poly)  # [BC, F, M]
+        return out.reshape(b, c, f * self.bands)
 
 
 class PQMF(nn.Module):
@@ -131,7 +139,7 @@ class PQMF(nn.Module):
 
     def synthesis(self, y: Tensor) -> Tensor:
         """[B, C*M, F] -> [B, C, F*M], from silence (the final tail is dropped)."""
-        state = y.new_zeros(y.shape[0], y.shape[1] // self.bands, self.synthesizer.tail)
+        state = y.new_zeros(y.shape[0], y.shape[1], self.synthesizer.context)
         return _run(self.synthesizer, y, state)
 
 
