@@ -56,8 +56,9 @@ def infer_array(
     """Infer all N channels of `audio` ([N, T] or [len(present), T]) -> [N, T] float32.
 
     The output is latency-compensated and trimmed to T (the decoder tail is flushed with silence).
-    `chunk=None` runs one offline pass; otherwise fixed chunks of `chunk` samples (a multiple of the
-    ratio) stream through the engine, which gives the same result to float tolerance.
+    The signal streams through the engine in chunks of `chunk` samples (a multiple of the ratio;
+    default the engine's largest chunk), which equals one offline pass to float tolerance and keeps
+    memory bounded for long or many-channel files.
     With `passthrough`, present channels are copied from the input and only missing ones decoded.
     """
     engine = model if isinstance(model, StreamingEngine) else StreamingEngine(model)
@@ -66,9 +67,12 @@ def infer_array(
     full = place_channels(np.asarray(audio), chosen, n)
     t = full.shape[1]
     needed = t + engine.latency
-    step = chunk if chunk is not None else -(-needed // engine.ratio) * engine.ratio
-    if chunk is not None:
-        engine.check_chunk(chunk)
+    step = (
+        chunk
+        if chunk is not None
+        else min(engine.max_chunk, -(-needed // engine.ratio) * engine.ratio)
+    )
+    engine.check_chunk(step)
     total = -(-needed // step) * step
     padded = np.zeros((n, total), np.float32)
     padded[:, :t] = full
@@ -83,15 +87,8 @@ def infer_array(
 
         starts = tqdm(starts, unit="chunk", desc="infer")
     for start in starts:
-        if chunk is None:
-            # one offline pass may exceed the engine's per-step limit: run the layers directly
-            enc_states, dec_states = list(enc.tensors), list(dec.tensors)
-            with torch.no_grad():
-                z, _ = engine.model.encoder(x.to(engine.device), mask.to(engine.device), enc_states)
-                y = engine.model.decoder(z, dec_states)
-        else:
-            enc, z = engine.encode_step(enc, x[..., start : start + step], mask)
-            dec, y = engine.decode_step(dec, z)
+        enc, z = engine.encode_step(enc, x[..., start : start + step], mask)
+        dec, y = engine.decode_step(dec, z)
         outputs.append(y[0].cpu())
     out = torch.cat(outputs, -1).numpy()[:, engine.latency : engine.latency + t]
     if passthrough:
