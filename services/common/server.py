@@ -65,8 +65,21 @@ class ServiceDef:
     register: Callable[[grpc.aio.Server, Runtime], None]
 
 
-def _address(host: str, port: int) -> str:
+def grpc_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def bind_port(
+    server: grpc.aio.Server, host: str, port: int, creds: grpc.ServerCredentials | None
+) -> int:
+    """Bind `host:port` (TLS when `creds`) and return the bound port; ConfigError says why not."""
+    address = grpc_address(host, port)
+    try:
+        return (
+            server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
+        )
+    except RuntimeError as error:
+        raise ConfigError(f"cannot bind gRPC port {address}: {error}") from error
 
 
 @dataclass
@@ -147,13 +160,7 @@ async def start_server(cfg: ServerConfig, service: ServiceDef) -> RunningServer:
         reflection.enable_server_reflection(
             [*names, reflection.SERVICE_NAME, health.SERVICE_NAME], server
         )
-    address = _address(cfg.host, cfg.port)
-    try:
-        port = (
-            server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
-        )
-    except RuntimeError as error:
-        raise ConfigError(f"cannot bind gRPC port {address}: {error}") from error
+    port = bind_port(server, cfg.host, cfg.port, creds)
     httpd, metrics_port = metrics.serve_http(cfg.host, cfg.metrics_port)
     await server.start()
 
@@ -197,8 +204,8 @@ async def serve(cfg: ServerConfig, service: ServiceDef, ready_file: Path | None 
     )
     scheme = "grpcs" if cfg.tls_cert else "grpc"
     print(
-        f"mcrave {service.name} ready: {scheme} {_address(cfg.host, running.port)}, "
-        f"metrics http://{_address(cfg.host, running.metrics_port)}/metrics, models: {models}",
+        f"mcrave {service.name} ready: {scheme} {grpc_address(cfg.host, running.port)}, "
+        f"metrics http://{grpc_address(cfg.host, running.metrics_port)}/metrics, models: {models}",
         flush=True,
     )
     if ready_file is not None:

@@ -25,6 +25,7 @@ from services.common.auth import (
     server_credentials,
 )
 from services.common.error_mapping import ErrorMappingInterceptor
+from services.common.server import bind_port, grpc_address
 from services.trainer.backend import Backend
 from services.trainer.jobs import JobManager, Paths
 from services.trainer.local_backend import LocalBackend
@@ -57,10 +58,6 @@ class TrainerConfig:
     max_active: int = 4
     poll_s: float = 0.5
     extra_backends: dict[str, Backend] = field(default_factory=dict)  # e.g. kubernetes
-
-
-def _address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass
@@ -138,18 +135,12 @@ async def start_trainer(cfg: TrainerConfig) -> RunningTrainer:
     reflection.enable_server_reflection(
         [FULL_NAME, reflection.SERVICE_NAME, health.SERVICE_NAME], server
     )
-    address = _address(cfg.host, cfg.port)
-    try:
-        port = (
-            server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
-        )
-    except RuntimeError as error:
-        raise ConfigError(f"cannot bind gRPC port {address}: {error}") from error
+    port = bind_port(server, cfg.host, cfg.port, creds)
     health_server, health_port = None, None
     if cfg.health_port is not None:
         health_server = grpc.aio.server()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
-        health_port = health_server.add_insecure_port(_address(cfg.host, cfg.health_port))
+        health_port = health_server.add_insecure_port(grpc_address(cfg.host, cfg.health_port))
         await health_server.start()
     httpd, metrics_port = metrics.serve_http(cfg.host, cfg.metrics_port)
     await server.start()
@@ -174,8 +165,8 @@ async def serve(cfg: TrainerConfig, grace_s: float = 5.0, ready_file: Path | Non
     running = await start_trainer(cfg)
     scheme = "grpcs" if cfg.tls_cert else "grpc"
     print(
-        f"mcrave trainer ready: {scheme} {_address(cfg.host, running.port)}, "
-        f"metrics http://{_address(cfg.host, running.metrics_port)}/metrics, "
+        f"mcrave trainer ready: {scheme} {grpc_address(cfg.host, running.port)}, "
+        f"metrics http://{grpc_address(cfg.host, running.metrics_port)}/metrics, "
         f"jobs {cfg.jobs_dir}, backend {cfg.backend}",
         flush=True,
     )
