@@ -39,6 +39,19 @@ def test_absent_channels_have_no_influence(channels, data):
     assert torch.equal(mx, my) and torch.equal(sx, sy)
 
 
+def test_latent_frame_sees_its_whole_block_and_nothing_later():
+    """Frame f must hear its own block (else the decoder has to predict it) but no later sample.
+
+    Only the PQMF analysis' last hop (bands - 1 samples) of the block is out of reach."""
+    model = tiny_model(channels=2)
+    r, f = model.ratio, 2
+    x = torch.randn(1, 2, 5 * r, requires_grad=True)
+    mean, _ = model.encode(x, torch.tensor([[True, True]]))
+    mean[0, :, f].sum().backward()
+    heard = torch.nonzero(x.grad[0].abs().sum(0)).flatten()
+    assert int(heard.max()) == (f + 1) * r - model.cfg.bands
+
+
 def test_mask_changes_latents():
     model = tiny_model(channels=2)
     x = torch.randn(1, 2, 2 * model.ratio)

@@ -63,6 +63,9 @@ class CounterNoise(StatefulLayer):
         return noise
 
 
+OUTPUT_GAIN = 0.1
+
+
 class Decoder(nn.Module):
     """z [B, D, F] -> audio [B, N, F*ratio].
 
@@ -84,7 +87,8 @@ class Decoder(nn.Module):
             DecoderStage(widths[i + 1], widths[i], s, cfg)
             for i, s in reversed(list(enumerate(cfg.strides)))
         )
-        self.out = CausalConv1d(widths[0], (3 if cfg.noise else 2) * rows, 3)
+        # a quiet start (output RMS ~0.1, not a saturated tanh) that still follows z
+        self.out = CausalConv1d(widths[0], (3 if cfg.noise else 2) * rows, 3, gain=OUTPUT_GAIN)
         self.noise = CounterNoise(rows)
         self.synthesizer = synthesizer
         self.projection = projection

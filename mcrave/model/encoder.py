@@ -25,6 +25,9 @@ class EncoderStage(nn.Module):
         return self.down(F.leaky_relu(x, 0.2), states)
 
 
+INITIAL_SCALE_PREACTIVATION = -4.0  # softplus(-4) ~ 0.018: the posterior starts narrow
+
+
 class Encoder(nn.Module):
     """audio [B, N, T] + mask [B, N] -> mean, scale [B, D, T/ratio].
 
@@ -42,6 +45,11 @@ class Encoder(nn.Module):
             EncoderStage(widths[i], widths[i + 1], s, cfg) for i, s in enumerate(cfg.strides)
         )
         self.out = CausalConv1d(widths[-1], 2 * cfg.latent_size, 1)
+        # Start nearly deterministic: with softplus(0) ~ 0.7 the sampling noise drowned the
+        # untrained means (std ~0.005), the decoder learned to ignore z and the latent collapsed
+        # on short CPU runs; the KL term raises the scale later, as far as reconstruction allows.
+        with torch.no_grad():
+            self.out.conv.bias[cfg.latent_size :].fill_(INITIAL_SCALE_PREACTIVATION)
 
     def forward(self, audio: Tensor, mask: Tensor, states: list[Tensor]) -> tuple[Tensor, Tensor]:
         present = mask.to(torch.bool)[:, :, None]

@@ -17,6 +17,24 @@ from torch.nn.utils.parametrizations import weight_norm
 from mcrave.dsp.stateful import StatefulLayer
 
 
+LEAKY_SLOPE = 0.2
+LEAKY_GAIN = (2.0 / (1.0 + LEAKY_SLOPE**2)) ** 0.5
+
+
+def variance_preserving(conv: nn.Module, fan_in: int, gain: float = LEAKY_GAIN) -> nn.Module:
+    """He-normal weights for `fan_in` inputs per output sample, zero bias (returns `conv`).
+
+    PyTorch's default conv init shrinks the signal ~3x per layer and draws biases as large as
+    the weights, so an untrained encoder's latents barely move with the input and the untrained
+    decoder's output barely moves with z: short runs then learn to ignore the latent.
+    """
+    with torch.no_grad():
+        conv.weight.normal_(0.0, gain / fan_in**0.5)
+        if conv.bias is not None:
+            conv.bias.zero_()
+    return conv
+
+
 def conv1d_gemm(
     x: Tensor,
     weight: Tensor,
@@ -43,18 +61,31 @@ def conv1d_gemm(
 
 
 class CausalConv1d(StatefulLayer):
-    """Conv1d with (k-1)*dilation samples of left context and no look-ahead.
+    """Conv1d with no look-ahead: output f sees the inputs up to the *end* of its stride block.
 
-    With stride s and chunks that are multiples of s, each chunk of T samples yields T/s outputs
-    on the same grid as one offline pass.
+    The left context is span - stride samples (span = (k-1)*dilation + 1), so with stride s
+    output f covers inputs [(f+1)*s - span, (f+1)*s). With a context of span - 1 instead, a
+    latent frame saw only the first sample of its block and the decoder had to *predict* the
+    rest of the frame (~23 ms) from the past. With chunks that are multiples of s, each chunk of
+    T samples yields T/s outputs on the same grid as one offline pass.
     """
 
     def __init__(
-        self, cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1
+        self,
+        cin: int,
+        cout: int,
+        kernel: int,
+        stride: int = 1,
+        dilation: int = 1,
+        gain: float = LEAKY_GAIN,
     ) -> None:
         super().__init__()
-        self.conv = weight_norm(nn.Conv1d(cin, cout, kernel, stride=stride, dilation=dilation))
-        self.context = (kernel - 1) * dilation
+        conv = nn.Conv1d(cin, cout, kernel, stride=stride, dilation=dilation)
+        self.conv = weight_norm(variance_preserving(conv, cin * kernel, gain))
+        span = (kernel - 1) * dilation + 1
+        if span < stride:
+            raise ValueError(f"kernel span {span} is shorter than stride {stride}")
+        self.context = span - stride
         self.cin = cin
         self.stride = stride
         self.dilation = dilation
@@ -74,9 +105,8 @@ class CausalConvTranspose1d(StatefulLayer):
 
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
-        self.conv = weight_norm(
-            nn.ConvTranspose1d(cin, cout, 2 * stride, stride=stride, bias=False)
-        )
+        conv = nn.ConvTranspose1d(cin, cout, 2 * stride, stride=stride, bias=False)
+        self.conv = weight_norm(variance_preserving(conv, cin * 2))  # 2 taps reach each output
         self.bias = nn.Parameter(torch.zeros(cout))
         self.stride = stride
         self.cout = cout
@@ -99,13 +129,17 @@ class CausalConvTranspose1d(StatefulLayer):
         return head + self.bias[:, None]
 
 
+RESIDUAL_GAIN = 0.3
+
+
 class ResidualUnit(nn.Module):
     """x + 1x1(act(dilated causal conv(act(x)))): causal, so the skip needs no delay."""
 
     def __init__(self, width: int, kernel: int, dilation: int) -> None:
         super().__init__()
         self.conv = CausalConv1d(width, width, kernel, dilation=dilation)
-        self.mix = weight_norm(nn.Conv1d(width, width, 1))
+        # a small residual branch: each unit starts near the identity, so depth keeps the scale
+        self.mix = weight_norm(variance_preserving(nn.Conv1d(width, width, 1), width, RESIDUAL_GAIN))
 
     def forward(self, x: Tensor, states: list[Tensor]) -> Tensor:
         y = self.conv(F.leaky_relu(x, 0.2), states)

@@ -12,6 +12,9 @@ import math
 import torch
 
 EPS = 1e-7  # log floor of the spectral distance (RAVE)
+# Below this RMS (-60 dBFS) a crop's linear term is judged on an absolute scale: normalising by a
+# near-silent crop's own power turned an ordinary output level into errors of 10^4 per batch.
+SILENCE_RMS = 1e-3
 SCALES = (2048, 1024, 512, 256, 128)
 
 
@@ -50,7 +53,8 @@ def spectral_distance(
     Per scale: mean((X-Y)^2)/mean(X^2) + mean|log(X+eps) - log(Y+eps)| on magnitudes. The linear
     term is normalised per item and per group of adjacent channels (default: each channel alone;
     PQMF bands pass groups=N so a channel's near-empty bands share its level), with a floor at
-    1e-3 of the item's mean power so a silent channel does not blow up.
+    1e-3 of the item's mean power (a silent channel) and at the power of `SILENCE_RMS` white
+    noise (a silent crop), so neither blows up.
     """
     scales = scales or usable_scales(target.shape[-1])
     b, c = target.shape[:2]
@@ -61,7 +65,8 @@ def spectral_distance(
         y = _stft(estimate, n).abs()
         power = x.pow(2).mean(dim=(-2, -1)).reshape(b, groups, -1).mean(-1)
         error = (x - y).pow(2).mean(dim=(-2, -1)).reshape(b, groups, -1).mean(-1)
-        floor = 1e-3 * power.mean(dim=1, keepdim=True) + EPS
+        silence = SILENCE_RMS**2 * 0.375 * n  # E|X|^2 of white noise under a Hann window
+        floor = torch.clamp(1e-3 * power.mean(dim=1, keepdim=True), min=silence)
         linear = error / torch.maximum(power, floor)
         log = (torch.log(x + EPS) - torch.log(y + EPS)).abs().mean(dim=(-2, -1))
         total = total + linear.mean() + log.mean()
