@@ -16,7 +16,6 @@ from torch.nn.utils.parametrizations import weight_norm
 
 from mcrave.dsp.stateful import StatefulLayer
 
-
 LEAKY_SLOPE = 0.2
 LEAKY_GAIN = (2.0 / (1.0 + LEAKY_SLOPE**2)) ** 0.5
 
@@ -139,7 +138,9 @@ class ResidualUnit(nn.Module):
         super().__init__()
         self.conv = CausalConv1d(width, width, kernel, dilation=dilation)
         # a small residual branch: each unit starts near the identity, so depth keeps the scale
-        self.mix = weight_norm(variance_preserving(nn.Conv1d(width, width, 1), width, RESIDUAL_GAIN))
+        self.mix = weight_norm(
+            variance_preserving(nn.Conv1d(width, width, 1), width, RESIDUAL_GAIN)
+        )
 
     def forward(self, x: Tensor, states: list[Tensor]) -> Tensor:
         y = self.conv(F.leaky_relu(x, 0.2), states)
