@@ -8,26 +8,17 @@ carry no headers), and refused with UNAUTHENTICATED by a handler of the same RPC
 from __future__ import annotations
 
 import hmac
-import ipaddress
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
+from mcrave_client.connection import is_loopback_host
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 
 
 class ConfigError(ValueError):
     """A server option that cannot work (the CLI prints it as one line and exits 2)."""
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _read(path: str | Path, what: str) -> bytes:
@@ -63,7 +54,7 @@ def read_token(path: str | None) -> str | None:
 
 def check_token_transport(token: str | None, tls: bool, host: str) -> None:
     """A bearer token sent in clear text can be sniffed: allow that only on loopback."""
-    if token and not tls and not is_loopback(host):
+    if token and not tls and not is_loopback_host(host):
         raise ConfigError(
             f"--token-file without TLS is allowed only on loopback (host {host}): add --tls-cert/--tls-key"
         )

@@ -23,6 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from mcrave_client.proto import models_pb2, models_pb2_grpc
 
+from mcrave.atomic import atomic_write_bytes
 from services.common.auth import (
     ConfigError,
     TokenInterceptor,
@@ -82,6 +83,44 @@ def bind_port(
         raise ConfigError(f"cannot bind gRPC port {address}: {error}") from error
 
 
+def transport(
+    tls_cert: str | None, tls_key: str | None, tls_ca: str | None, token_file: str | None, host: str
+) -> tuple[grpc.ServerCredentials | None, str | None]:
+    """Server credentials and bearer token from the CLI options, refusing a token sent in clear
+    text off loopback (ConfigError)."""
+    creds = server_credentials(tls_cert, tls_key, tls_ca)
+    token = read_token(token_file)
+    check_token_transport(token, creds is not None, host)
+    return creds, token
+
+
+def add_health_and_reflection(
+    server: grpc.aio.Server, service_names: list[str], reflect: bool = True
+) -> health.aio.HealthServicer:
+    """Register gRPC health (for probes) and, if asked, reflection (for grpcurl) on `server`."""
+    servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    if reflect:
+        reflection.enable_server_reflection(
+            [*service_names, reflection.SERVICE_NAME, health.SERVICE_NAME], server
+        )
+    return servicer
+
+
+def write_ready_file(path: Path, ports: dict[str, object]) -> None:
+    """Atomically tell a supervisor (or a test) the bound ports and our pid."""
+    atomic_write_bytes(path, json.dumps({**ports, "pid": os.getpid()}).encode())
+
+
+async def wait_for_stop_signal() -> None:
+    """Return on the first SIGTERM or SIGINT (the drain follows in the caller)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
 @dataclass
 class RunningServer:
     service: ServiceDef
@@ -110,10 +149,7 @@ class RunningServer:
 
 async def start_server(cfg: ServerConfig, service: ServiceDef) -> RunningServer:
     """Build and start a server; raises ConfigError for options that cannot work."""
-    creds = server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_ca)
-    token = read_token(cfg.token_file)
-    check_token_transport(token, creds is not None, cfg.host)
-
+    creds, token = transport(cfg.tls_cert, cfg.tls_key, cfg.tls_ca, cfg.token_file, cfg.host)
     metrics = ServiceMetrics(service.name)
     watcher = RegistryWatcher(
         cfg.models,
@@ -153,13 +189,8 @@ async def start_server(cfg: ServerConfig, service: ServiceDef) -> RunningServer:
     )
     service.register(server, runtime)
     models_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(watcher, cfg.limits), server)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [service.full_name, models_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name]
-    if cfg.reflection:
-        reflection.enable_server_reflection(
-            [*names, reflection.SERVICE_NAME, health.SERVICE_NAME], server
-        )
+    health_servicer = add_health_and_reflection(server, names, cfg.reflection)
     port = bind_port(server, cfg.host, cfg.port, creds)
     httpd, metrics_port = metrics.serve_http(cfg.host, cfg.metrics_port)
     await server.start()
@@ -178,23 +209,6 @@ async def start_server(cfg: ServerConfig, service: ServiceDef) -> RunningServer:
     )
 
 
-def _write_ready_file(path: Path, running: RunningServer, host: str) -> None:
-    """Atomically tell a supervisor (or a test) the bound ports."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(
-        json.dumps(
-            {
-                "service": running.service.name,
-                "host": host,
-                "port": running.port,
-                "metrics_port": running.metrics_port,
-                "pid": os.getpid(),
-            }
-        )
-    )
-    os.replace(tmp, path)
-
-
 async def serve(cfg: ServerConfig, service: ServiceDef, ready_file: Path | None = None) -> None:
     """Run until SIGTERM/SIGINT, then drain within `cfg.grace_s`."""
     running = await start_server(cfg, service)
@@ -209,11 +223,15 @@ async def serve(cfg: ServerConfig, service: ServiceDef, ready_file: Path | None 
         flush=True,
     )
     if ready_file is not None:
-        _write_ready_file(ready_file, running, cfg.host)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+        write_ready_file(
+            ready_file,
+            {
+                "service": service.name,
+                "host": cfg.host,
+                "port": running.port,
+                "metrics_port": running.metrics_port,
+            },
+        )
+    await wait_for_stop_signal()
     log.info("draining (grace %.1f s, %d open streams)", cfg.grace_s, running.runtime.open_streams)
     await running.stop(cfg.grace_s)

@@ -4,28 +4,24 @@ probes (they cannot speak TLS), metrics, and the Prometheus file_sd list of runn
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-import os
-import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from mcrave_client.proto import trainer_pb2_grpc
 
-from services.common.auth import (
-    ConfigError,
-    TokenInterceptor,
-    check_token_transport,
-    read_token,
-    server_credentials,
-)
+from services.common.auth import ConfigError, TokenInterceptor
 from services.common.error_mapping import ErrorMappingInterceptor
-from services.common.server import bind_port, grpc_address
+from services.common.server import (
+    add_health_and_reflection,
+    bind_port,
+    grpc_address,
+    transport,
+    wait_for_stop_signal,
+    write_ready_file,
+)
 from services.trainer.backend import Backend
 from services.trainer.jobs import JobManager, Paths
 from services.trainer.local_backend import LocalBackend
@@ -91,9 +87,7 @@ def _check_dirs(cfg: TrainerConfig) -> None:
 
 async def start_trainer(cfg: TrainerConfig) -> RunningTrainer:
     _check_dirs(cfg)
-    creds = server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_ca)
-    token = read_token(cfg.token_file)
-    check_token_transport(token, creds is not None, cfg.host)
+    creds, token = transport(cfg.tls_cert, cfg.tls_key, cfg.tls_ca, cfg.token_file, cfg.host)
     backends: dict[str, Backend] = {"local": LocalBackend(cfg.threads), **cfg.extra_backends}
     if cfg.backend not in backends:
         raise ConfigError(f"--backend {cfg.backend}: not available ({sorted(backends)})")
@@ -130,11 +124,7 @@ async def start_trainer(cfg: TrainerConfig) -> RunningTrainer:
     trainer_pb2_grpc.add_TrainerServiceServicer_to_server(
         TrainerServicer(manager, cfg.models), server
     )
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        [FULL_NAME, reflection.SERVICE_NAME, health.SERVICE_NAME], server
-    )
+    health_servicer = add_health_and_reflection(server, [FULL_NAME])
     port = bind_port(server, cfg.host, cfg.port, creds)
     health_server, health_port = None, None
     if cfg.health_port is not None:
@@ -151,15 +141,6 @@ async def start_trainer(cfg: TrainerConfig) -> RunningTrainer:
     )
 
 
-def _write_ready_file(path: Path, running: RunningTrainer, host: str) -> None:
-    """Atomically tell a supervisor (or a test) the bound ports."""
-    ports = {"service": "trainer", "host": host, "port": running.port, "pid": os.getpid()}
-    ports |= {"metrics_port": running.metrics_port, "health_port": running.health_port}
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(ports))
-    os.replace(tmp, path)
-
-
 async def serve(cfg: TrainerConfig, grace_s: float = 5.0, ready_file: Path | None = None) -> None:
     """Run until SIGTERM/SIGINT."""
     running = await start_trainer(cfg)
@@ -171,10 +152,15 @@ async def serve(cfg: TrainerConfig, grace_s: float = 5.0, ready_file: Path | Non
         flush=True,
     )
     if ready_file is not None:
-        _write_ready_file(ready_file, running, cfg.host)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+        write_ready_file(
+            ready_file,
+            {
+                "service": "trainer",
+                "host": cfg.host,
+                "port": running.port,
+                "metrics_port": running.metrics_port,
+                "health_port": running.health_port,
+            },
+        )
+    await wait_for_stop_signal()
     await running.stop(grace_s)

@@ -86,7 +86,12 @@ def read_token(path: Path) -> str:
 
 
 def is_loopback(target: str) -> bool:
-    host = target.rsplit(":", 1)[0].strip("[]")
+    """Whether a `host:port` target stays on this machine."""
+    return is_loopback_host(target.rsplit(":", 1)[0].strip("[]"))
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether a bare host name or address stays on this machine (services use it too)."""
     if host == "localhost":
         return True
     try:
