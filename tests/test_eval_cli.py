@@ -88,6 +88,7 @@ def test_eval_writes_report_json_md_png(workdir: Path):
         "wiener",
         "wiener_pm",
         "oracle",
+        "phase_blind",
         "model",
         "model_pt",
         "coded_pt",

@@ -13,14 +13,22 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mcrave.evaluation.alignment import correlation_matrix, nearest_present, xcorr_peak
-from mcrave.evaluation.baselines import wiener_baselines
+from mcrave.evaluation.baselines import phase_blind_oracle, wiener_baselines
 from mcrave.evaluation.metrics import score_systems
 from mcrave.evaluation.sources import EvalFile
 
 InferFn = Callable[[np.ndarray, tuple[int, ...]], np.ndarray]
 """(audio [N, T], present set) -> all channels [N, T], latency-compensated, from the present ones."""
 
-BASELINES = ("silence", "copy", "copy_decoded", "wiener", "wiener_pm", "oracle")
+BASELINES = (
+    "silence",
+    "copy",
+    "copy_decoded",
+    "wiener",
+    "wiener_pm",
+    "oracle",
+    "phase_blind",
+)
 PASSTHROUGH_SYSTEMS = ("model_pt", "coded_pt")
 RECON = "recon_all"
 NEAREST_MAX_LAG_S = 0.01  # spaced pairs correlate at 1-2 ms; 10 ms covers room-sized arrays
@@ -66,6 +74,7 @@ def _candidates(
         # the decoder's own version of p pasted into c's slot: copy, but through the codec
         "copy_decoded": (out[p], out[p]),
         **{name: (est, x_p) for name, est in wiener.items()},
+        "phase_blind": (phase_blind_oracle(audio[c], seed=c), x_p),
         "model": (out[c], out[p]),
     }
     if passthrough:
