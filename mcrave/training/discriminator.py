@@ -38,12 +38,17 @@ class PeriodDiscriminator(nn.Module):
         pad = (-t) % self.period
         x = nn.functional.pad(x, (0, pad), mode="reflect" if pad < t else "constant")
         x = x.reshape(b, c, -1, self.period)
-        features = []
-        for layer in self.layers:
-            x = nn.functional.leaky_relu(layer(x), 0.2)
-            features.append(x)
-        features.append(self.out(x))
-        return features
+        return _features(self.layers, self.out, x)
+
+
+def _features(layers: nn.ModuleList, out: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """Every layer's activation (for feature matching), then the logits."""
+    features = []
+    for layer in layers:
+        x = nn.functional.leaky_relu(layer(x), 0.2)
+        features.append(x)
+    features.append(out(x))
+    return features
 
 
 class ScaleDiscriminator(nn.Module):
@@ -62,12 +67,7 @@ class ScaleDiscriminator(nn.Module):
         self.out = weight_norm(nn.Conv1d(width, 1, 3, padding=1))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        features = []
-        for layer in self.layers:
-            x = nn.functional.leaky_relu(layer(x), 0.2)
-            features.append(x)
-        features.append(self.out(x))
-        return features
+        return _features(self.layers, self.out, x)
 
 
 class Discriminator(nn.Module):
