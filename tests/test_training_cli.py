@@ -1,4 +1,4 @@
-"""`mcrave train` argument handling: typed --set overrides, help."""
+"""`mcrave train` argument handling: typed --set overrides, --init-from, help."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import subprocess
 import sys
 
 import pytest
+import torch
+from training_helpers import run_env, train_cmd, write_dataset
 
+from mcrave.checkpoint import load_checkpoint
 from mcrave.cli.train import apply_overrides
 from mcrave.config import preset
 
@@ -53,3 +56,23 @@ def test_help_exits_zero():
         timeout=60,
     )
     assert proc.returncode == 0 and "--metrics-port" in proc.stdout
+
+
+def test_init_from_copies_every_matching_tensor(tmp_path):
+    """A 3-channel run warm-started from a stereo one shares all but its first and last convs."""
+    stereo = write_dataset(tmp_path / "stereo", channels=2, files=1)
+    three = write_dataset(tmp_path / "three", channels=3, files=1)
+    run = lambda *a: subprocess.run(a, capture_output=True, text=True, env=run_env(), timeout=300)  # noqa: E731
+    assert run(*train_cmd(stereo, tmp_path / "a", "--max-steps", "2")).returncode == 0
+    source = tmp_path / "a" / "last.ckpt"
+    proc = run(*train_cmd(three, tmp_path / "b", "--max-steps", "0", "--init-from", str(source)))
+    assert proc.returncode == 0, proc.stderr
+    copied, total = (int(w) for w in proc.stdout.split(" tensors")[0].split()[-3::2])
+    assert 0 < copied < total
+    a = load_checkpoint(source)["model_state"]
+    b = load_checkpoint(tmp_path / "b" / "last.ckpt")["model_state"]
+    same = [k for k in b if k in a and a[k].shape == b[k].shape]
+    assert len(same) == copied and all(torch.equal(a[k], b[k]) for k in same)
+    assert b["encoder.inp.conv.parametrizations.weight.original1"].shape[1] == 3 * 8 + 3
+    bad = run(*train_cmd(three, tmp_path / "b", "--resume", "--init-from", str(source)))
+    assert bad.returncode == 2 and "--init-from" in bad.stderr

@@ -33,6 +33,13 @@ def _parser() -> argparse.ArgumentParser:
         help="keep serving metrics this many seconds after the run ends (short jobs)",
     )
     p.add_argument("--projection", default="identity", choices=PROJECTIONS)
+    p.add_argument(
+        "--init-from",
+        type=Path,
+        metavar="CKPT",
+        help="start from the weights of another checkpoint where names and shapes match "
+        "(e.g. a stereo model for a 4-channel one); not a resume",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch CPU threads (fix it for exact resume)")
     p.add_argument("--log-every", type=int, default=10, help="steps between progress-log lines")
@@ -85,6 +92,13 @@ def main(argv: list[str]) -> int:
     last, resumed = args.out / "last.ckpt", None
     try:
         manifest = load_manifest(args.dataset)
+        warm = None
+        if args.init_from is not None:
+            if args.resume:
+                raise ValueError(
+                    "--init-from starts a new run; it cannot be combined with --resume"
+                )
+            warm = load_checkpoint(args.init_from)
         if args.resume:
             if not last.exists():
                 raise ValueError(f"{last}: nothing to resume")
@@ -145,6 +159,10 @@ def main(argv: list[str]) -> int:
         args.metrics_linger,
     )
     trainer = Trainer(cfg, train, valid, opts, info, device)
+    if warm is not None:
+        copied, total = trainer.warm_start(warm)
+        if info.is_main:
+            print(f"mcrave train: {copied} of {total} tensors from {args.init_from}", flush=True)
     if resumed is not None:
         try:
             trainer.resume(resumed)

@@ -94,6 +94,17 @@ class Trainer:
         self.step = int(payload["step"])
         self.best_valid = extra["best_valid"]
 
+    def warm_start(self, payload: dict[str, Any]) -> tuple[int, int]:
+        """Copy every weight of another model's checkpoint whose name and shape match (a model
+        for another channel count shares all but its first and last convs); returns
+        (copied, total). Optimisers, step and data order start fresh: this is not a resume."""
+        own = self.model.state_dict()
+        matching = {
+            k: v for k, v in payload["model_state"].items() if k in own and own[k].shape == v.shape
+        }
+        self.model.load_state_dict(matching, strict=False)
+        return len(matching), len(own)
+
     # ---- one step ----------------------------------------------------------------------------
     def _aligned(
         self, target: torch.Tensor, out: torch.Tensor
