@@ -25,7 +25,8 @@ def _latency_summary(checks: list[dict], latency: int) -> dict:
     if not trusted:
         text = (
             f"model reports {latency} samples; cross-correlation inconclusive (peak < "
-            f"{LATENCY_PEAK_MIN}, e.g. an untrained model)"
+            f"{LATENCY_PEAK_MIN}: the output does not follow the input's waveform closely enough "
+            "to time it, as with a generative decoder or an untrained model)"
         )
     elif lags == [0]:
         text = f"model reports {latency} samples; cross-correlation confirms 0 residual lag"
