@@ -114,11 +114,27 @@ def test_two_ranks_match_one_process_and_stop_together(tmp_path):
     assert a["step"] == b["step"] == 5
     assert a["extra"]["data_order"] == b["extra"]["data_order"]
     model0, disc0 = _initial(Config.from_dict(a["config"]), seed=5)
-    # float summation order differs, so equal only to rounding (a wrong split gives ~1)
-    assert _relative_change_gap(model0, a["model_state"], b["model_state"]) < 1e-2
-    assert (
-        _relative_change_gap(disc0, a["extra"]["discriminator"], b["extra"]["discriminator"]) < 1e-2
+    # Float summation order differs, so the runs agree only to rounding, which Adam's nearly
+    # sign-like early steps amplify for near-zero gradients. Measure that floor: the same single
+    # process with 2 threads instead of 1 (only the summation order changes). A wrong data split
+    # or unaveraged gradients give a gap of ~1.
+    proc = subprocess.run(
+        [*cmd, "-o", str(tmp_path / "threads"), "--set", "train.batch_size=4", "--threads", "2"],
+        timeout=240,
+        env=run_env(MCRAVE_FAULT="sigterm_at:5"),
+        capture_output=True,
+        text=True,
     )
+    assert proc.returncode == 0, proc.stderr
+    c = load_checkpoint(tmp_path / "threads" / "last.ckpt")
+
+    def weights(ck: dict) -> tuple[dict, dict]:
+        return ck["model_state"], ck["extra"]["discriminator"]
+
+    for init, x, y, z in zip((model0, disc0), weights(a), weights(b), weights(c), strict=True):
+        rounding = _relative_change_gap(init, x, z)
+        ranks = _relative_change_gap(init, x, y)
+        assert ranks < max(3 * rounding, 1e-2) and ranks < 0.3, (ranks, rounding)
 
     # only rank 0 wrote: one writer in the log, one TensorBoard file, the same files as one process
     events = progress(two)
