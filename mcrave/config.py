@@ -33,6 +33,14 @@ class TrainConfig:
     mask_p_single: float = 0.35
     mask_p_subset: float = 0.35
     interchannel_weight: float = 1.0
+    # spatial stage losses on the missing channels (spectral + ILD/ICC against the present ones)
+    spatial_weight: float = 1.0
+    # False trains the spatial stage alone on top of a warm-started, frozen codec
+    train_codec: bool = True
+    # share of masked rows whose encoder sees ALL channels while the spatial stage still gets only
+    # the masked ones: the "coded" case (latents of everything travel, the audio of some), so the
+    # encoder learns to carry spatial cues for the stage
+    coded_p: float = 0.0
     feature_matching_weight: float = 20.0
     d_every: int = 4  # phase 2: one discriminator step every d_every batches
     grad_clip: float = 10.0
@@ -64,6 +72,13 @@ class ModelConfig:
     kernel_size: int = 3
     latent_size: int = 128
     noise: bool = True
+    # spatial stage (mcrave.model.spatial): missing channels built from the present ones in a
+    # causal STFT; off for models trained before it existed, on in every preset
+    spatial: bool = False
+    spatial_fft: int = 1024
+    spatial_hop: int = 256
+    spatial_bands: int = 32
+    spatial_hidden: int = 64
     preset: str = "custom"
 
     def __post_init__(self) -> None:
@@ -81,6 +96,8 @@ class ModelConfig:
             )
         if self.channel_names and len(self.channel_names) != self.channels:
             raise ValueError("channel_names must name every channel")
+        if self.spatial and (self.ratio % self.spatial_hop or self.spatial_fft % self.spatial_hop):
+            raise ValueError("spatial_hop must divide both the model ratio and spatial_fft")
 
     @property
     def ratio(self) -> int:
@@ -135,6 +152,11 @@ _PRESETS: dict[str, Config] = {
             strides=(4, 4, 2),
             dilations=(1, 3),
             latent_size=8,
+            spatial=True,
+            spatial_fft=512,
+            spatial_hop=128,
+            spatial_bands=16,
+            spatial_hidden=16,
             preset="test",
         ),
         TrainConfig(
@@ -159,6 +181,7 @@ _PRESETS: dict[str, Config] = {
             strides=(4, 4, 4),
             dilations=(1, 3, 9),
             latent_size=16,
+            spatial=True,
             preset="cpu-small",
         ),
         # ~0.4 s/step on one thread with three runs sharing 2 cores: 13k steps fit 100 min;
@@ -188,6 +211,7 @@ _PRESETS: dict[str, Config] = {
             strides=(4, 4, 4, 2),
             dilations=(1, 3, 9),
             latent_size=128,
+            spatial=True,
             preset="v2",
         ),
         TrainConfig(),

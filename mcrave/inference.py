@@ -52,6 +52,8 @@ def infer_array(
     chunk: int | None = None,
     passthrough: bool = False,
     progress: bool = False,
+    latent_only: bool = False,
+    coded: bool = False,
 ) -> np.ndarray:
     """Infer all N channels of `audio` ([N, T] or [len(present), T]) -> [N, T] float32.
 
@@ -59,11 +61,17 @@ def infer_array(
     The signal streams through the engine in chunks of `chunk` samples (a multiple of the ratio;
     default the engine's largest chunk), which equals one offline pass to float tolerance and keeps
     memory bounded for long or many-channel files.
+    The missing channels come from the spatial stage (built from the present channels' audio);
+    `latent_only` decodes every channel from the latents alone, as models without the stage do.
+    `coded` is the codec case: the encoder sees all N channels of `audio` (the latents of
+    everything travel) while the spatial stage gets only the present channels' audio.
     With `passthrough`, present channels are copied from the input and only missing ones decoded.
     """
     engine = model if isinstance(model, StreamingEngine) else StreamingEngine(model)
     n = engine.channels
     chosen = parse_present(present, n)
+    if coded and np.asarray(audio).shape[0] != n:
+        raise ValueError(f"coded inference encodes all {n} channels; got {audio.shape[0]}")
     full = place_channels(np.asarray(audio), chosen, n)
     t = full.shape[1]
     needed = t + engine.latency
@@ -78,6 +86,7 @@ def infer_array(
     padded[:, :t] = full
     mask = torch.zeros(1, n, dtype=torch.bool)
     mask[0, chosen] = True
+    encoder_mask = torch.ones_like(mask) if coded else mask
     x = torch.from_numpy(padded)[None]
     enc, dec = engine.new_encoder_state(1), engine.new_decoder_state(1)
     outputs = []
@@ -87,8 +96,12 @@ def infer_array(
 
         starts = tqdm(starts, unit="chunk", desc="infer")
     for start in starts:
-        enc, z = engine.encode_step(enc, x[..., start : start + step], mask)
-        dec, y = engine.decode_step(dec, z)
+        chunk_audio = x[..., start : start + step]
+        enc, z = engine.encode_step(enc, chunk_audio, encoder_mask)
+        if latent_only:
+            dec, y = engine.decode_step(dec, z)
+        else:
+            dec, y = engine.decode_step(dec, z, chunk_audio, mask)
         outputs.append(y[0].cpu())
     out = torch.cat(outputs, -1).numpy()[:, engine.latency : engine.latency + t]
     if passthrough:

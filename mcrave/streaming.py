@@ -90,15 +90,10 @@ class StreamingEngine:
         return StreamState(tuple(self.model.initial_states("encoder", batch, self.device)))
 
     def new_decoder_state(self, batch: int = 1, seeds: Sequence[int] | None = None) -> StreamState:
-        tensors = self.model.initial_states("decoder", batch, self.device)
-        if seeds is not None:
-            if len(seeds) != batch:
-                raise ValueError(f"got {len(seeds)} seeds for {batch} streams")
-            slot = self.model.decoder.noise.sid
-            tensors[slot][:, 0, 0] = torch.as_tensor(
-                list(seeds), dtype=torch.int64, device=self.device
-            )
-        return StreamState(tuple(tensors))
+        if seeds is not None and len(seeds) != batch:
+            raise ValueError(f"got {len(seeds)} seeds for {batch} streams")
+        start = None if seeds is None else torch.as_tensor(list(seeds), dtype=torch.int64)
+        return StreamState(tuple(self.model.initial_states("decoder", batch, self.device, start)))
 
     def check_chunk(self, frames: int) -> None:
         """Raise ValueError unless `frames` audio samples form an allowed chunk."""
@@ -126,15 +121,34 @@ class StreamingEngine:
         return StreamState(tuple(states)), mean
 
     @torch.no_grad()
-    def decode_step(self, state: StreamState, z: Tensor) -> tuple[StreamState, Tensor]:
-        """z [B, D, F] -> new state, audio [B, N, F*ratio]."""
+    def decode_step(
+        self,
+        state: StreamState,
+        z: Tensor,
+        audio: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> tuple[StreamState, Tensor]:
+        """z [B, D, F] (+ the present channels' audio [B, N, F*ratio] and mask [B, N], for the
+        spatial stage) -> new state, all channels [B, N, F*ratio]."""
         b, d, f = z.shape
         if d != self.latent_size or state.batch != b:
             raise ValueError(f"expected latents [B, {self.latent_size}, F] and {b} states")
         self.check_chunk(f * self.ratio)
+        if (audio is None) != (mask is None):
+            raise ValueError("the present audio and its mask go together")
+        if audio is not None and mask is not None:
+            if audio.shape != (b, self.channels, f * self.ratio) or mask.shape != (
+                b,
+                self.channels,
+            ):
+                raise ValueError(
+                    f"expected present audio [{b}, {self.channels}, {f * self.ratio}] "
+                    f"and mask [{b}, {self.channels}]"
+                )
+            audio, mask = audio.to(self.device, torch.float32), mask.to(self.device)
         states = list(state.tensors)
-        audio = self.model.decoder(z.to(self.device, torch.float32), states)
-        return StreamState(tuple(states)), audio
+        out = self.model.decoder(z.to(self.device, torch.float32), states, audio, mask)
+        return StreamState(tuple(states)), out
 
 
 def inference_copy(model: MCRave) -> MCRave:

@@ -35,4 +35,8 @@ def latent_bitrate(model: MCRave, files: list[np.ndarray]) -> dict[str, float]:
         "latent_size": int(model.latent_size),
         "raw_bits_per_second": frames_per_second * model.latent_size * 32,
         "kl_bits_per_second": nats / max(frames, 1) / math.log(2.0) * frames_per_second,
+        # the spatial stage also needs each present channel's audio at the decoder (f32 on the wire)
+        "present_audio_bits_per_second_per_channel": model.sample_rate * 32
+        if model.cfg.spatial
+        else 0,
     }

@@ -10,7 +10,14 @@ from mcrave.evaluation.bitrate import latent_bitrate
 from mcrave.evaluation.gates import check_gates
 from mcrave.evaluation.plots import metric_bars, spectrograms
 from mcrave.evaluation.report import summarise, write_json, write_markdown
-from mcrave.evaluation.runner import BASELINES, PASSTHROUGH_SYSTEMS, RECON, evaluate_file
+from mcrave.evaluation.runner import (
+    BASELINES,
+    CODED,
+    LATENT_ONLY,
+    PASSTHROUGH_SYSTEMS,
+    RECON,
+    evaluate_file,
+)
 from mcrave.evaluation.sources import EvalFile
 from mcrave.inference import infer_array
 from mcrave.streaming import StreamingEngine
@@ -55,18 +62,40 @@ def run_evaluation(
     cfg = model.cfg
     names = tuple(cfg.names)
 
-    def infer(audio: np.ndarray, present: tuple[int, ...]) -> np.ndarray:
-        # only the present channels are handed over, so a masking bug can never leak the truth
-        return infer_array(engine, audio[list(present)], present=list(present), chunk=chunk)
+    def infer(audio: np.ndarray, present: tuple[int, ...], mode: str) -> np.ndarray:
+        # only the present channels are handed over (all of them to the coded case's encoder,
+        # never to the spatial stage), so a masking bug can never leak the truth
+        return infer_array(
+            engine,
+            audio if mode == "coded" else audio[list(present)],
+            present=list(present),
+            chunk=chunk,
+            latent_only=mode == "latent",
+            coded=mode == "coded",
+        )
 
+    spatial = cfg.spatial
     results = [
         evaluate_file(
-            f, infer, present_sets, model.sample_rate, names, passthrough, keep_example=i == 0
+            f,
+            infer,
+            present_sets,
+            model.sample_rate,
+            names,
+            passthrough,
+            keep_example=i == 0,
+            spatial=spatial,
         )
         for i, f in enumerate(files)
     ]
     rows = [row for r in results for row in r.rows]
-    systems = [*BASELINES, "model", *(PASSTHROUGH_SYSTEMS if passthrough else ()), RECON]
+    systems = [
+        *BASELINES,
+        "model",
+        *((CODED, LATENT_ONLY) if spatial else ()),
+        *(PASSTHROUGH_SYSTEMS if passthrough else ()),
+        RECON,
+    ]
     summary = summarise(rows, systems, model.channels)
     report = {
         "model": {
@@ -79,6 +108,7 @@ def run_evaluation(
             "latent_size": model.latent_size,
             "latency": int(model.latency),
             "projection": cfg.projection,
+            "spatial": spatial,
         },
         "settings": {
             "present_sets": [list(s) for s in present_sets],
@@ -98,6 +128,9 @@ def run_evaluation(
         "summary": summary,
         "gates": {
             group: check_gates(table) for group, table in summary.items() if "model" in table
+        },
+        "gates_coded": {
+            group: check_gates(table, CODED) for group, table in summary.items() if CODED in table
         },
         "rows": rows,
     }

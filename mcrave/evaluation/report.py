@@ -87,7 +87,7 @@ def markdown_table(table: dict[str, dict[str, float]]) -> str:
 
 
 def gates_table(gates: dict[str, dict[str, bool]]) -> str:
-    """One row per case, one column per must-show comparison of `model` (yes = model better)."""
+    """One row per case, one column per must-show comparison of a system (yes = it is better)."""
     keys = list(next(iter(gates.values())))
     lines = ["| case | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for group, checks in gates.items():
@@ -111,6 +111,15 @@ def write_markdown(path: Path, report: dict, figures: list[str]) -> None:
         f"- latent rate: {bitrate['latent_frames_per_second']:.2f} frames/s,"
         f" raw {bitrate['raw_bits_per_second'] / 1000:.1f} kbit/s (float32),"
         f" KL estimate {bitrate['kl_bits_per_second'] / 1000:.2f} kbit/s",
+        *(
+            [
+                "- what travels to the decoder (spatial stage): the latents above plus each present"
+                f" channel's audio, {bitrate['present_audio_bits_per_second_per_channel'] / 1000:.0f}"
+                " kbit/s per channel as f32 on the wire (half that as 16-bit PCM)"
+            ]
+            if bitrate.get("present_audio_bits_per_second_per_channel")
+            else []
+        ),
         f"- latency check: {report['latency_check']['summary']}",
         "",
         "Means over files, present sets and missing channels (recon_all: every channel with all"
@@ -124,10 +133,19 @@ def write_markdown(path: Path, report: dict, figures: list[str]) -> None:
             "",
             "## Must-show checks",
             "",
-            "`model` (decoder output, no passthrough) against the baselines, on means"
+            "`model` (encoder and spatial stage see only the present channels) against the"
+            " baselines, on means"
             " (metric<baseline: model lower = better).",
             "",
             gates_table(report["gates"]),
+        ]
+    if report.get("gates_coded"):
+        lines += [
+            "",
+            "`model_coded` (the codec case: latents of all channels, audio of the present ones)"
+            " against the same baselines:",
+            "",
+            gates_table(report["gates_coded"]),
         ]
     for group, table in summary.items():
         if group != "all":

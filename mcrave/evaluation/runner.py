@@ -17,8 +17,11 @@ from mcrave.evaluation.baselines import phase_blind_oracle, wiener_baselines
 from mcrave.evaluation.metrics import score_systems
 from mcrave.evaluation.sources import EvalFile
 
-InferFn = Callable[[np.ndarray, tuple[int, ...]], np.ndarray]
-"""(audio [N, T], present set) -> all channels [N, T], latency-compensated, from the present ones."""
+InferFn = Callable[[np.ndarray, tuple[int, ...], str], np.ndarray]
+"""(audio [N, T], present set, mode) -> all channels [N, T], latency-compensated. Modes:
+"spatial" (encoder and spatial stage see the present channels), "latent" (latent-only decoding
+from the present channels' latents) and "coded" (encoder sees all channels, the stage only the
+present ones' audio)."""
 
 BASELINES = (
     "silence",
@@ -29,6 +32,8 @@ BASELINES = (
     "oracle",
     "phase_blind",
 )
+LATENT_ONLY = "model_latent"  # the same checkpoint decoding every channel from its latents
+CODED = "model_coded"  # latents of all channels + the present channels' audio
 PASSTHROUGH_SYSTEMS = ("model_pt", "coded_pt")
 RECON = "recon_all"
 NEAREST_MAX_LAG_S = 0.01  # spaced pairs correlate at 1-2 ms; 10 ms covers room-sized arrays
@@ -57,6 +62,8 @@ def case_label(present: tuple[int, ...], missing: int, names: tuple[str, ...]) -
 def _candidates(
     audio: np.ndarray,
     out: np.ndarray,
+    latent: np.ndarray | None,
+    coded: np.ndarray | None,
     recon: np.ndarray,
     blind: dict[int, np.ndarray],
     present: tuple[int, ...],
@@ -66,18 +73,25 @@ def _candidates(
     scored: slice,
     passthrough: bool,
 ) -> dict:
-    """system -> (c_hat [T], p_out [T]): the output pair each system produces."""
+    """system -> (c_hat [T], p_out [T]): the output pair each system produces. `latent` is the
+    latent-only output for the same present set (None: the model has no spatial stage, so `out`
+    is already that)."""
     x_p = audio[p]
+    decoded = out if latent is None else latent
     wiener = wiener_baselines(audio[list(present)].astype(np.float64), audio[c], fit, scored)
     cands = {
         "silence": (np.zeros_like(x_p), x_p),
         "copy": (x_p, x_p),
         # the decoder's own version of p pasted into c's slot: copy, but through the codec
-        "copy_decoded": (out[p], out[p]),
+        "copy_decoded": (decoded[p], decoded[p]),
         **{name: (est, x_p) for name, est in wiener.items()},
         "phase_blind": (blind[c], x_p),
         "model": (out[c], out[p]),
     }
+    if latent is not None:
+        cands[LATENT_ONLY] = (latent[c], latent[p])
+    if coded is not None:
+        cands[CODED] = (coded[c], coded[p])
     if passthrough:
         cands["model_pt"] = (out[c], x_p)  # present channels copied through, c from the decoder
         cands["coded_pt"] = (recon[c], x_p)  # the forum's case: latents of all channels, p copied
@@ -92,9 +106,11 @@ def evaluate_file(
     names: tuple[str, ...],
     passthrough: bool = False,
     keep_example: bool = False,
+    spatial: bool = False,
 ) -> FileResult:
     """Rows of metrics for one file: one per (present set, missing channel, system), plus the
-    all-present reconstruction of every channel."""
+    all-present reconstruction of every channel (the codec's: latent-only). With `spatial` the
+    model's latent-only and coded paths are scored too."""
     audio = file.audio.astype(np.float64)
     n, length = audio.shape
     half = length // 2
@@ -103,13 +119,13 @@ def evaluate_file(
     everything = tuple(range(n))
     result = FileResult()
 
-    def run(present: tuple[int, ...]) -> np.ndarray:
-        out = infer(file.audio, present).astype(np.float64)
+    def run(present: tuple[int, ...], mode: str = "spatial") -> np.ndarray:
+        out = infer(file.audio, present, mode).astype(np.float64)
         if not np.all(np.isfinite(out)):
             raise ValueError(f"{file.name}: model output is not finite with channels {present}")
         return out
 
-    recon = run(everything)
+    recon = run(everything, "latent")
     # once per file and missing channel: a channel is the missing one in many present sets
     missing = {c for present in present_sets for c in everything if c not in present}
     blind = {c: phase_blind_oracle(audio[c], seed=c) for c in sorted(missing)}
@@ -138,10 +154,14 @@ def evaluate_file(
         if len(present) == n:
             continue  # all present: scored below as the reconstruction
         out = run(present)
+        latent = run(present, "latent") if spatial else None
+        coded = run(present, "coded") if spatial else None
         for c in (i for i in everything if i not in present):
             p = nearest_present(corr, c, list(present))
             label = case_label(present, c, names)
-            cands = _candidates(audio, out, recon, blind, present, c, p, fit, scored, passthrough)
+            cands = _candidates(
+                audio, out, latent, coded, recon, blind, present, c, p, fit, scored, passthrough
+            )
             add_rows(label, present, c, p, cands)
             if keep_example and result.example is None:
                 signals = {

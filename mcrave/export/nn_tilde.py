@@ -1,7 +1,9 @@
 """Scripted nn~ model: `encode` (N -> D), `decode` (D -> N) and `forward` (N -> N), streaming.
 
-nn~ calls a method once per audio buffer with a [B, C, T] tensor and expects it to continue the
-stream, so the caches live inside the scripted module (one set per method, re-created when the
+`forward` feeds the present input channels through the spatial stage (present channels pass
+through, missing ones are built from them, steered by the latents); `decode` has no audio, so it
+takes the latent-only path. nn~ calls a method once per audio buffer with a [B, C, T] tensor and
+expects it to continue the stream, so the caches live inside the scripted module (one set per method, re-created when the
 batch size changes, e.g. for mc.nn~). The `present` attribute holds N int flags (1 = channel fed)
 and is settable from Max with `set present 0 1 ...`; nn~ passes one positional int per flag, so
 the setter's arity is generated for N (see `_present_setter`).
@@ -109,7 +111,9 @@ class NNTildeModel(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         enc = self._fresh(self.fwd_enc_states, self.enc_shapes, [False] * len(self.enc_shapes), x)
         dec = self._fresh(self.fwd_dec_states, self.dec_shapes, self.dec_integer, x)
-        y = self.decoder(self._encode(x, enc), dec)
+        mask = self._mask(x)
+        mean, scale = self.encoder(x, mask, enc)
+        y = self.decoder(mean, dec, x, mask)
         self.fwd_enc_states = enc
         self.fwd_dec_states = dec
         return y

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Optional  # TorchScript reads Optional, not `X | None`
+
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from mcrave.config import ModelConfig
 from mcrave.dsp.pqmf import PQMFSynthesis
 from mcrave.dsp.projection import ChannelProjection
 from mcrave.dsp.stateful import StatefulLayer
-from mcrave.model.layers import CausalConv1d, CausalConvTranspose1d, ResidualUnit
+from mcrave.model.layers import LEAKY_SLOPE, CausalConv1d, CausalConvTranspose1d, ResidualUnit
+from mcrave.model.spatial import SpatialStage
 
 
 class DecoderStage(nn.Module):
@@ -20,9 +22,10 @@ class DecoderStage(nn.Module):
         super().__init__()
         self.up = CausalConvTranspose1d(cin, cout, stride)
         self.units = nn.ModuleList(ResidualUnit(cout, cfg.kernel_size, d) for d in cfg.dilations)
+        self.act = nn.LeakyReLU(LEAKY_SLOPE)
 
     def forward(self, x: Tensor, states: list[Tensor]) -> Tensor:
-        x = self.up(F.leaky_relu(x, 0.2), states)
+        x = self.up(self.act(x), states)
         for unit in self.units:
             x = unit(x, states)
         return x
@@ -71,11 +74,16 @@ class Decoder(nn.Module):
 
     Each projected channel's bands are tanh(x * sigmoid(a)) (RAVE v2's waveform x amplitude) plus,
     optionally, uniform noise scaled by a learned per-band envelope; PQMF synthesis and the inverse
-    channel projection give the N raw channels.
+    channel projection give the N raw channels (`generate`). With `cfg.spatial`, the spatial stage
+    then builds the missing channels from the present channels' audio when it is given.
     """
 
     def __init__(
-        self, cfg: ModelConfig, synthesizer: PQMFSynthesis, projection: ChannelProjection
+        self,
+        cfg: ModelConfig,
+        synthesizer: PQMFSynthesis,
+        projection: ChannelProjection,
+        pqmf_delay: int,
     ) -> None:
         super().__init__()
         widths = [cfg.capacity * m for m in cfg.multipliers]
@@ -90,22 +98,38 @@ class Decoder(nn.Module):
         # a quiet start (output RMS ~0.1, not a saturated tanh) that still follows z
         self.out = CausalConv1d(widths[0], (3 if cfg.noise else 2) * rows, 3, gain=OUTPUT_GAIN)
         self.noise = CounterNoise(rows)
+        self.act = nn.LeakyReLU(LEAKY_SLOPE)
         self.synthesizer = synthesizer
         self.projection = projection
+        self.spatial = SpatialStage(cfg, pqmf_delay) if cfg.spatial else None
         if cfg.noise:
             with torch.no_grad():  # start with quiet noise so early training hears the waveform
                 self.out.conv.bias[2 * rows :].fill_(-4.0)
 
-    def forward(self, z: Tensor, states: list[Tensor]) -> Tensor:
+    def generate(self, z: Tensor, states: list[Tensor]) -> Tensor:
+        """z [B, D, F] -> the generative decoder's N channels [B, N, F*ratio], PQMF-delayed."""
         x = self.inp(z, states)
         for stage in self.stages:
             x = stage(x, states)
-        y = self.out(F.leaky_relu(x, 0.2), states)
+        y = self.out(self.act(x), states)
         wave = y[:, : self.rows]
         amp = y[:, self.rows : 2 * self.rows]
         bands = torch.tanh(wave * torch.sigmoid(amp))
-        noise = self.noise(bands, states)
         if self.use_noise:
-            bands = bands + torch.sigmoid(y[:, 2 * self.rows :]) * noise
+            bands = bands + torch.sigmoid(y[:, 2 * self.rows :]) * self.noise(bands, states)
         projected = self.synthesizer(bands, states)
         return self.projection.inverse(projected)
+
+    def forward(
+        self,
+        z: Tensor,
+        states: list[Tensor],
+        audio: Optional[Tensor] = None,  # noqa: UP045
+        mask: Optional[Tensor] = None,  # noqa: UP045
+    ) -> Tensor:
+        """z [B, D, F] (+ the input audio [B, N, F*ratio] and its presence mask [B, N]) -> all N
+        channels; without audio (or without a spatial stage) the latent-only path."""
+        decoded = self.generate(z, states)
+        if self.spatial is None:
+            return decoded
+        return self.spatial(z, decoded, audio, mask, states)

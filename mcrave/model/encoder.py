@@ -8,7 +8,7 @@ from torch.nn import functional as F
 
 from mcrave.config import ModelConfig
 from mcrave.dsp.pqmf import PQMFAnalysis
-from mcrave.model.layers import CausalConv1d, ResidualUnit
+from mcrave.model.layers import LEAKY_SLOPE, CausalConv1d, ResidualUnit
 
 
 class EncoderStage(nn.Module):
@@ -18,11 +18,12 @@ class EncoderStage(nn.Module):
         super().__init__()
         self.units = nn.ModuleList(ResidualUnit(cin, cfg.kernel_size, d) for d in cfg.dilations)
         self.down = CausalConv1d(cin, cout, 2 * stride, stride=stride)
+        self.act = nn.LeakyReLU(LEAKY_SLOPE)
 
     def forward(self, x: Tensor, states: list[Tensor]) -> Tensor:
         for unit in self.units:
             x = unit(x, states)
-        return self.down(F.leaky_relu(x, 0.2), states)
+        return self.down(self.act(x), states)
 
 
 INITIAL_SCALE_PREACTIVATION = -4.0  # softplus(-4) ~ 0.018: the posterior starts narrow
@@ -45,6 +46,7 @@ class Encoder(nn.Module):
             EncoderStage(widths[i], widths[i + 1], s, cfg) for i, s in enumerate(cfg.strides)
         )
         self.out = CausalConv1d(widths[-1], 2 * cfg.latent_size, 1)
+        self.act = nn.LeakyReLU(LEAKY_SLOPE)
         # Start nearly deterministic: with softplus(0) ~ 0.7 the sampling noise drowned the
         # untrained means (std ~0.005), the decoder learned to ignore z and the latent collapsed
         # on short CPU runs; the KL term raises the scale later, as far as reconstruction allows.
@@ -59,5 +61,5 @@ class Encoder(nn.Module):
         x = self.inp(torch.cat([bands, flags], 1), states)
         for stage in self.stages:
             x = stage(x, states)
-        mean, raw_scale = self.out(F.leaky_relu(x, 0.2), states).chunk(2, 1)
+        mean, raw_scale = self.out(self.act(x), states).chunk(2, 1)
         return mean, F.softplus(raw_scale) + 1e-4

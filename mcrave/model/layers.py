@@ -141,10 +141,11 @@ class ResidualUnit(nn.Module):
         self.mix = weight_norm(
             variance_preserving(nn.Conv1d(width, width, 1), width, RESIDUAL_GAIN)
         )
+        self.act = nn.LeakyReLU(LEAKY_SLOPE)
 
     def forward(self, x: Tensor, states: list[Tensor]) -> Tensor:
-        y = self.conv(F.leaky_relu(x, 0.2), states)
-        return x + conv1d_gemm(F.leaky_relu(y, 0.2), self.mix.weight, self.mix.bias, 1, 1)
+        y = self.conv(self.act(x), states)
+        return x + conv1d_gemm(self.act(y), self.mix.weight, self.mix.bias, 1, 1)
 
 
 def remove_weight_norm(model: nn.Module) -> nn.Module:

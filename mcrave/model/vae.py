@@ -30,7 +30,7 @@ class MCRave(nn.Module):
         self.pqmf = PQMF(cfg.bands, cfg.pqmf_taps, cfg.channels)
         self.projection = ChannelProjection(cfg.projection, cfg.channels)
         self.encoder = Encoder(cfg, self.pqmf.analyzer)
-        self.decoder = Decoder(cfg, self.pqmf.synthesizer, self.projection)
+        self.decoder = Decoder(cfg, self.pqmf.synthesizer, self.projection, self.pqmf.delay)
         self.refresh_state_slots()
 
     def refresh_state_slots(self) -> None:
@@ -56,15 +56,31 @@ class MCRave(nn.Module):
 
     @property
     def latency(self) -> int:
+        """Samples by which the output lags the input (PQMF, plus the spatial stage's STFT)."""
+        spatial = self.cfg.spatial_fft - self.cfg.spatial_hop if self.cfg.spatial else 0
+        return self.pqmf.delay + spatial
+
+    @property
+    def decoded_latency(self) -> int:
+        """The lag of the generative decoder's own output (`decode_latent`): the PQMF's."""
         return self.pqmf.delay
 
     def initial_states(
-        self, part: str, batch: int, device: torch.device | None = None
+        self,
+        part: str,
+        batch: int,
+        device: torch.device | None = None,
+        seeds: int | Tensor | None = None,
     ) -> list[Tensor]:
-        """Zero states for `part` in ("encoder", "decoder"): the start of a stream."""
+        """Zero states for `part` in ("encoder", "decoder"): the start of a stream. `seeds`
+        (int or [B]) start the decoder's noise streams."""
         slots = self.encoder_slots if part == "encoder" else self.decoder_slots
         device = device if device is not None else next(self.parameters()).device
-        return [torch.zeros(batch, *shape, dtype=dtype, device=device) for shape, dtype in slots]
+        states = [torch.zeros(batch, *shape, dtype=dtype, device=device) for shape, dtype in slots]
+        if part == "decoder" and seeds is not None:
+            seed = torch.as_tensor(seeds, dtype=torch.int64, device=device).expand(batch)
+            states[self.decoder.noise.sid][:, 0, 0] = seed
+        return states
 
     def _check_length(self, t: int) -> None:
         if t % self.ratio:
@@ -77,27 +93,51 @@ class MCRave(nn.Module):
         return self.encoder(audio, mask, states)
 
     @staticmethod
-    def reparametrize(mean: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
-        """Sample z and return the KL to N(0, 1), summed over dims, averaged over frames: [B].
+    def reparametrize(
+        mean: Tensor, scale: Tensor, noise: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Sample z (from `noise` ~ N(0, 1) when given: the trainer draws it per global row) and
+        return the KL to N(0, 1), summed over dims, averaged over frames: [B].
 
         Averaging over frames (as RAVE does) keeps the KL's weight independent of crop length;
         a sum over frames made it ~frames times stronger and collapsed the posterior early.
         """
-        z = mean + scale * torch.randn_like(mean)
+        z = mean + scale * (torch.randn_like(mean) if noise is None else noise)
         var = scale * scale
         kl = (mean * mean + var - torch.log(var) - 1).sum(1).mean(-1)
         return z, kl
 
-    def decode(self, z: Tensor, seed: int | Tensor = 0) -> Tensor:
-        """[B, D, F] -> [B, N, F*ratio]; `seed` ([B] or int) drives the noise branch."""
-        states = self.initial_states("decoder", z.shape[0], z.device)
-        noise_slot = self.decoder.noise.sid
-        seeds = torch.as_tensor(seed, dtype=torch.int64, device=z.device).expand(z.shape[0])
-        states[noise_slot][:, 0, 0] = seeds
-        return self.decoder(z, states)
+    def decode(
+        self,
+        z: Tensor,
+        seed: int | Tensor = 0,
+        audio: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor:
+        """[B, D, F] -> [B, N, F*ratio], `latency` late; `seed` ([B] or int) drives the noise
+        branch. With the input `audio` [B, N, F*ratio] and its `mask` [B, N], the spatial stage
+        builds the missing channels from the present ones; without, the latent-only path."""
+        states = self.initial_states("decoder", z.shape[0], z.device, seed)
+        return self.decoder(z, states, audio, mask)
+
+    def decode_latent(self, z: Tensor, seed: int | Tensor = 0) -> Tensor:
+        """The generative decoder alone: [B, D, F] -> [B, N, F*ratio], `decoded_latency` late."""
+        return self.decoder.generate(z, self.initial_states("decoder", z.shape[0], z.device, seed))
+
+    def decode_parts(
+        self, z: Tensor, seed: int | Tensor, audio: Tensor, mask: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Training view of `decode`: (spatial output, `latency` late; the generative decoder's
+        own output, `decoded_latency` late), so each gets its own losses."""
+        states = self.initial_states("decoder", z.shape[0], z.device, seed)
+        decoded = self.decoder.generate(z, states)
+        if self.decoder.spatial is None:
+            return decoded, decoded
+        return self.decoder.spatial(z, decoded, audio, mask, states), decoded
 
     def forward(self, audio: Tensor, mask: Tensor, seed: int | Tensor = 0) -> dict[str, Tensor]:
-        """Training pass: encode, sample, decode. Returns out, z, mean, scale, kl."""
+        """Encode, sample, decode with the present channels. Returns out, z, mean, scale, kl."""
         mean, scale = self.encode(audio, mask)
         z, kl = self.reparametrize(mean, scale)
-        return {"out": self.decode(z, seed), "z": z, "mean": mean, "scale": scale, "kl": kl}
+        out = self.decode(z, seed, audio, mask)
+        return {"out": out, "z": z, "mean": mean, "scale": scale, "kl": kl}

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from mcrave.model.layers import LEAKY_SLOPE
+
 PERIODS = (2, 3, 5, 7, 11)
 SCALES = 3
 LAYERS = 4
@@ -45,7 +47,7 @@ def _features(layers: nn.ModuleList, out: nn.Module, x: torch.Tensor) -> list[to
     """Every layer's activation (for feature matching), then the logits."""
     features = []
     for layer in layers:
-        x = nn.functional.leaky_relu(layer(x), 0.2)
+        x = nn.functional.leaky_relu(layer(x), LEAKY_SLOPE)
         features.append(x)
     features.append(out(x))
     return features

@@ -120,3 +120,28 @@ def interchannel_loss(
     ild_err = (ild_x - ild_y).abs().mean() / 10
     icc_err = (icc_x - icc_y).abs().mean()
     return ild_err + icc_err
+
+
+def band_level_loss(
+    target: torch.Tensor,
+    estimate: torch.Tensor,
+    sample_rate: int,
+    n_fft: int = 1024,
+    bands: int = 16,
+) -> torch.Tensor:
+    """Mean |log10| ratio of per-band, per-frame power of `estimate` to `target` ([B, C, T]).
+
+    Used on the "side" signal (missing channel minus the present ones): it sets the image width
+    on a level scale, without the spectral distance's per-bin log term, which would demand the
+    side's fine structure (unknowable from the present channels) and trade away the mid's.
+    Silent bands are floored at 1e-4 of the item's mean band power.
+    """
+    n_fft = min(n_fft, max(64, 2 ** int(math.log2(target.shape[-1]))))
+    weights = band_matrix(n_fft, sample_rate, bands, target.device)
+    weights = weights[weights.sum(dim=1) > 0]
+    levels = [
+        torch.einsum("bcft,kf->bckt", _stft(s, n_fft).abs().pow(2), weights)
+        for s in (target, estimate)
+    ]
+    floor = 1e-4 * levels[0].mean(dim=(1, 2, 3), keepdim=True).clamp_min(EPS)
+    return (torch.log10(levels[1] + floor) - torch.log10(levels[0] + floor)).abs().mean()

@@ -26,7 +26,7 @@ from mcrave.training.checkpoints import RunCheckpoints, restore_rng_state, rng_s
 from mcrave.training.data import BatchPlan, CropSource, mix_seed
 from mcrave.training.discriminator import Discriminator, discriminator_loss, generator_losses
 from mcrave.training.distributed import DistInfo, agree, average_gradients
-from mcrave.training.losses import interchannel_loss, spectral_distance
+from mcrave.training.losses import band_level_loss, interchannel_loss, spectral_distance
 from mcrave.training.masking import random_masks
 from mcrave.training.monitor import Monitor
 
@@ -107,14 +107,48 @@ class Trainer:
 
     # ---- one step ----------------------------------------------------------------------------
     def _aligned(
-        self, target: torch.Tensor, out: torch.Tensor
+        self, target: torch.Tensor, out: torch.Tensor, lat: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Input and output cut to the same samples (the output lags by `latency`), a multiple of
-        the PQMF band count long. Every loss and the discriminator see only these, so a delayed
-        output or its warm-up samples are never mistaken for an error or a tell."""
-        lat, bands = self.model.latency, self.cfg.model.bands
+        """Input and output cut to the same samples (the output lags by `lat`, default the
+        generative decoder's), a multiple of the PQMF band count long. Every loss and the
+        discriminator see only these, so a delayed output or its warm-up samples are never
+        mistaken for an error or a tell."""
+        lat = self.model.decoded_latency if lat is None else lat
+        bands = self.cfg.model.bands
         usable = (target.shape[-1] - lat) // bands * bands
         return target[..., :usable], out[..., lat : lat + usable]
+
+    def _spatial_losses(
+        self, audio: torch.Tensor, out: torch.Tensor, masks: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Losses of the spatial stage's output: spectral distance on the missing channels
+        (present ones pass through), band levels of their difference to the mean present
+        channel (the "side" signal: it sets the image width, which the other terms let collapse)
+        and ILD/ICC errors over every channel pair."""
+        x, y = self._aligned(audio, out, self.model.latency)
+        missing = ~masks
+        if not missing.any():
+            zero = x.new_zeros(())
+            return {"spatial_spectral": zero, "spatial_side": zero, "spatial_interchannel": zero}
+        weights = masks.to(x.dtype)[:, :, None]
+        reference = (x * weights).sum(1, keepdim=True) / weights.sum(1, keepdim=True)
+        rows = missing.any(1)
+        return {
+            "spatial_spectral": spectral_distance(x[missing][:, None], y[missing][:, None]),
+            "spatial_side": band_level_loss(
+                (x - reference)[missing][:, None],
+                (y - reference)[missing][:, None],
+                self.cfg.model.sample_rate,
+            ),
+            "spatial_interchannel": interchannel_loss(x[rows], y[rows], self.cfg.model.sample_rate),
+        }
+
+    def _spatial_total(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.tc.spatial_weight * (
+            losses["spatial_spectral"]
+            + losses["spatial_side"]
+            + self.tc.interchannel_weight * losses["spatial_interchannel"]
+        )
 
     def _reconstruction(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """Losses on *all* channels of aligned input `x` and output `y`."""
@@ -130,36 +164,72 @@ class Trainer:
             losses["projected"] = spectral_distance(project(x), project(y))
         return losses
 
-    def _draws(self, step: int, frames: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Masks, latent noise and decoder seeds of this rank's rows of global batch `step`."""
+    def _draws(self, step: int, frames: int) -> tuple[torch.Tensor, ...]:
+        """Masks, encoder masks (all channels on "coded" rows), latent noise and decoder seeds of
+        this rank's rows of global batch `step`."""
         gen = torch.Generator().manual_seed(mix_seed(self.opts.seed, step))
         g, rows = self.plan.global_batch, self.info.shard(self.tc.batch_size)
-        masks = random_masks(g, self.cfg.model.channels, self.tc, gen)[rows]
+        masks = random_masks(g, self.cfg.model.channels, self.tc, gen)
         noise = torch.randn(g, self.cfg.model.latent_size, frames, generator=gen)[rows]
         seeds = torch.randint(0, 2**31 - 1, (g,), generator=gen)[rows]
-        return masks.to(self.device), noise.to(self.device), seeds.to(self.device)
+        coded = torch.rand(g, generator=gen) < self.tc.coded_p
+        encoder_masks = masks | coded[:, None]
+        return tuple(t.to(self.device) for t in (masks[rows], encoder_masks[rows], noise, seeds))
+
+    def _freeze_codec(self) -> None:
+        """Only the spatial stage learns (on top of a warm-started codec)."""
+        self.model.requires_grad_(False)
+        if self.model.decoder.spatial is None:
+            raise ValueError("train_codec=False needs a model with a spatial stage")
+        self.model.decoder.spatial.requires_grad_(True)
+
+    def _spatial_step(
+        self,
+        step: int,
+        audio: torch.Tensor,
+        masks: torch.Tensor,
+        encoder_masks: torch.Tensor,
+        noise: torch.Tensor,
+        seeds: torch.Tensor,
+    ) -> dict[str, float]:
+        """A step of the spatial stage alone: the frozen codec runs without gradients."""
+        self._freeze_codec()
+        with torch.no_grad():
+            mean, scale = self.model.encode(audio, encoder_masks)
+            z, _ = self.model.reparametrize(mean, scale, noise)
+        out, _ = self.model.decode_parts(z, seeds, audio, masks)
+        losses = self._spatial_losses(audio, out, masks)
+        total = self._spatial_total(losses)
+        self._update(self.opt_g, self.model, total, schedules.generator_lr(step, self.tc))
+        return {"loss": total.item(), **{k: v.item() for k, v in losses.items()}}
 
     def train_step(self, step: int) -> dict[str, float]:
         tc = self.tc
         audio = self.plan.audio(step).to(self.device)
-        masks, noise, seeds = self._draws(step, audio.shape[-1] // self.model.ratio)
+        masks, encoder_masks, noise, seeds = self._draws(step, audio.shape[-1] // self.model.ratio)
+        if not tc.train_codec:
+            return self._spatial_step(step, audio, masks, encoder_masks, noise, seeds)
         adversarial = schedules.is_adversarial(step, tc)
         self.model.encoder.requires_grad_(not adversarial)
         with torch.set_grad_enabled(not adversarial):
-            mean, scale = self.model.encode(audio, masks)
-            _, kl = self.model.reparametrize(mean, scale)
-            z = mean + scale * noise  # our noise: drawn per global row, so ranks match one process
+            mean, scale = self.model.encode(audio, encoder_masks)
+            # our noise: drawn per global row, so ranks match one process
+            z, kl = self.model.reparametrize(mean, scale, noise)
         if schedules.is_discriminator_step(step, tc):
             with torch.no_grad():
-                real, fake = self._aligned(audio, self.model.decode(z, seeds))
+                real, fake = self._aligned(audio, self.model.decode_latent(z, seeds))
             self.disc.requires_grad_(True)
             loss_d = discriminator_loss(self.disc(real), self.disc(fake))
             self._update(self.opt_d, self.disc, loss_d, tc.d_lr)
             return {"discriminator": loss_d.item()}
-        real, out = self._aligned(audio, self.model.decode(z, seeds))
+        spatial_out, decoded = self.model.decode_parts(z, seeds, audio, masks)
+        real, out = self._aligned(audio, decoded)
         losses = self._reconstruction(real, out)
         total = losses["spectral"] + losses["multiband"] + losses.get("projected", 0.0)
         total = total + tc.interchannel_weight * losses["interchannel"]
+        if self.model.decoder.spatial is not None:
+            losses |= self._spatial_losses(audio, spatial_out, masks)
+            total = total + self._spatial_total(losses)
         if adversarial:
             self.disc.requires_grad_(False)
             with torch.no_grad():
@@ -188,7 +258,8 @@ class Trainer:
     # ---- validation --------------------------------------------------------------------------
     @torch.no_grad()
     def validate(self) -> float | None:
-        """Mean spectral distance on fixed valid crops: all present, then each channel alone."""
+        """Mean score on fixed valid crops: the codec with all channels present, then (spatial
+        stage) the missing channels' losses with each channel alone."""
         if self.valid is None or len(self.valid) == 0:
             return None
         self.model.eval()
@@ -206,8 +277,13 @@ class Trainer:
         for mask in masks:
             m = mask.to(self.device).expand(audio.shape[0], n)
             mean, _ = self.model.encode(audio, m)
-            x, y = self._aligned(audio, self.model.decode(mean))
-            scores.append(self._reconstruction(x, y)["spectral"].item())
+            spatial, decoded = self.model.decode_parts(mean, 0, audio, m)
+            if bool(m.all()) or self.model.decoder.spatial is None:
+                x, y = self._aligned(audio, decoded)  # the codec's own reconstruction
+                scores.append(self._reconstruction(x, y)["spectral"].item())
+            else:  # the missing channels as the spatial stage infers them
+                losses = self._spatial_losses(audio, spatial, m)
+                scores.append(sum(v.item() for v in losses.values()))
         self.model.train()
         return sum(scores) / len(scores)
 

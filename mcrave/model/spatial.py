@@ -1,0 +1,285 @@
+"""Spatial stage: each missing channel built FROM the present channels' audio, steered by latents.
+
+A decoder that only sees latents cannot reproduce a waveform, so it can never beat copying the
+present channel. This stage does what parametric stereo (HE-AAC v2, MPEG Surround) does, learned:
+in a causal STFT (oversampled, so time-varying gains do not alias as they would on PQMF bands),
+per frame and per perceptual band, a small causal network predicts for every (missing target,
+present source) pair a level, a phase difference and a pooling weight, and for every target a
+coherence angle (how much decorrelated "fill" replaces the direct sound) and a gate on the
+generative decoder's own output (what no transform of the present channels can give).
+
+    direct_c = sum_p softmax_p(w_cp) * g_cp * exp(i phi_cp) * X_p
+    Y_c      = cos(a_c) direct_c + sin(a_c) duck(decorrelate(direct_c)) + gate_c * D_c
+    Y_c      = X_c for present channels; Y = D (the decoder) when nothing is present
+
+The last layers start at zero, so an untrained stage outputs the mean of the present channels:
+training starts AT the copy baseline. Every context (delay line, STFT frames, temporal convs,
+decorrelator history, overlap-add tail) lives in explicit state slots, so chunked == offline.
+The stage delays everything by `fft - hop` samples on top of the PQMF delay.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional  # TorchScript reads Optional, not `X | None`
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from mcrave.config import ModelConfig
+from mcrave.dsp.stateful import StatefulLayer
+from mcrave.model.layers import LEAKY_SLOPE, conv1d_gemm
+
+EMBEDDING = 16
+DECORRELATOR_DELAYS = (1, 2, 3)  # STFT frames; cycled over bands so neighbours decorrelate
+INITIAL_GATE = -4.0  # sigmoid(-4) ~ 0.018: the decoder's residual starts nearly shut
+INITIAL_ANGLE = -4.0  # (pi/2) sigmoid(-4) ~ 0.03 rad: the fill starts nearly silent
+POWER_FLOOR = 1e-10
+
+
+def erb_band_index(fft: int, sample_rate: int, bands: int) -> np.ndarray:
+    """Band of each rfft bin: edges equally spaced on the ERB scale, every band >= 1 bin."""
+    bins = fft // 2 + 1
+    erb = lambda f: 21.4 * np.log10(1 + 0.00437 * f)  # noqa: E731
+    freqs = np.arange(bins) * sample_rate / fft
+    scaled = erb(freqs) / erb(sample_rate / 2) * bands
+    index = np.minimum(scaled.astype(np.int64), bands - 1)
+    # low bins are wider than their ERB band: renumber so no band is empty
+    _, dense = np.unique(index, return_inverse=True)
+    return dense
+
+
+class ContextBuffer(StatefulLayer):
+    """Prepends the last `length` samples of the previous call: [B, rows, T] -> [B, rows, L + T]."""
+
+    def __init__(self, rows: int, length: int) -> None:
+        super().__init__()
+        self.rows = rows
+        self.length = length
+
+    def state_shape(self) -> tuple[int, int]:
+        return (self.rows, self.length)
+
+    def forward(self, x: Tensor, states: list[Tensor]) -> Tensor:
+        full = torch.cat([states[self.sid], x], -1)
+        states[self.sid] = full[..., full.shape[-1] - self.length :]
+        return full
+
+
+class OverlapAddTail(StatefulLayer):
+    """Carries the overlap-add tail of `length` samples into the next call."""
+
+    def __init__(self, rows: int, length: int) -> None:
+        super().__init__()
+        self.rows = rows
+        self.length = length
+
+    def state_shape(self) -> tuple[int, int]:
+        return (self.rows, self.length)
+
+    def forward(self, buffer: Tensor, emit: int, states: list[Tensor]) -> Tensor:
+        """buffer [B, rows, emit + length] -> the first `emit` samples, with the old tail added."""
+        tail = states[self.sid]
+        head = torch.cat([buffer[..., : self.length] + tail, buffer[..., self.length :]], -1)
+        states[self.sid] = head[..., emit:]
+        return head[..., :emit]
+
+
+class TemporalUnit(nn.Module):
+    """Residual causal conv over STFT frames, shared by all channels (rows = channels x width)."""
+
+    def __init__(self, channels: int, width: int, dilation: int) -> None:
+        super().__init__()
+        self.width = width
+        self.dilation = dilation
+        self.context = ContextBuffer(channels * width, 2 * dilation)
+        self.conv = nn.Conv1d(width, width, 3)
+        self.act = nn.LeakyReLU(LEAKY_SLOPE)
+        with torch.no_grad():
+            self.conv.weight.normal_(0.0, 0.3 / (3 * width) ** 0.5)
+            self.conv.bias.zero_()
+
+    def forward(self, x: Tensor, states: list[Tensor]) -> Tensor:
+        """x [B, N*W, F] -> same shape."""
+        b, rows, f = x.shape
+        full = self.context(self.act(x), states)
+        per_channel = full.reshape(b * (rows // self.width), self.width, full.shape[-1])
+        y = conv1d_gemm(per_channel, self.conv.weight, self.conv.bias, 1, self.dilation)
+        return x + y.reshape(b, rows, f)
+
+
+def _mlp(cin: int, hidden: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(cin, hidden), nn.LeakyReLU(LEAKY_SLOPE), nn.Linear(hidden, cout))
+
+
+class SpatialStage(nn.Module):
+    """(latents, present audio, mask, decoder output) -> all N channels, `fft - hop` later."""
+
+    def __init__(self, cfg: ModelConfig, latency: int) -> None:
+        super().__init__()
+        n, fft, hop = cfg.channels, cfg.spatial_fft, cfg.spatial_hop
+        hidden, bands = cfg.spatial_hidden, cfg.spatial_bands
+        self.channels, self.fft, self.hop, self.bands = n, fft, hop, bands
+        self.floor = POWER_FLOOR  # an attribute: TorchScript cannot read module-level floats
+        self.frames_per_latent = cfg.ratio // hop
+        bins = fft // 2 + 1
+        index = torch.from_numpy(erb_band_index(fft, cfg.sample_rate, bands))
+        self.used_bands = int(index.max()) + 1
+        k = self.used_bands
+        self.register_buffer("band_index", index, persistent=False)
+        onehot = F.one_hot(index, k).to(torch.float32)  # [bins, K]
+        self.register_buffer("band_mean", onehot / onehot.sum(0), persistent=False)
+        window = torch.hann_window(fft, periodic=True).sqrt()
+        ola = sum(window.roll(s * hop) ** 2 for s in range(fft // hop))
+        self.register_buffer("window", window, persistent=False)
+        self.register_buffer("synthesis_window", window / ola, persistent=False)
+        gen = torch.Generator().manual_seed(0x5A7)
+        theta = torch.rand(bins, generator=gen) * 2 * math.pi
+        self.register_buffer("decor_cos", theta.cos(), persistent=False)
+        self.register_buffer("decor_sin", theta.sin(), persistent=False)
+        delays = torch.tensor(DECORRELATOR_DELAYS)[index % len(DECORRELATOR_DELAYS)]
+        self.max_delay = max(DECORRELATOR_DELAYS)
+        self.register_buffer(
+            "delay_select",
+            torch.stack([(delays == d).to(torch.float32) for d in range(1, self.max_delay + 1)]),
+            persistent=False,
+        )  # [max_delay, bins]
+
+        # streaming contexts
+        self.present_delay = ContextBuffer(n, latency)  # aligns input audio with decoder output
+        self.present_frames = ContextBuffer(n, fft - hop)
+        self.decoded_frames = ContextBuffer(n, fft - hop)
+        self.history = ContextBuffer(n * bins * 2, self.max_delay)
+        self.overlap_add = OverlapAddTail(n, fft - hop)
+
+        # the network
+        self.embedding = nn.Parameter(torch.randn(n, EMBEDDING) * 0.5)
+        self.source = _mlp(k + EMBEDDING, hidden, hidden)
+        self.latent = nn.Linear(cfg.latent_size, hidden)
+        self.target = _mlp(2 * hidden + EMBEDDING + k, hidden, hidden)
+        self.temporal = nn.ModuleList(TemporalUnit(n, hidden, d) for d in (1, 2, 4, 8))
+        self.pair_target = nn.Linear(hidden, hidden)
+        self.pair_source = nn.Linear(hidden, hidden)
+        self.pair_out = nn.Linear(hidden, 3 * k)  # log gain, phase, pooling weight
+        self.target_out = nn.Linear(hidden, 2 * k)  # coherence angle, decoder gate
+        self.act = nn.LeakyReLU(LEAKY_SLOPE)
+        with torch.no_grad():
+            for head in (self.pair_out, self.target_out):
+                head.weight.zero_()
+                head.bias.zero_()
+            self.target_out.bias[:k].fill_(INITIAL_ANGLE)
+            self.target_out.bias[k:].fill_(INITIAL_GATE)
+
+    # ---- helpers -----------------------------------------------------------------------------
+    def _stft(self, framed: Tensor) -> Tensor:
+        """[B, N, fft - hop + T] -> complex [B, N, bins, T/hop] (frames end at hop, 2 hop, ...)."""
+        frames = framed.unfold(-1, self.fft, self.hop) * self.window  # [B, N, F, fft]
+        return torch.fft.rfft(frames, dim=-1).transpose(-1, -2)
+
+    def _band_power(self, spec: Tensor) -> Tensor:
+        """complex [B, N, bins, F] -> mean power per band [B, N, K, F]."""
+        power = spec.real.square() + spec.imag.square()
+        return torch.einsum("bnft,fk->bnkt", power, self.band_mean)
+
+    def _to_bins(self, per_band: Tensor) -> Tensor:
+        """[..., K, F] -> [..., bins, F] (piecewise constant over each band)."""
+        return per_band.index_select(-2, self.band_index)
+
+    def _decorrelate(self, direct: Tensor, states: list[Tensor]) -> Tensor:
+        """A fixed all-pass per bin: each band delayed by 1-3 frames, each bin phase-rotated,
+        then ducked so the fill never exceeds the direct sound's band power (transients)."""
+        b, n, bins, f = direct.shape
+        pairs = torch.view_as_real(direct).permute(0, 1, 2, 4, 3).reshape(b, n * bins * 2, f)
+        full = self.history(pairs, states).reshape(b, n, bins, 2, self.max_delay + f)
+        delayed = torch.zeros_like(full[..., :f])
+        for d in range(1, self.max_delay + 1):
+            start = self.max_delay - d
+            delayed = (
+                delayed
+                + full[..., start : start + f] * self.delay_select[d - 1][None, None, :, None, None]
+            )
+        re, im = delayed[..., 0, :], delayed[..., 1, :]
+        cos, sin = self.decor_cos[:, None], self.decor_sin[:, None]
+        fill = torch.complex(re * cos - im * sin, re * sin + im * cos)
+        duck = (self._band_power(direct) / (self._band_power(fill) + self.floor)).clamp(max=1.0)
+        return fill * self._to_bins(duck.sqrt())
+
+    # ---- forward -----------------------------------------------------------------------------
+    def forward(
+        self,
+        z: Tensor,
+        decoded: Tensor,
+        audio: Optional[Tensor],  # noqa: UP045
+        mask: Optional[Tensor],  # noqa: UP045
+        states: list[Tensor],
+    ) -> Tensor:
+        """z [B, D, T/ratio], decoded [B, N, T] (PQMF-delayed), audio [B, N, T] (raw input, only
+        present channels used) and mask [B, N] or None (latent-only) -> [B, N, T]."""
+        b, n, t = decoded.shape
+        if audio is None or mask is None:
+            present = torch.zeros(b, n, dtype=torch.bool, device=decoded.device)
+            audio = torch.zeros_like(decoded)
+        else:
+            present = mask.to(torch.bool)
+        audio = torch.where(present[:, :, None], audio, torch.zeros_like(audio))
+        aligned = self.present_delay(audio, states)[..., :t]
+        x = self._stft(self.present_frames(aligned, states))  # [B, N, bins, F]
+        dec = self._stft(self.decoded_frames(decoded, states))
+        frames = x.shape[-1]
+        m = present.to(decoded.dtype)  # [B, N]
+        any_present = m.amax(1) > 0  # [B]
+
+        # features per frame
+        # log10 band powers, centred on -50 dB and scaled to ~unit range for the linear layers
+        log_power = (torch.log10(self._band_power(x) + self.floor) + 5.0) / 3.0
+        log_power = log_power.permute(0, 1, 3, 2)  # [B, N, F, K]
+        emb = self.embedding[None, :, None, :].expand(b, n, frames, self.embedding.shape[1])
+        src = self.source(torch.cat([log_power, emb], -1))  # [B, N, F, H]
+        weights = m[:, :, None, None]
+        count = m.sum(1).clamp(min=1.0)[:, None, None]
+        pooled = (src * weights).sum(1) / count  # [B, F, H]
+        mean_power = (log_power * weights).sum(1) / count  # [B, F, K]
+        lat = self.latent(z.transpose(1, 2)).repeat_interleave(self.frames_per_latent, 1)
+        shared = torch.cat([pooled, lat, mean_power], -1)[:, None].expand(b, n, frames, -1)
+        ctx = self.target(torch.cat([shared, emb], -1))  # [B, N, F, H]
+        hidden = ctx.shape[-1]
+        seq = ctx.permute(0, 1, 3, 2).reshape(b, n * hidden, frames)
+        for unit in self.temporal:
+            seq = unit(seq, states)
+        ctx = seq.reshape(b, n, hidden, frames).permute(0, 1, 3, 2)
+
+        # per (target c, source p) transform of the present channels
+        pair = self.act(
+            self.pair_target(ctx)[:, :, None] + self.pair_source(src)[:, None]
+        )  # [B, C, P, F, H]
+        log_gain, phase, logit = self.pair_out(pair).permute(0, 1, 2, 4, 3).chunk(3, 3)
+        logit = logit.masked_fill(~present[:, None, :, None, None], -1e4)
+        share = torch.softmax(logit, dim=2)  # over present sources
+        amp = self._to_bins(share * torch.exp(log_gain.clamp(-12.0, 4.0)))  # [B,C,P,bins,F]
+        phase = self._to_bins(phase)
+        xr, xi = x.real[:, None], x.imag[:, None]
+        cos, sin = torch.cos(phase), torch.sin(phase)
+        direct = torch.complex(
+            (amp * (xr * cos - xi * sin)).sum(2), (amp * (xr * sin + xi * cos)).sum(2)
+        )  # [B, C, bins, F]
+
+        angle_logit, gate_logit = self.target_out(ctx).permute(0, 1, 3, 2).chunk(2, 2)
+        angle = self._to_bins(torch.sigmoid(angle_logit) * (math.pi / 2))
+        gate = self._to_bins(torch.sigmoid(gate_logit))
+        inferred = angle.cos() * direct + angle.sin() * self._decorrelate(direct, states)
+        inferred = inferred + gate * dec
+        keep = present[:, :, None, None]
+        y = torch.where(keep, x, torch.where(any_present[:, None, None, None], inferred, dec))
+
+        # overlap-add synthesis
+        frames_out = torch.fft.irfft(y.transpose(-1, -2), n=self.fft, dim=-1)
+        frames_out = frames_out * self.synthesis_window  # [B, N, F, fft]
+        buffer = F.fold(
+            frames_out.reshape(b * n, frames, self.fft).transpose(1, 2),
+            output_size=(1, t + self.fft - self.hop),
+            kernel_size=(1, self.fft),
+            stride=(1, self.hop),
+        ).reshape(b, n, t + self.fft - self.hop)
+        return self.overlap_add(buffer, t, states)
