@@ -1,7 +1,9 @@
 """Crash-safe file writes: temp file in the same folder, fsync, rename, fsync the folder.
 
-A reader sees the old file or the new one, never half of one. Tests can kill the writer between
-the fsync and the rename by setting MCRAVE_FAULT=kill_before_rename.
+A reader sees the old file or the new one, never half of one. A writer can be handed a
+`before_rename` hook; `mcrave train` and `mcrave prepare` pass `fault_from_env()`, so their tests
+can kill them between the fsync and the rename (MCRAVE_FAULT=kill_before_rename) without the
+variable reaching any other writer in the process.
 """
 
 from __future__ import annotations
@@ -23,16 +25,25 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def fault_point(name: str) -> None:
-    """Die here, as a crash would, when the environment asks for this fault (tests only)."""
-    if os.environ.get(FAULT_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fault_from_env() -> Callable[[], None] | None:
+    """The `before_rename` hook MCRAVE_FAULT=kill_before_rename asks for (tests only): die there,
+    as a crash would. Read by the commands that write datasets and checkpoints, nowhere else."""
+    return _die if os.environ.get(FAULT_ENV) == "kill_before_rename" else None
 
 
 def atomic_write(
-    path: str | Path, write: Callable[[BinaryIO], None], *, force: bool = True
+    path: str | Path,
+    write: Callable[[BinaryIO], None],
+    *,
+    force: bool = True,
+    before_rename: Callable[[], None] | None = None,
 ) -> Path:
-    """Write `path` through `write(file)` atomically; refuse to replace it unless `force`."""
+    """Write `path` through `write(file)` atomically; refuse to replace it unless `force`.
+    `before_rename` runs between the fsync and the rename (fault-injection tests)."""
     path = Path(path)
     if path.exists() and not force:
         raise FileExistsError(f"{path} exists (use --force to overwrite)")
@@ -43,7 +54,8 @@ def atomic_write(
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        fault_point("kill_before_rename")
+        if before_rename is not None:
+            before_rename()
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

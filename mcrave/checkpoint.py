@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,10 @@ def save_checkpoint(
     extra: dict[str, Any] | None = None,
     config: Config | None = None,
     force: bool = False,
+    before_rename: Callable[[], None] | None = None,
 ) -> Path:
-    """Write `model` (and optional training state in `extra`) to `path` atomically.
+    """Write `model` (and optional training state in `extra`) to `path` atomically
+    (`before_rename`: see `mcrave.atomic.atomic_write`).
 
     `config` defaults to the model's config with default training settings; trainers pass theirs.
     """
@@ -75,7 +78,9 @@ def save_checkpoint(
     }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    return atomic_write(path, lambda f: f.write(buffer.getbuffer()), force=force)
+    return atomic_write(
+        path, lambda f: f.write(buffer.getbuffer()), force=force, before_rename=before_rename
+    )
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -35,6 +35,9 @@ class TrainConfig:
     interchannel_weight: float = 1.0
     # spatial stage losses on the missing channels (spectral + ILD/ICC against the present ones)
     spatial_weight: float = 1.0
+    # weight of the side-level term among them: image width against fidelity to the present
+    # channel's fine structure (mss), which decorrelation costs
+    side_weight: float = 1.0
     # False trains the spatial stage alone on top of a warm-started, frozen codec
     train_codec: bool = True
     # share of masked rows whose encoder sees ALL channels while the spatial stage still gets only

@@ -2,8 +2,9 @@
 
     python scripts/music_data.py data/music      # after `apt-get install wesnoth-1.16-music`
 
-Writes DIR/train/ (links to whole tracks) and DIR/heldout/ (20 s WAV excerpts of other, whole
-tracks: no held-out track is ever trained on). The split is fixed by name, so every run and
+Writes DIR/train/ (links to whole tracks), DIR/heldout/ (20 s WAV excerpts of other, whole
+tracks: no held-out track is ever trained on) and DIR/heldout_tracks/ (links to those tracks,
+the sources of held-out simulated-array rooms). The split is fixed by name, so every run and
 every model is judged on the same files.
 """
 
@@ -31,16 +32,17 @@ def main() -> int:
         print("no soundtrack found: apt-get install wesnoth-1.16-music", file=sys.stderr)
         return 1
     train, heldout = args.out / "train", args.out / "heldout"
-    train.mkdir(parents=True, exist_ok=True)
-    heldout.mkdir(parents=True, exist_ok=True)
+    heldout_tracks = args.out / "heldout_tracks"
+    for folder in (train, heldout, heldout_tracks):
+        folder.mkdir(parents=True, exist_ok=True)
     for track in tracks:
         info = sf.info(track)
         if info.channels != 2 or info.duration < MIN_SECONDS:
             continue
+        link = (train if track.stem not in HELDOUT else heldout_tracks) / track.name
+        if not link.exists():
+            link.symlink_to(track)
         if track.stem not in HELDOUT:
-            link = train / track.name
-            if not link.exists():
-                link.symlink_to(track)
             continue
         for start in EXCERPT_STARTS_S:
             frames = int(EXCERPT_S * info.samplerate)

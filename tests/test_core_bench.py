@@ -1,20 +1,31 @@
-"""Smoke run of the model benchmark (timings are reported by the bench, never asserted)."""
+"""Smoke runs of the model benchmarks (timings are reported by the benches, never asserted)."""
 
 import json
 import subprocess
 import sys
 
 
-def test_model_bench_quick(tmp_path):
-    out = tmp_path / "mb.json"
+def quick_rows(script: str, out, *extra: str) -> list[dict]:
+    """Run `bench/SCRIPT --quick -o OUT ...` and return the rows of its JSON."""
     proc = subprocess.run(
-        [sys.executable, "bench/model_bench.py", "--quick", "-o", str(out)],
+        [sys.executable, f"bench/{script}", "--quick", "-o", str(out), *extra],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    rows = json.loads(out.read_text())["rows"]
+    return json.loads(out.read_text())["rows"]
+
+
+def test_model_bench_quick(tmp_path):
+    out = tmp_path / "mb.json"
+    rows = quick_rows("model_bench.py", out)
     assert [r["channels"] for r in rows] == [1, 2]
     assert all(r["offline_xrt"] > 0 and r["stream512_b16_xrt"] > 0 for r in rows)
     assert out.with_suffix(".md").read_text().startswith("| config |")
+
+
+def test_channels_bench_quick(tmp_path):
+    rows = quick_rows("channels_bench.py", tmp_path / "cb.json", "--threads", "1")
+    assert [r["channels"] for r in rows] == [2, 9]
+    assert all(r["stream2048_spatial_xrt"] > 0 and r["offline_peak_mb"] > 0 for r in rows)

@@ -68,7 +68,9 @@ def test_kill_between_write_and_rename_keeps_old_checkpoint(tmp_path):
     code = (
         "import sys; sys.path.insert(0, 'tests');"
         "from core_helpers import tiny_model; from mcrave.checkpoint import save_checkpoint;"
-        f"save_checkpoint({str(path)!r}, tiny_model(seed=5), step=2, force=True)"
+        "from mcrave.atomic import fault_from_env;"
+        f"save_checkpoint({str(path)!r}, tiny_model(seed=5), step=2, force=True,"
+        " before_rename=fault_from_env())"
     )
     env = {**os.environ, "MCRAVE_FAULT": "kill_before_rename"}
     proc = subprocess.run(

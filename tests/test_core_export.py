@@ -48,10 +48,12 @@ def test_streaming_parity_with_engine_batch_two(exported):
     x = torch.randn(2, 3, 5 * buffer, generator=torch.Generator().manual_seed(0)) * 0.3
     mask = torch.tensor([[False, True, True]] * 2)
     enc, dec = engine.new_encoder_state(2), engine.new_decoder_state(2, [0, 0])
+    spatial = engine.new_decoder_state(2, [0, 0])
     for start in range(0, x.shape[-1], buffer):
         chunk = x[..., start : start + buffer]
         enc, z = engine.encode_step(enc, chunk, mask)
-        dec, y = engine.decode_step(dec, z)
+        dec, y = engine.decode_step(dec, z)  # `decode`: latents only
+        spatial, y_spatial = engine.decode_step(spatial, z, chunk, mask)  # `forward`
         z_ts = ts.encode(chunk)
         y_ts = ts.decode(z_ts)
         f_ts = ts.forward(chunk)
@@ -62,7 +64,10 @@ def test_streaming_parity_with_engine_batch_two(exported):
         )
         assert relative_error(z_ts, z) < 1e-4
         assert relative_error(y_ts, y) < 1e-4
-        assert relative_error(f_ts, y) < 1e-4
+        assert relative_error(f_ts, y_spatial) < 1e-4
+        # the present channels pass through `forward` (after the model's latency)
+    lat = model.latency
+    assert relative_error(f_ts[:, 1:, lat:], x[:, 1:, -buffer : x.shape[-1] - lat]) < 1e-4
     assert ts.set_present(1, 1, 1) == 0
 
 

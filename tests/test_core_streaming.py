@@ -1,4 +1,5 @@
-"""Streaming equals offline for every allowed chunking; batching and join/leave are exact."""
+"""Streaming equals offline for every allowed chunking, through the spatial stage and the
+latent-only path; batching and join/leave are exact."""
 
 import numpy as np
 import pytest
@@ -11,27 +12,30 @@ from mcrave.inference import infer_array
 from mcrave.streaming import StreamingEngine, StreamState
 
 
-def offline(model, x, mask, seed=0):
+def offline(model, x, mask, seed=0, spatial=True):
     with torch.no_grad():
         mean, _ = model.encode(x, mask)
+        if spatial:
+            return mean, model.decode(mean, seed, x, mask)
         return mean, model.decode(mean, seed=seed)
 
 
-def stream(engine, x, mask, chunks, seed=0):
+def stream(engine, x, mask, chunks, seed=0, spatial=True):
     enc, dec = engine.new_encoder_state(1), engine.new_decoder_state(1, [seed])
     zs, ys, start = [], [], 0
     for size in chunks:
-        enc, z = engine.encode_step(enc, x[..., start : start + size], mask)
-        dec, y = engine.decode_step(dec, z)
+        piece = x[..., start : start + size]
+        enc, z = engine.encode_step(enc, piece, mask)
+        dec, y = engine.decode_step(dec, z, piece, mask) if spatial else engine.decode_step(dec, z)
         zs.append(z)
         ys.append(y)
         start += size
     return torch.cat(zs, -1), torch.cat(ys, -1)
 
 
-@settings(max_examples=8, deadline=None)
-@given(channels=st.sampled_from([1, 2, 9]), data=st.data())
-def test_streamed_equals_offline_for_random_chunkings(channels, data):
+@settings(max_examples=10, deadline=None)
+@given(channels=st.sampled_from([1, 2, 9]), spatial=st.booleans(), data=st.data())
+def test_streamed_equals_offline_for_random_chunkings(channels, spatial, data):
     model = tiny_model(channels=channels)
     engine = StreamingEngine(model, "cpu")
     frames = data.draw(st.lists(st.integers(1, 6), min_size=1, max_size=6))
@@ -40,8 +44,8 @@ def test_streamed_equals_offline_for_random_chunkings(channels, data):
     mask = torch.tensor([bits])
     seed = data.draw(st.integers(0, 1000))
     x = torch.randn(1, channels, sum(chunks), generator=torch.Generator().manual_seed(seed)) * 0.5
-    z_off, y_off = offline(model, x, mask, seed)
-    z_str, y_str = stream(engine, x, mask, chunks, seed)
+    z_off, y_off = offline(model, x, mask, seed, spatial)
+    z_str, y_str = stream(engine, x, mask, chunks, seed, spatial)
     assert relative_error(z_str, z_off) < 1e-4
     assert relative_error(y_str, y_off) < 1e-4
 
@@ -72,7 +76,7 @@ def test_batched_streams_equal_each_alone_with_join_and_leave():
         x = torch.cat([xs[i][..., done[i] * 2 * r : (done[i] + 1) * 2 * r] for i in active])
         m = torch.cat([masks[i] for i in active])
         e, z = engine.encode_step(e, x, m)
-        d, y = engine.decode_step(d, z)
+        d, y = engine.decode_step(d, z, x, m)
         enc, dec = enc.scatter(active, e), dec.scatter(active, d)
         for row, i in enumerate(active):
             outs[i].append(y[row : row + 1])

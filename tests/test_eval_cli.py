@@ -90,6 +90,8 @@ def test_eval_writes_report_json_md_png(workdir: Path):
         "oracle",
         "phase_blind",
         "model",
+        "model_coded",
+        "model_latent",
         "model_pt",
         "coded_pt",
         "recon_all",
@@ -106,7 +108,10 @@ def test_eval_writes_report_json_md_png(workdir: Path):
     assert r_to_l["wiener_pm"]["d_ild"] < r_to_l["copy"]["d_ild"]
     assert r_to_l["wiener_pm"]["mss"] < r_to_l["copy"]["mss"] < r_to_l["silence"]["mss"]
     assert set(report["gates"]) == set(report["summary"]) - {"all -> L", "all -> R"}
-    assert report["gates"]["all"]["mss<copy"] is False  # an untrained model must not pass
+    # an untrained model (its spatial stage starts at the copy) must not beat a fitted LTI filter
+    assert report["gates"]["all"]["mss<wiener_pm"] is False
+    assert set(report["gates_coded"]) == set(report["gates"])
+    assert "mss<model_latent" in report["gates"]["all"]
     rates = report["bitrate"]
     assert rates["raw_bits_per_second"] == pytest.approx(SR / 256 * 8 * 32)
     assert rates["kl_bits_per_second"] >= 0.0

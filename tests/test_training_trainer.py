@@ -35,12 +35,45 @@ def _changed(before: dict[str, torch.Tensor], module: torch.nn.Module) -> bool:
 
 def test_a_delayed_copy_is_aligned_and_costs_nothing(trainer):
     x = torch.randn(2, 2, 8192) * 0.1
-    lat = trainer.model.latency
+    lat = trainer.model.decoded_latency
     delayed = torch.nn.functional.pad(x, (lat, 0))[..., : x.shape[-1]]
     a, b = trainer._aligned(x, delayed)
     assert torch.equal(a, b) and a.shape[-1] % trainer.cfg.model.bands == 0
     losses = trainer._reconstruction(a, b)
     assert all(v.item() == pytest.approx(0.0, abs=1e-5) for v in losses.values())
+    # the spatial stage's output lags by the total latency; its losses see it aligned too
+    total = trainer.model.latency
+    spatial_out = torch.nn.functional.pad(x, (total, 0))[..., : x.shape[-1]]
+    masks = torch.tensor([[False, True], [True, False]])
+    losses = trainer._spatial_losses(x, spatial_out, masks)
+    assert all(v.item() == pytest.approx(0.0, abs=1e-4) for v in losses.values())
+
+
+def test_coded_rows_let_the_encoder_see_every_channel(trainer):
+    trainer.tc = dataclasses.replace(trainer.tc, coded_p=1.0)
+    try:
+        masks, encoder_masks, _, _ = trainer._draws(5, 4)
+    finally:
+        trainer.tc = trainer.cfg.train
+    assert encoder_masks.all() and not masks.all()
+    masks_again, plain, _, _ = trainer._draws(5, 4)
+    assert torch.equal(masks, masks_again) and torch.equal(plain, masks)  # coded_p = 0
+
+
+def test_frozen_codec_trains_only_the_spatial_stage(trainer):
+    trainer.tc = dataclasses.replace(trainer.tc, train_codec=False)
+    stage = trainer.model.decoder.spatial
+    before = _snapshot(trainer.model)
+    try:
+        losses = trainer.train_step(4)
+    finally:
+        trainer.tc = trainer.cfg.train
+        trainer.model.requires_grad_(True)
+    assert set(losses) == {"loss", "spatial_spectral", "spatial_side", "spatial_interchannel"}
+    after = trainer.model.state_dict()
+    changed = {k for k, v in after.items() if not torch.equal(before[k], v)}
+    assert changed and all(k.startswith("decoder.spatial.") for k in changed)
+    assert stage is trainer.model.decoder.spatial
 
 
 def test_each_phase_updates_the_right_parts(trainer):

@@ -30,6 +30,11 @@ def main(argv: list[str]) -> int:
     p.add_argument(
         "--passthrough", action="store_true", help="copy present channels from the input"
     )
+    p.add_argument(
+        "--latent-only",
+        action="store_true",
+        help="decode every channel from the latents alone (no spatial stage: the old behaviour)",
+    )
     p.add_argument("--device", default=None)
     args = p.parse_args(argv[1:])
 
@@ -65,6 +70,7 @@ def main(argv: list[str]) -> int:
             chunk=args.chunk,
             passthrough=args.passthrough,
             progress=long_file,
+            latent_only=args.latent_only,
         )
         write_audio(args.output, out, model.sample_rate)
         print(

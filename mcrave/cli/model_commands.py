@@ -57,7 +57,12 @@ def describe(meta: dict, model) -> dict:
         "sample_rate": model.sample_rate,
         "ratio": model.ratio,
         "latent_size": model.latent_size,
-        "latency_samples": model.latency,
+        "latency_samples": model.latency,  # total: PQMF + the spatial stage's STFT
+        "latency_ms": round(1000 * model.latency / model.sample_rate, 2),
+        "spatial_stage": model.cfg.spatial,
+        "spatial_parameters": sum(p.numel() for p in model.decoder.spatial.parameters())
+        if model.decoder.spatial is not None
+        else 0,
         "projection": model.cfg.projection,
         "parameters": params,
         "step": meta["step"],

@@ -29,6 +29,7 @@ def main(argv: list[str]) -> int:
     if args.valid_fraction is not None and not 0 <= args.valid_fraction < 1:
         parser.error("--valid-fraction must be in [0, 1)")
 
+    from mcrave.atomic import fault_from_env
     from mcrave.data.prepare import PrepareError, PrepareOptions, prepare
 
     names = tuple(n.strip() for n in args.channel_names.split(",") if n.strip())
@@ -42,7 +43,13 @@ def main(argv: list[str]) -> int:
         min_silence_s=args.min_silence,
     )
     try:
-        doc = prepare(args.inputs, args.output, opts, log=(lambda _: None) if args.quiet else print)
+        doc = prepare(
+            args.inputs,
+            args.output,
+            opts,
+            log=(lambda _: None) if args.quiet else print,
+            before_rename=fault_from_env(),
+        )
     except PrepareError as e:
         print(f"mcrave {argv[0]}: error: {e}", file=sys.stderr)
         return 2

@@ -19,16 +19,24 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--file-seconds", type=float, default=20.0, help="length of each file (default 20)"
     )
+    parser.add_argument(
+        "--music",
+        nargs="+",
+        metavar="PATH",
+        default=(),
+        help="real recordings (files or folders) the sources play instead of synthetic material",
+    )
     parser.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args(argv[1:])
 
-    from mcrave.data.synth.corpus import synth_corpus
+    from mcrave.data.synth.corpus import music_catalogue, synth_corpus
     from mcrave.data.synth.scenes import layout_channels
 
     try:
         layout_channels(args.layout)
         if args.minutes <= 0 or args.file_seconds <= 0 or args.sr < 8000:
             raise ValueError("--minutes and --file-seconds must be positive and --sr >= 8000")
+        music = music_catalogue(args.music) if args.music else []
     except ValueError as e:
         print(f"mcrave {argv[0]}: error: {e}", file=sys.stderr)
         return 2
@@ -41,6 +49,7 @@ def main(argv: list[str]) -> int:
         args.sr,
         args.file_seconds,
         progress=not args.quiet,
+        music=music,
     )
     wall = time.perf_counter() - start
     seconds = sum(f["duration_s"] for f in doc["files"])

@@ -79,6 +79,20 @@ def apply_overrides(cfg: Config, items: list[str]) -> Config:
     return Config(model=sections["model"], train=sections["train"])
 
 
+def fault_options() -> dict:
+    """RunOptions' fault-injection hooks from MCRAVE_FAULT (tests): "sigterm_at:STEP[@RANK]" or
+    "kill_before_rename". Read here only, so no other writer in the process is affected."""
+    import os
+
+    from mcrave.atomic import FAULT_ENV, fault_from_env
+
+    spec = os.environ.get(FAULT_ENV, "")
+    return {
+        "sigterm_at": spec.removeprefix("sigterm_at:") if spec.startswith("sigterm_at:") else "",
+        "before_rename": fault_from_env(),
+    }
+
+
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv[1:])
     # heavy imports after argument parsing so `--help` stays fast
@@ -157,6 +171,7 @@ def main(argv: list[str]) -> int:
         args.metrics_port,
         args.log_every,
         args.metrics_linger,
+        **fault_options(),
     )
     trainer = Trainer(cfg, train, valid, opts, info, device)
     if warm is not None:

@@ -166,9 +166,14 @@ def _ensure_valid_file(doc: dict[str, Any]) -> None:
 
 
 def prepare(
-    inputs: list[str], root: str | Path, opts: PrepareOptions, log: Callable[[str], None] = print
+    inputs: list[str],
+    root: str | Path,
+    opts: PrepareOptions,
+    log: Callable[[str], None] = print,
+    before_rename: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Prepare `inputs` into dataset `root` (created if needed); returns the manifest.
+    `before_rename` runs inside every shard write (fault-injection tests).
 
     Raises PrepareError (bad input or dataset mismatch) before writing anything when it can.
     """
@@ -204,7 +209,9 @@ def prepare(
                 log(f"{tag}: silent, skipped")
             else:
                 shard = f"{SHARDS}/{sha[:16]}.npy"
-                atomic_write(root / shard, lambda f, a=kept: np.save(f, a))
+                atomic_write(
+                    root / shard, lambda f, a=kept: np.save(f, a), before_rename=before_rename
+                )
                 doc["files"].append(
                     {
                         "source": source.name,

@@ -8,7 +8,7 @@ import numpy as np
 
 from mcrave.evaluation.bitrate import latent_bitrate
 from mcrave.evaluation.gates import check_gates
-from mcrave.evaluation.plots import metric_bars, spectrograms
+from mcrave.evaluation.plots import metric_bars, present_count_curves, spectrograms
 from mcrave.evaluation.report import summarise, write_json, write_markdown
 from mcrave.evaluation.runner import (
     BASELINES,
@@ -137,6 +137,8 @@ def run_evaluation(
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = ["metrics.png"]
     metric_bars(report["summary"]["all"], out_dir / "metrics.png", f"{model_path}: all cases")
+    if present_count_curves(report["summary"], model.channels, out_dir / "present_count.png"):
+        figures.append("present_count.png")
     if results[0].example is not None:
         spectrograms(results[0].example, out_dir / "spectrograms.png")
         figures.append("spectrograms.png")

@@ -48,6 +48,41 @@ def metric_bars(table: dict[str, dict[str, float]], path: Path, title: str) -> N
     _save(fig, path)
 
 
+CURVE_SYSTEMS = ("model", "model_coded", "model_latent", "copy", "wiener_pm")
+
+
+def present_count_curves(
+    summary: dict[str, dict[str, dict[str, float]]], channels: int, path: Path
+) -> bool:
+    """Quality against the number of present channels (one panel per metric); False (nothing
+    written) when the evaluation had fewer than two sizes of present set."""
+    sizes = sorted(int(g.split()[0]) for g in summary if g.endswith(f"of {channels} present"))
+    if len(sizes) < 2:
+        return False
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for ax, metric, note in zip(
+        axes,
+        ("mss", "d_snr", "d_icc"),
+        ("lower is better", "higher is better", "lower is better"),
+        strict=True,
+    ):
+        for system in CURVE_SYSTEMS:
+            values = [
+                summary[f"{k} of {channels} present"].get(system, {}).get(metric) for k in sizes
+            ]
+            if all(v is not None and math.isfinite(v) for v in values):
+                style = "-o" if system.startswith("model") else "--s"
+                ax.plot(sizes, values, style, label=system)
+        ax.set_xlabel("channels present")
+        ax.set_title(f"{metric} ({note})")
+        ax.set_xticks(sizes)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"inferring a missing channel vs the number present ({channels} channels)")
+    fig.tight_layout()
+    _save(fig, path)
+    return True
+
+
 def spectrograms(example: Example, path: Path) -> None:
     """Log-magnitude spectrograms of the true missing channel and its estimates, one colour scale."""
     n_fft = 1024

@@ -28,13 +28,33 @@ def auto_present_sets(channels: int) -> list[tuple[int, ...]]:
     return unique
 
 
+def sweep_present_sets(channels: int, per_size: int = 2) -> list[tuple[int, ...]]:
+    """Present sets of 1, 2, 4, ... and N-1 channels, `per_size` of each (evenly spaced channels,
+    rotated), for quality against the number of present channels."""
+    sizes = sorted(
+        {k for k in (2**i for i in range(channels.bit_length())) if k < channels} | {channels - 1}
+    )
+    sets: list[tuple[int, ...]] = []
+    for k in (k for k in sizes if k >= 1):
+        for r in range(per_size):
+            chosen = tuple(
+                sorted({(int(round(i * channels / k)) + r) % channels for i in range(k)})
+            )
+            if len(chosen) == k and chosen not in sets:
+                sets.append(chosen)
+    return sets
+
+
 def parse_present(spec: str, channels: int, names: tuple[str, ...]) -> list[tuple[int, ...]]:
-    """`auto` or one comma-separated set of channel indices or names ("1,3", "R") -> present sets.
+    """`auto`, `sweep` or one comma-separated set of channel indices or names ("1,3", "R") ->
+    present sets.
 
     Raises ValueError naming the bad token.
     """
     if spec.strip() == "auto":
         return auto_present_sets(channels)
+    if spec.strip() == "sweep":
+        return sweep_present_sets(channels)
     chosen: list[int] = []
     for token in (t.strip() for t in spec.split(",")):
         if token in names:

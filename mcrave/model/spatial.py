@@ -37,6 +37,7 @@ DECORRELATOR_DELAYS = (1, 2, 3)  # STFT frames; cycled over bands so neighbours 
 INITIAL_GATE = -4.0  # sigmoid(-4) ~ 0.018: the decoder's residual starts nearly shut
 INITIAL_ANGLE = -4.0  # (pi/2) sigmoid(-4) ~ 0.03 rad: the fill starts nearly silent
 POWER_FLOOR = 1e-10
+MAX_SOURCES = 8  # present channels each missing one is built from (cost O(N * 8), not O(N^2))
 
 
 def erb_band_index(fft: int, sample_rate: int, bands: int) -> np.ndarray:
@@ -68,16 +69,8 @@ class ContextBuffer(StatefulLayer):
         return full
 
 
-class OverlapAddTail(StatefulLayer):
+class OverlapAddTail(ContextBuffer):
     """Carries the overlap-add tail of `length` samples into the next call."""
-
-    def __init__(self, rows: int, length: int) -> None:
-        super().__init__()
-        self.rows = rows
-        self.length = length
-
-    def state_shape(self) -> tuple[int, int]:
-        return (self.rows, self.length)
 
     def forward(self, buffer: Tensor, emit: int, states: list[Tensor]) -> Tensor:
         """buffer [B, rows, emit + length] -> the first `emit` samples, with the old tail added."""
@@ -122,7 +115,9 @@ class SpatialStage(nn.Module):
         n, fft, hop = cfg.channels, cfg.spatial_fft, cfg.spatial_hop
         hidden, bands = cfg.spatial_hidden, cfg.spatial_bands
         self.channels, self.fft, self.hop, self.bands = n, fft, hop, bands
-        self.floor = POWER_FLOOR  # an attribute: TorchScript cannot read module-level floats
+        # attributes: TorchScript cannot read module-level numbers
+        self.floor = POWER_FLOOR
+        self.max_sources = MAX_SOURCES
         self.frames_per_latent = cfg.ratio // hop
         bins = fft // 2 + 1
         index = torch.from_numpy(erb_band_index(fft, cfg.sample_rate, bands))
@@ -203,8 +198,21 @@ class SpatialStage(nn.Module):
         re, im = delayed[..., 0, :], delayed[..., 1, :]
         cos, sin = self.decor_cos[:, None], self.decor_sin[:, None]
         fill = torch.complex(re * cos - im * sin, re * sin + im * cos)
-        duck = (self._band_power(direct) / (self._band_power(fill) + self.floor)).clamp(max=1.0)
-        return fill * self._to_bins(duck.sqrt())
+        ratio = (self._band_power(direct) + self.floor) / (self._band_power(fill) + self.floor)
+        # clamped away from 0 too: sqrt's gradient there is infinite (silent bands)
+        return fill * self._to_bins(ratio.clamp(1e-8, 1.0).sqrt())
+
+    def _sources(self, present: Tensor) -> Tensor:
+        """[B, N] presence -> [B, N, S] source channels per target: the S = min(N, MAX_SOURCES)
+        present channels whose learned embeddings are most similar to the target's (absent ones
+        only fill up when fewer than S are present; their weights are masked out)."""
+        n = present.shape[1]
+        if n <= self.max_sources:
+            every = torch.arange(n, device=present.device)
+            return every[None, None, :].expand(present.shape[0], n, n)
+        affinity = self.embedding @ self.embedding.t()  # [N, N]
+        score = affinity[None] - 1e4 * (~present)[:, None, :].to(affinity.dtype)
+        return torch.topk(score, self.max_sources, dim=2).indices
 
     # ---- forward -----------------------------------------------------------------------------
     def forward(
@@ -250,20 +258,32 @@ class SpatialStage(nn.Module):
             seq = unit(seq, states)
         ctx = seq.reshape(b, n, hidden, frames).permute(0, 1, 3, 2)
 
-        # per (target c, source p) transform of the present channels
+        # per (target c, source p) transform of the present channels, over each target's
+        # `sources` present channels of highest learned affinity (all of them for N <= 8)
+        sources = self._sources(present)  # [B, C, S]
+        s = sources.shape[-1]
+        flat = sources.reshape(b, n * s)
+        picked = torch.gather(src, 1, flat[:, :, None, None].expand(-1, -1, frames, hidden))
         pair = self.act(
-            self.pair_target(ctx)[:, :, None] + self.pair_source(src)[:, None]
-        )  # [B, C, P, F, H]
+            self.pair_target(ctx)[:, :, None]
+            + self.pair_source(picked.reshape(b, n, s, frames, hidden))
+        )  # [B, C, S, F, H]
         log_gain, phase, logit = self.pair_out(pair).permute(0, 1, 2, 4, 3).chunk(3, 3)
-        logit = logit.masked_fill(~present[:, None, :, None, None], -1e4)
-        share = torch.softmax(logit, dim=2)  # over present sources
-        amp = self._to_bins(share * torch.exp(log_gain.clamp(-12.0, 4.0)))  # [B,C,P,bins,F]
-        phase = self._to_bins(phase)
-        xr, xi = x.real[:, None], x.imag[:, None]
-        cos, sin = torch.cos(phase), torch.sin(phase)
-        direct = torch.complex(
-            (amp * (xr * cos - xi * sin)).sum(2), (amp * (xr * sin + xi * cos)).sum(2)
-        )  # [B, C, bins, F]
+        source_present = torch.gather(present, 1, flat).reshape(b, n, s)
+        logit = logit.masked_fill(~source_present[:, :, :, None, None], -1e4)
+        share = torch.softmax(logit, dim=2)  # over present sources, per band and frame
+        amp = share * torch.exp(log_gain.clamp(-12.0, 4.0))  # [B, C, S, K, F]
+        cos, sin = amp * torch.cos(phase), amp * torch.sin(phase)
+        xr, xi = x.real, x.imag
+        dr = torch.zeros_like(dec.real)
+        di = torch.zeros_like(dec.real)
+        for j in range(s):  # one source at a time: no [B, C, S, bins, F] tensor for large N
+            index = sources[:, :, j][:, :, None, None].expand(-1, -1, xr.shape[2], frames)
+            sr, si = torch.gather(xr, 1, index), torch.gather(xi, 1, index)
+            c_j, s_j = self._to_bins(cos[:, :, j]), self._to_bins(sin[:, :, j])
+            dr = dr + sr * c_j - si * s_j
+            di = di + sr * s_j + si * c_j
+        direct = torch.complex(dr, di)  # [B, C, bins, F]
 
         angle_logit, gate_logit = self.target_out(ctx).permute(0, 1, 3, 2).chunk(2, 2)
         angle = self._to_bins(torch.sigmoid(angle_logit) * (math.pi / 2))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,11 @@ from mcrave.model import MCRave
 
 
 class RunCheckpoints:
-    def __init__(self, run_dir: Path, keep_last: int) -> None:
+    def __init__(
+        self, run_dir: Path, keep_last: int, before_rename: Callable[[], None] | None = None
+    ) -> None:
         self.run_dir = run_dir
+        self.before_rename = before_rename
         self.folder = run_dir / "checkpoints"
         self.keep_last = max(1, keep_last)
 
@@ -46,6 +50,7 @@ class RunCheckpoints:
             extra=extra,
             config=config,
             force=True,
+            before_rename=self.before_rename,
         )
         self._link(path, self.last)
         for old in sorted(self.folder.glob("step-*.ckpt"))[: -self.keep_last]:

@@ -42,6 +42,17 @@ def _stft(x: torch.Tensor, n_fft: int) -> torch.Tensor:
     return spec.reshape(b, c, *spec.shape[-2:])
 
 
+def _power(spec: torch.Tensor) -> torch.Tensor:
+    """|X|^2 without abs(): abs() of a complex zero has a NaN gradient, and an exactly silent
+    output (the spatial stage copying digital silence) would poison the whole step."""
+    return spec.real.square() + spec.imag.square()
+
+
+def _magnitude(spec: torch.Tensor) -> torch.Tensor:
+    """|X| with a finite gradient at zero (floored far below the log term's EPS)."""
+    return (_power(spec) + EPS * EPS).sqrt()
+
+
 def spectral_distance(
     target: torch.Tensor,
     estimate: torch.Tensor,
@@ -61,8 +72,8 @@ def spectral_distance(
     groups = groups or c
     total = target.new_zeros(())
     for n in scales:
-        x = _stft(target, n).abs()
-        y = _stft(estimate, n).abs()
+        x = _magnitude(_stft(target, n))
+        y = _magnitude(_stft(estimate, n))
         power = x.pow(2).mean(dim=(-2, -1)).reshape(b, groups, -1).mean(-1)
         error = (x - y).pow(2).mean(dim=(-2, -1)).reshape(b, groups, -1).mean(-1)
         silence = SILENCE_RMS**2 * 0.375 * n  # E|X|^2 of white noise under a Hann window
@@ -84,6 +95,15 @@ def band_matrix(
     return ((freqs[None] >= edges[:-1, None]) & (freqs[None] < edges[1:, None])).float()
 
 
+def _fitted_bands(
+    signal: torch.Tensor, n_fft: int, sample_rate: int, bands: int
+) -> tuple[int, torch.Tensor]:
+    """An STFT size that fits `signal` and its non-empty band matrix."""
+    n_fft = min(n_fft, max(64, 2 ** int(math.log2(signal.shape[-1]))))
+    weights = band_matrix(n_fft, sample_rate, bands, signal.device)
+    return n_fft, weights[weights.sum(dim=1) > 0]
+
+
 def interchannel_loss(
     target: torch.Tensor,
     estimate: torch.Tensor,
@@ -100,19 +120,17 @@ def interchannel_loss(
     channels = target.shape[1]
     if channels < 2:
         return target.new_zeros(())
-    n_fft = min(n_fft, max(64, 2 ** int(math.log2(target.shape[-1]))))
-    weights = band_matrix(n_fft, sample_rate, bands, target.device)
-    weights = weights[weights.sum(dim=1) > 0]
+    n_fft, weights = _fitted_bands(target, n_fft, sample_rate, bands)
     pairs = torch.tensor(list(itertools.combinations(range(channels), 2)), device=target.device)
     x_spec, y_spec = _stft(target, n_fft), _stft(estimate, n_fft)
     # a floor relative to each item's power keeps silent bands from dominating the ILD
-    floor = 1e-5 * x_spec.abs().pow(2).mean(dim=(1, 2, 3)).clamp_min(EPS)[:, None, None, None]
+    floor = 1e-5 * _power(x_spec).mean(dim=(1, 2, 3)).clamp_min(EPS)[:, None, None, None]
     cues = []
     for spec in (x_spec, y_spec):
-        power = torch.einsum("bcft,kf->bckt", spec.abs().pow(2), weights) + floor
+        power = torch.einsum("bcft,kf->bckt", _power(spec), weights) + floor
         ild = 10 * torch.log10(power[:, pairs[:, 0]] / power[:, pairs[:, 1]])
         cross = spec[:, pairs[:, 0]] * spec[:, pairs[:, 1]].conj()
-        cross = torch.einsum("bpft,kf->bpk", cross, weights.to(cross.dtype)).abs()
+        cross = _magnitude(torch.einsum("bpft,kf->bpk", cross, weights.to(cross.dtype)))
         total = power.sum(dim=-1)
         icc = cross / torch.sqrt(total[:, pairs[:, 0]] * total[:, pairs[:, 1]])
         cues.append((ild.clamp(-ild_clip_db, ild_clip_db), icc))
@@ -136,12 +154,9 @@ def band_level_loss(
     side's fine structure (unknowable from the present channels) and trade away the mid's.
     Silent bands are floored at 1e-4 of the item's mean band power.
     """
-    n_fft = min(n_fft, max(64, 2 ** int(math.log2(target.shape[-1]))))
-    weights = band_matrix(n_fft, sample_rate, bands, target.device)
-    weights = weights[weights.sum(dim=1) > 0]
+    n_fft, weights = _fitted_bands(target, n_fft, sample_rate, bands)
     levels = [
-        torch.einsum("bcft,kf->bckt", _stft(s, n_fft).abs().pow(2), weights)
-        for s in (target, estimate)
+        torch.einsum("bcft,kf->bckt", _power(_stft(s, n_fft)), weights) for s in (target, estimate)
     ]
     floor = 1e-4 * levels[0].mean(dim=(1, 2, 3), keepdim=True).clamp_min(EPS)
     return (torch.log10(levels[1] + floor) - torch.log10(levels[0] + floor)).abs().mean()

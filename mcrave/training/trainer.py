@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,6 @@ from mcrave.training.losses import band_level_loss, interchannel_loss, spectral_
 from mcrave.training.masking import random_masks
 from mcrave.training.monitor import Monitor
 
-# test hook: "sigterm_at:STEP" or "sigterm_at:STEP@RANK" makes that rank signal itself after STEP
-FAULT_ENV = "MCRAVE_FAULT"
 VALID_CROPS = 8
 
 
@@ -43,6 +42,10 @@ class RunOptions:
     metrics_port: int | None = None
     log_every: int = 10
     metrics_linger: float = 0.0  # seconds the metrics stay served after the run ends
+    # fault injection for tests, set by `mcrave train` from MCRAVE_FAULT: "sigterm_at:STEP[@RANK]"
+    # makes that rank signal itself after STEP; `before_rename` runs inside checkpoint writes
+    sigterm_at: str = ""
+    before_rename: Callable[[], None] | None = None
 
 
 class Trainer:
@@ -65,7 +68,7 @@ class Trainer:
         self.valid = valid
         self.step = 0
         self.best_valid: float | None = None
-        self.checkpoints = RunCheckpoints(opts.run_dir, self.tc.keep_last)
+        self.checkpoints = RunCheckpoints(opts.run_dir, self.tc.keep_last, opts.before_rename)
         self._stop_signal: str | None = None
 
     # ---- state -------------------------------------------------------------------------------
@@ -146,7 +149,7 @@ class Trainer:
     def _spatial_total(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.tc.spatial_weight * (
             losses["spatial_spectral"]
-            + losses["spatial_side"]
+            + self.tc.side_weight * losses["spatial_side"]
             + self.tc.interchannel_weight * losses["spatial_interchannel"]
         )
 
@@ -200,6 +203,8 @@ class Trainer:
         out, _ = self.model.decode_parts(z, seeds, audio, masks)
         losses = self._spatial_losses(audio, out, masks)
         total = self._spatial_total(losses)
+        if not total.requires_grad:  # every row all-present: nothing for the stage to learn
+            return {"loss": total.item(), **{k: v.item() for k, v in losses.items()}}
         self._update(self.opt_g, self.model, total, schedules.generator_lr(step, self.tc))
         return {"loss": total.item(), **{k: v.item() for k, v in losses.items()}}
 
@@ -210,6 +215,7 @@ class Trainer:
         if not tc.train_codec:
             return self._spatial_step(step, audio, masks, encoder_masks, noise, seeds)
         adversarial = schedules.is_adversarial(step, tc)
+        self.model.requires_grad_(True)
         self.model.encoder.requires_grad_(not adversarial)
         with torch.set_grad_enabled(not adversarial):
             mean, scale = self.model.encode(audio, encoder_masks)
@@ -292,10 +298,9 @@ class Trainer:
         self._stop_signal = signal.Signals(signum).name
 
     def _fault(self) -> None:
-        spec = os.environ.get(FAULT_ENV, "")
-        if not spec.startswith("sigterm_at:"):
+        if not self.opts.sigterm_at:
             return
-        step, _, rank = spec.removeprefix("sigterm_at:").partition("@")
+        step, _, rank = self.opts.sigterm_at.partition("@")
         if int(step) == self.step and (not rank or int(rank) == self.info.rank):
             os.kill(os.getpid(), signal.SIGTERM)
 

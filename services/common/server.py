@@ -23,6 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from mcrave_client.proto import models_pb2, models_pb2_grpc
 
+from mcrave.atomic import atomic_write_bytes
 from services.common.auth import (
     ConfigError,
     TokenInterceptor,
@@ -107,13 +108,8 @@ def add_health_and_reflection(
 
 
 def write_ready_file(path: Path, ports: dict[str, object]) -> None:
-    """Atomically tell a supervisor (or a test) the bound ports and our pid.
-
-    Plain write + rename, not `mcrave.atomic`: that one honours the MCRAVE_FAULT kill hook, which
-    tests set on a trainer to kill its *jobs* mid-checkpoint, not the server."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({**ports, "pid": os.getpid()}))
-    os.replace(tmp, path)
+    """Atomically tell a supervisor (or a test) the bound ports and our pid."""
+    atomic_write_bytes(path, json.dumps({**ports, "pid": os.getpid()}).encode())
 
 
 async def wait_for_stop_signal() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +30,33 @@ def file_durations(minutes: float, file_seconds: float) -> list[float]:
     return [total / count] * count
 
 
+def music_catalogue(paths: Sequence[str | Path]) -> list[tuple[str, float]]:
+    """(path, seconds) of every audio file in `paths` (files or folders), sorted by path."""
+    from mcrave.data.inputs import AUDIO_SUFFIXES
+
+    files: list[Path] = []
+    for p in map(Path, paths):
+        files += (
+            sorted(f for f in p.iterdir() if f.suffix.lower() in AUDIO_SUFFIXES)
+            if p.is_dir()
+            else [p]
+        )
+    if not files:
+        raise ValueError(f"no audio files in {[str(p) for p in paths]}")
+    return [(str(f.resolve()), sf.info(f).duration) for f in sorted(files)]
+
+
 def synth_file(
-    layout: str, seed: int, index: int, duration_s: float, sr: int
+    layout: str,
+    seed: int,
+    index: int,
+    duration_s: float,
+    sr: int,
+    music: Sequence[tuple[str, float]] = (),
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Scene and audio (frames, channels) float32 for file `index` of corpus `seed`."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
-    scene = sample_scene(layout, duration_s, rng)
+    scene = sample_scene(layout, duration_s, rng, music=music)
     return render_scene(scene, sr, rng).T, scene
 
 
@@ -46,6 +68,7 @@ def synth_corpus(
     sr: int = 44100,
     file_seconds: float = 20.0,
     progress: bool = False,
+    music: Sequence[tuple[str, float]] = (),
 ) -> dict[str, Any]:
     """Write `synth_<seed>_<i>.wav` files and `scenes.json` into out_dir; returns the JSON.
 
@@ -59,16 +82,16 @@ def synth_corpus(
     files = []
     width = max(4, int(math.log10(len(durations))) + 1)
     for i, duration in enumerate(durations):
-        audio, scene = synth_file(layout, seed, i, duration, sr)
+        audio, scene = synth_file(layout, seed, i, duration, sr, music)
         name = f"synth_{seed}_{i:0{width}d}.wav"
         atomic_write(
             out / name, lambda f, a=audio: sf.write(f, a, sr, subtype="PCM_24", format="WAV")
         )
         files.append({"file": name, "index": i, **scene})
         if progress:
+            materials = (Path(s["material"]).name for s in scene["sources"])
             print(
-                f"[{i + 1}/{len(durations)}] {name}: {scene['kind']}, "
-                f"{', '.join(s['material'] for s in scene['sources'])}",
+                f"[{i + 1}/{len(durations)}] {name}: {scene['kind']}, {', '.join(materials)}",
                 flush=True,
             )
     doc = {

@@ -248,9 +248,39 @@ def _noise(seconds: float, sr: int, rng: np.random.Generator) -> np.ndarray:
     return out[:n]
 
 
+FILE_PREFIX = "file:"
+
+
+def file_material(path: str, offset_s: float, channel: int) -> str:
+    """The material name of a real recording: one channel of `path` from `offset_s` on."""
+    return f"{FILE_PREFIX}{path}@{offset_s:.3f}#{channel}"
+
+
+def _file_excerpt(spec: str, seconds: float, sr: int) -> np.ndarray:
+    """Read the excerpt a `file_material` name describes, resampled to `sr`, zero-padded."""
+    import soundfile as sf
+    import soxr
+
+    path, _, rest = spec.removeprefix(FILE_PREFIX).rpartition("@")
+    offset, _, channel = rest.partition("#")
+    info = sf.info(path)
+    frames = int(np.ceil(seconds * info.samplerate))
+    audio, rate = sf.read(
+        path, start=int(float(offset) * info.samplerate), frames=frames, always_2d=True
+    )
+    x = audio[:, int(channel) % audio.shape[1]].astype(np.float64)
+    if rate != sr:
+        x = soxr.resample(x, rate, sr)
+    n = int(round(seconds * sr))
+    return np.pad(x[:n], (0, max(0, n - len(x))))
+
+
 def render_material(kind: str, seconds: float, sr: int, rng: np.random.Generator) -> np.ndarray:
-    """Mono float64 signal of `kind` (see MATERIALS), normalised to unit RMS over its active part."""
-    if kind in _INSTRUMENTS:
+    """Mono float64 signal of `kind` (see MATERIALS, or a `file_material` name for real music),
+    normalised to unit RMS over its active part."""
+    if kind.startswith(FILE_PREFIX):
+        x = _file_excerpt(kind, seconds, sr)
+    elif kind in _INSTRUMENTS:
         x = _melody(kind, seconds, sr, rng)
     elif kind == "speech":
         x = _speech(seconds, sr, rng)

@@ -19,12 +19,13 @@ Time differences are reported as ``tdoa_ms[m]`` = arrival at mic m minus arrival
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from scipy import signal
 
-from mcrave.data.synth.material import render_material
+from mcrave.data.synth.material import file_material, render_material
 from mcrave.data.synth.room import SPEED_OF_SOUND, Mic, Room, early_response, late_tail
 
 LAYOUTS = {"stereo": 2, "mics4": 4, "mics8": 8}
@@ -251,10 +252,26 @@ def _array_scene(n: int, rng: np.random.Generator) -> dict[str, Any]:
 STEREO_KINDS = {"studio": 0.3, "spaced_pair": 0.25, "xy": 0.15, "blumlein": 0.1, "ortf": 0.2}
 
 
+def _music_sources(
+    scene: dict[str, Any], music: Sequence[tuple[str, float]], rng: np.random.Generator
+) -> None:
+    """Give every source a random excerpt of a real recording ((path, seconds) pairs)."""
+    for src in scene["sources"]:
+        path, seconds = music[int(rng.integers(len(music)))]
+        offset = rng.uniform(0.0, max(0.0, seconds - scene["duration_s"]))
+        src["material"] = file_material(path, float(_r(offset)), int(rng.integers(2)))
+
+
 def sample_scene(
-    layout: str, duration_s: float, rng: np.random.Generator, kind: str | None = None
+    layout: str,
+    duration_s: float,
+    rng: np.random.Generator,
+    kind: str | None = None,
+    music: Sequence[tuple[str, float]] = (),
 ) -> dict[str, Any]:
     """Draw a random scene for `layout` (stereo: of `kind`, else a random one of STEREO_KINDS).
+    With `music` ((path, seconds) of recordings), the sources play excerpts of real music
+    (one channel of a random track each) instead of synthetic material.
 
     The result is JSON-able and fully describes the render.
     """
@@ -275,6 +292,8 @@ def sample_scene(
             "noise_dbfs": _r(rng.uniform(-85, -70)),
         }
     )
+    if music:
+        _music_sources(scene, music, rng)
     _annotate_direct(scene)
     return scene
 
