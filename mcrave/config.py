@@ -38,6 +38,8 @@ class TrainConfig:
     # weight of the side-level term among them: image width against fidelity to the present
     # channel's fine structure (mss), which decorrelation costs
     side_weight: float = 1.0
+    # STFT size of the spatial stage's ILD/ICC term (4096 = the ~93 ms frames `mcrave eval` uses)
+    spatial_cue_fft: int = 1024
     # False trains the spatial stage alone on top of a warm-started, frozen codec
     train_codec: bool = True
     # share of masked rows whose encoder sees ALL channels while the spatial stage still gets only

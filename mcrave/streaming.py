@@ -85,6 +85,8 @@ class StreamingEngine:
         self.sample_rate = cfg.sample_rate
         self.latency = model.latency
         self.max_chunk = MAX_CHUNK_FRAMES * cfg.ratio
+        # latent frames of silence that end a stream so every input sample reaches the output
+        self.flush_frames = max(1, -(-self.latency // cfg.ratio))
 
     def new_encoder_state(self, batch: int = 1) -> StreamState:
         return StreamState(tuple(self.model.initial_states("encoder", batch, self.device)))

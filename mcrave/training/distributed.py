@@ -41,10 +41,14 @@ def init_from_env(device: torch.device) -> DistInfo:
 
 
 def average_gradients(params: list[torch.nn.Parameter], info: DistInfo) -> None:
-    """Average .grad over ranks; every rank runs the same graph, so the same params have grads."""
-    params = [p for p in params if p.grad is not None]
+    """Average .grad over ranks. A parameter without a gradient on one rank counts as zero there
+    (e.g. the spatial stage when a rank's rows all have every channel present), so every rank
+    reduces the same tensor."""
     if info.world <= 1 or not params:
         return
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
     flat = torch.cat([p.grad.reshape(-1) for p in params])
     dist.all_reduce(flat)
     flat /= info.world

@@ -124,26 +124,22 @@ class Trainer:
     def _spatial_losses(
         self, audio: torch.Tensor, out: torch.Tensor, masks: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        """Losses of the spatial stage's output: spectral distance on the missing channels
-        (present ones pass through), band levels of their difference to the mean present
-        channel (the "side" signal: it sets the image width, which the other terms let collapse)
-        and ILD/ICC errors over every channel pair."""
+        """Losses of the spatial stage's output: spectral distance of every channel (present
+        ones pass through, so only missing ones cost anything), band levels of each channel's
+        difference to the mean present channel (the "side" signal: it sets the image width,
+        which the other terms let collapse) and ILD/ICC errors over every channel pair. Means
+        over all rows and channels, so data-parallel ranks average to the global batch."""
         x, y = self._aligned(audio, out, self.model.latency)
-        missing = ~masks
-        if not missing.any():
-            zero = x.new_zeros(())
-            return {"spatial_spectral": zero, "spatial_side": zero, "spatial_interchannel": zero}
         weights = masks.to(x.dtype)[:, :, None]
         reference = (x * weights).sum(1, keepdim=True) / weights.sum(1, keepdim=True)
-        rows = missing.any(1)
         return {
-            "spatial_spectral": spectral_distance(x[missing][:, None], y[missing][:, None]),
+            "spatial_spectral": spectral_distance(x, y),
             "spatial_side": band_level_loss(
-                (x - reference)[missing][:, None],
-                (y - reference)[missing][:, None],
-                self.cfg.model.sample_rate,
+                x - reference, y - reference, self.cfg.model.sample_rate
             ),
-            "spatial_interchannel": interchannel_loss(x[rows], y[rows], self.cfg.model.sample_rate),
+            "spatial_interchannel": interchannel_loss(
+                x, y, self.cfg.model.sample_rate, n_fft=self.tc.spatial_cue_fft
+            ),
         }
 
     def _spatial_total(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:

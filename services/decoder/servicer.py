@@ -78,7 +78,10 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServiceServicer):
     async def chunk(
         self, session: DecoderSession, chunk: stream_pb2.LatentChunk
     ) -> decoder_pb2.DecodeResponse:
-        max_frames = session.spec.chunk_frames // session.engine.ratio
+        # a chunk, or the encoder's end-of-stream flush (which covers the model latency)
+        max_frames = max(
+            session.spec.chunk_frames // session.engine.ratio, session.engine.flush_frames
+        )
         return decoder_pb2.DecodeResponse(
             audio=await self._decode(session, chunk, max_frames, f"latent chunk {chunk.seq}")
         )

@@ -49,8 +49,7 @@ class EncoderSession:
 
     async def flush(self) -> np.ndarray:
         """Zeros covering the model latency, so a decoder can render every input frame."""
-        ratio = self.engine.ratio
-        tail = max(1, -(-self.engine.latency // ratio)) * ratio
+        tail = self.engine.flush_frames * self.engine.ratio
         self.ended = True
         return await self._encode_full(np.zeros((self.engine.channels, tail), dtype=np.float32))
 
