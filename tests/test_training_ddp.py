@@ -31,6 +31,11 @@ ARGS = [
     "train.phase1_steps=3",
     "--set",
     "train.d_every=2",
+    # the spatial stage's zero-initialised heads turn summation-order noise into Adam's sign-like
+    # steps (gap 0.09 vs 0.026 with the stage's losses weighted 0, on the same runs); that its
+    # losses split exactly over ranks is checked in test_training_trainer.py instead
+    "--set",
+    "train.spatial_weight=0",
 ]
 
 
@@ -134,11 +139,10 @@ def test_two_ranks_match_one_process_and_stop_together(tmp_path):
     for init, x, y, z in zip((model0, disc0), weights(a), weights(b), weights(c), strict=True):
         rounding = _relative_change_gap(init, x, z)
         ranks = _relative_change_gap(init, x, y)
-        # the 2-thread floor is a noisy lower bound: with the spatial stage it measured 0.021
-        # while the 1-vs-2-rank gap was 0.06-0.09, yet that gap's absolute size is the same with
-        # the spatial losses on, weighted 0, or the stage off (0.0060 after 5 steps), so 0.1
-        # stays far below what a wrong split or unaveraged gradients give (~1)
-        assert ranks < max(3 * rounding, 0.1) and ranks < 0.3, (ranks, rounding)
+        # the 2-thread run no longer perturbs these small ops (its gap measured 7e-8), while the
+        # 1-vs-2-rank gap of the same recipe is 0.026 with the spatial stage off or weighted 0:
+        # Adam's sign-like first steps on near-zero gradients; a wrong split gives ~1
+        assert ranks < max(3 * rounding, 0.05) and ranks < 0.3, (ranks, rounding)
 
     # only rank 0 wrote: one writer in the log, one TensorBoard file, the same files as one process
     events = progress(two)

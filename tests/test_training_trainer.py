@@ -99,3 +99,15 @@ def test_each_phase_updates_the_right_parts(trainer):
     assert {"adversarial", "feature_matching"} <= losses.keys() and "kl" not in losses
     assert not _changed(enc, trainer.model.encoder) and not _changed(disc, trainer.disc)
     assert _changed(dec, trainer.model.decoder)
+
+
+def test_spatial_losses_split_exactly_over_data_parallel_ranks(trainer):
+    """2 ranks x 2 rows average to 1 process x 4 rows: every term is a mean of per-row values."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(4, 2, 8192, generator=g) * 0.1
+    y = torch.randn(4, 2, 8192, generator=g) * 0.1
+    masks = torch.tensor([[False, True], [True, True], [True, False], [False, True]])
+    whole = trainer._spatial_losses(x, y, masks)
+    halves = [trainer._spatial_losses(x[s], y[s], masks[s]) for s in (slice(0, 2), slice(2, 4))]
+    for key, value in whole.items():
+        assert value.item() == pytest.approx((halves[0][key] + halves[1][key]).item() / 2, rel=1e-5)
