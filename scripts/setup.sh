@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything mcrave and its tests need on a fresh Debian machine with Python 3.11.
 set -euo pipefail
+export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1  # CI and fresh machines run as root
 cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --upgrade pip
 # torch first and pinned: this CPU wheel lies on local disk here; a bare `torch` would pull CUDA builds
