@@ -8,7 +8,7 @@ present source) pair a level, a phase difference and a pooling weight, and for e
 coherence angle (how much decorrelated "fill" replaces the direct sound) and a gate on the
 generative decoder's own output (what no transform of the present channels can give).
 
-    direct_c = sum_p softmax_p(w_cp) * g_cp * exp(i phi_cp) * X_p
+    direct_c = sum_p softmax_p(w_cp) * g_cp * exp(i phi_cp) * X_p   (p: up to 8 present sources)
     Y_c      = cos(a_c) direct_c + sin(a_c) duck(decorrelate(direct_c)) + gate_c * D_c
     Y_c      = X_c for present channels; Y = D (the decoder) when nothing is present
 
@@ -114,7 +114,7 @@ class SpatialStage(nn.Module):
         super().__init__()
         n, fft, hop = cfg.channels, cfg.spatial_fft, cfg.spatial_hop
         hidden, bands = cfg.spatial_hidden, cfg.spatial_bands
-        self.channels, self.fft, self.hop, self.bands = n, fft, hop, bands
+        self.fft, self.hop = fft, hop
         # attributes: TorchScript cannot read module-level numbers
         self.floor = POWER_FLOOR
         self.max_sources = MAX_SOURCES
