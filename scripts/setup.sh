@@ -6,7 +6,13 @@ cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --upgrade pip
 # torch first and pinned: this CPU wheel lies on local disk here; a bare `torch` would pull CUDA builds
 python3 -m pip install --quiet torch==2.13.0
-python3 -m pip install --quiet -e clients/python -e '.[dev]'
+# setuptools' build backend prints a page of warnings per editable build: show them only on failure
+log=$(mktemp)
+if ! python3 -m pip install --quiet -e clients/python -e '.[dev]' 2>"$log"; then
+  cat "$log" >&2
+  exit 1
+fi
+rm -f "$log"
 pkgs=$(grep -v '^#' scripts/apt-packages.txt | xargs || true)
 if [ -n "$pkgs" ] && [ "$(id -u)" = 0 ]; then
   missing=""
