@@ -199,8 +199,6 @@ class Trainer:
         out, _ = self.model.decode_parts(z, seeds, audio, masks)
         losses = self._spatial_losses(audio, out, masks)
         total = self._spatial_total(losses)
-        if not total.requires_grad:  # every row all-present: nothing for the stage to learn
-            return {"loss": total.item(), **{k: v.item() for k, v in losses.items()}}
         self._update(self.opt_g, self.model, total, schedules.generator_lr(step, self.tc))
         return {"loss": total.item(), **{k: v.item() for k, v in losses.items()}}
 
@@ -279,11 +277,12 @@ class Trainer:
         for mask in masks:
             m = mask.to(self.device).expand(audio.shape[0], n)
             mean, _ = self.model.encode(audio, m)
-            spatial, decoded = self.model.decode_parts(mean, 0, audio, m)
             if bool(m.all()) or self.model.decoder.spatial is None:
-                x, y = self._aligned(audio, decoded)  # the codec's own reconstruction
+                # the codec's own reconstruction (the stage would only pass the input through)
+                x, y = self._aligned(audio, self.model.decode_latent(mean))
                 scores.append(self._reconstruction(x, y)["spectral"].item())
             else:  # the missing channels as the spatial stage infers them
+                spatial, _ = self.model.decode_parts(mean, 0, audio, m)
                 losses = self._spatial_losses(audio, spatial, m)
                 scores.append(sum(v.item() for v in losses.values()))
         self.model.train()
