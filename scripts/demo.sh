@@ -22,8 +22,8 @@ if [ -f models/demo-stereo/manifest.json ] || ls -d models/demo-stereo/[0-9]* >/
   registry=models
   model=demo-stereo
   echo "NOTE: models/demo-stereo is a demo model trained ~1 h on a 2-core CPU (models/README.md):" \
-       "the services' latent-only left channel is a blurry codec output; the spatial stage's (step 5)" \
-       "is built from the right channel's audio."
+       "the left channel is built by the decoder's spatial stage from the right channel's audio;" \
+       "the latent-only left channel (step 5) is a blurry codec output."
 else
   registry="$work/models"
   model=untrained-demo
@@ -83,7 +83,8 @@ dec_metrics=$(port "$work/decoder.json" metrics_port)
 echo "encoder on $encoder, decoder on $decoder, serving:"
 mcrave-client models --server "$encoder"
 
-# 4. stream it: only channel 1 (right) travels to the encoder; the decoder returns both channels
+# 4. stream it: only channel 1 (right) travels to the encoder, and with the latents to the decoder
+#    (its spatial stage builds the left channel from it); the decoder returns both channels
 mcrave-client infer "$input" "$output" --present 1 --model "$model" \
   --encoder "$encoder" --decoder "$decoder"
 
@@ -98,10 +99,10 @@ for name, port in zip(("encoder", "decoder"), sys.argv[1:]):
     lines = [l for l in text.splitlines() if any(k in l for k in keys) and l[0] != "#"]
     print(f"  {name}: " + ("; ".join(lines) or "(no audio-seconds counters found)"))
 PY
-echo "inferred stereo file (services: latents only reach the decoder): $output"
+echo "inferred stereo file (spatial stage: the right channel's audio reached the decoder): $output"
 
-# 5. the spatial stage: the left channel built FROM the right one's audio, steered by the latents.
-#    In-process for now: the decoder service does not take present audio yet (issue 12).
-spatial_out="${output%.wav}-spatial.wav"
-mcrave infer "$registry/$model" "$input" "$spatial_out" --present 1
-echo "inferred stereo file (spatial stage, in-process): $spatial_out"
+# 5. for comparison: the decoder from the latents alone (no audio beside them)
+latent_out="${output%.wav}-latent-only.wav"
+mcrave-client infer "$input" "$latent_out" --present 1 --model "$model" --latent-only --quiet \
+  --encoder "$encoder" --decoder "$decoder"
+echo "inferred stereo file (latent-only decoder, for comparison): $latent_out"

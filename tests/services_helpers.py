@@ -143,10 +143,31 @@ def latents_array(chunks: list[stream_pb2.LatentChunk], latent_size: int) -> np.
     return np.concatenate([np.frombuffer(c.data, "<f4").reshape(-1, latent_size) for c in chunks])
 
 
+def with_audio(
+    latents: list[stream_pb2.LatentChunk], x: np.ndarray, present: tuple[int, ...], chunk: int
+) -> list[stream_pb2.LatentChunk]:
+    """Copies of the encoder's latent chunks carrying the present channels' audio they stand for:
+    chunk i gets x[i*chunk:(i+1)*chunk, present] zero-padded to frames x ratio; the final (tail
+    flush) goes without, which the decoder takes as silence."""
+    out = []
+    for i, c in enumerate(latents):
+        copy = stream_pb2.LatentChunk()
+        copy.CopyFrom(c)
+        if not c.final:
+            frames = len(c.data) // (4 * 8) * 256  # the tiny model: latent_size 8, ratio 256
+            part = np.zeros((frames, len(present)), "<f4")
+            block = x[i * chunk : (i + 1) * chunk, list(present)]
+            part[: len(block)] = block
+            copy.audio = part.tobytes()
+        out.append(copy)
+    return out
+
+
 def decode(
     target: str, cfg: stream_pb2.StreamConfig, latents: list[stream_pb2.LatentChunk]
 ) -> tuple[stream_pb2.StreamStarted, np.ndarray]:
-    """Feed the encoder's latent chunks to a decoder; returns all channels [frames, N]."""
+    """Feed the encoder's latent chunks (with `audio` when cfg.present is set, see `with_audio`)
+    to a decoder; returns all channels [frames, N]."""
 
     def requests() -> Iterator[decoder_pb2.DecodeRequest]:
         yield decoder_pb2.DecodeRequest(config=cfg)

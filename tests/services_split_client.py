@@ -1,7 +1,9 @@
 """Client process of the split-machine test: streams a file's present channels through the encoder
-and the latents into the decoder, then reports the output and both services' counters as JSON.
+and the latents into the decoder twice, latent-only and then with the present channels' audio
+beside the latents (the spatial stage), and reports both outputs and the services' counters after
+each as JSON.
 
-    python tests/services_split_client.py ENCODER DECODER ENC_METRICS DEC_METRICS IN.npy OUT.npy PRESENT
+    python tests/services_split_client.py ENCODER DECODER ENC_METRICS DEC_METRICS IN.npy OUT.npz PRESENT
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import urllib.request
 
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
-from services_helpers import config, decode, encode
+from services_helpers import config, decode, encode, with_audio
 
 CHUNK = 1024
 
@@ -34,14 +36,22 @@ def main(argv: list[str]) -> int:
     x = np.load(src)  # [frames, N]
     present_set = tuple(int(c) for c in present.split(","))
     started, latents = encode(encoder, config(present=present_set, chunk=CHUNK), x)
-    _, y = decode(decoder, config(version=started.model.version, present=(), chunk=CHUNK), latents)
-    np.save(dst, y[started.latency : started.latency + len(x)])
+    version = started.model.version
     report = {
         "latent_bytes": sum(len(c.data) for c in latents),
         "latency": started.latency,
         "encoder": scrape(enc_metrics),
-        "decoder": scrape(dec_metrics),
     }
+    lat = started.latency
+    _, y = decode(decoder, config(version=version, present=(), chunk=CHUNK), latents)
+    outputs = {"latent_only": y[lat : lat + len(x)]}
+    report["decoder_latent_only"] = scrape(dec_metrics)
+    spatial = with_audio(latents, x, present_set, CHUNK)
+    _, y = decode(decoder, config(version=version, present=present_set, chunk=CHUNK), spatial)
+    outputs["spatial"] = y[lat : lat + len(x)]
+    report["decoder_spatial"] = scrape(dec_metrics)
+    report["audio_bytes"] = sum(len(c.audio) for c in spatial)
+    np.savez(dst, **outputs)
     print(json.dumps(report))
     return 0
 

@@ -218,8 +218,13 @@ def test_file_to_oscdump_complete_in_order_and_decoded(stack):
             ref = np.concatenate(
                 [lat.array for lat in stream.run(iter_chunks(stack.audio[[1]], chunk))], axis=1
             )
+        # the bridge sends the decoder the present audio too (the spatial stage), like Pipeline
         with p.stream(info, (1,), chunk) as stream:
             ref_audio = np.concatenate(
+                [d.audio for d in stream.run(iter_chunks(stack.audio[[1]], chunk))], axis=1
+            )
+        with p.stream(info, (1,), chunk, latent_only=True) as stream:
+            latent_audio = np.concatenate(
                 [d.audio for d in stream.run(iter_chunks(stack.audio[[1]], chunk))], axis=1
             )
     state, model, version, stream_id, sent, underruns, overruns, *flags = status
@@ -233,6 +238,7 @@ def test_file_to_oscdump_complete_in_order_and_decoded(stack):
     got, _ = sf.read(decoded, dtype="float32", always_2d=True)
     assert got.shape[0] == ref_audio.shape[1]
     assert np.abs(got.T - ref_audio).max() < 1e-4
+    assert np.abs(got.T - latent_audio).max() > 1e-2  # not the latent-only output
 
 
 def _udp(datagram: bytes, port: int) -> None:
@@ -353,6 +359,14 @@ def test_bridge_cli_bad_input_is_one_line(stack):
     )
     assert run.returncode == 2 and "missing.wav: cannot read audio" in run.stderr
     assert run.stderr.strip().count("\n") == 0, run.stderr
+    run = subprocess.run(
+        ["mcrave-bridge", "--encoder", stack.enc.target, "--present", "1", "--audio-from-max"]
+        + ["--latent-only"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2 and "--latent-only need --decoder" in run.stderr, run.stderr
 
 
 @needs_liblo

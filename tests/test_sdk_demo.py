@@ -26,8 +26,10 @@ def test_demo_streams_right_channel_and_writes_stereo(tmp_path):
     audio, rate = sf.read(out, dtype="float32", always_2d=True)
     assert audio.shape == (4 * rate, 2) and np.isfinite(audio).all() and np.abs(audio).max() > 0
     assert "present [1]" in run.stdout
-    spatial, _ = sf.read(tmp_path / "inferred-spatial.wav", dtype="float32", always_2d=True)
-    assert spatial.shape == audio.shape and np.isfinite(spatial).all()
+    assert "present [1], spatial" in run.stdout and "present [1], latent-only" in run.stdout
+    latent, _ = sf.read(tmp_path / "inferred-latent-only.wav", dtype="float32", always_2d=True)
+    assert latent.shape == audio.shape and np.isfinite(latent).all()
+    assert np.abs(latent - audio).max() > 1e-3  # the present audio changed the decoder's output
     metrics = re.findall(r"(encoder|decoder) http://127\.0\.0\.1:(\d+)/metrics", run.stdout)
     assert [m[0] for m in metrics] == ["encoder", "decoder"]
     served = re.findall(r'audio_in_seconds_total\{model="[^"]+"\} ([0-9.]+)', run.stdout)

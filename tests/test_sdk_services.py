@@ -1,7 +1,9 @@
 """The SDK against real encoder/decoder services, each in its own `mcrave serve` process.
 
 Parity: output through the SDK / `mcrave-client` equals `mcrave infer` and
-`mcrave.inference.infer_array` on the same model, file, present set and chunking within 1e-4.
+`mcrave.inference.infer_array` on the same model, file, present set and chunking within 1e-4:
+by default the present audio travels to the decoder (spatial stage); `latent_only` /
+`--latent-only` match `mcrave infer --latent-only`.
 """
 
 from __future__ import annotations
@@ -17,10 +19,20 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from mcrave_client import Backoff, ClientError, DecoderClient, EncoderClient, Pipeline, SetPresent
+from mcrave_client import (
+    Backoff,
+    ClientError,
+    DecoderClient,
+    EncoderClient,
+    Pipeline,
+    SetPresent,
+    protocol,
+)
 from mcrave_client.aio import AsyncDecoderClient, AsyncEncoderClient, AsyncPipeline
 from mcrave_client.framing import iter_chunks
 from mcrave_client.infer import infer_array as sdk_infer_array
+from mcrave_client.proto import stream_pb2
+from mcrave_client.types import Latents, ModelRef, StreamInfo
 from sdk_helpers import REPO, free_port, make_pki, services, tiny_stack
 
 from mcrave.checkpoint import load_model
@@ -58,34 +70,65 @@ def infer_cli(stack, out, *extra: str, exe: str | None = None) -> subprocess.Com
 
 
 @pytest.mark.parametrize(
-    ("present", "chunk"), [((1,), None), ((1,), 512), ((0,), 1024), ((0, 1), 256)]
+    ("present", "chunk", "latent_only"),
+    [
+        ((1,), None, False),
+        ((1,), 512, False),
+        ((1,), 512, True),
+        ((0,), 1024, False),
+        ((0, 1), 256, True),
+    ],
 )
-def test_sdk_matches_in_process_inference(stack, present, chunk):
-    got = sdk_infer_array(stack.pipeline, stack.audio, present, chunk=chunk)
-    # the decoder service decodes latents only (no present audio on the wire yet)
-    want = infer_array(stack.model, stack.audio, list(present), chunk=chunk, latent_only=True)
+def test_sdk_matches_in_process_inference(stack, present, chunk, latent_only):
+    got = sdk_infer_array(
+        stack.pipeline, stack.audio, present, chunk=chunk, latent_only=latent_only
+    )
+    want = infer_array(
+        stack.model, stack.audio, list(present), chunk=chunk, latent_only=latent_only
+    )
     assert got.shape == want.shape == stack.audio.shape
     assert np.abs(got - want).max() < TOL
 
 
-def test_cli_matches_mcrave_infer(stack):
+@pytest.mark.parametrize("latent_only", [False, True])
+def test_cli_matches_mcrave_infer(stack, latent_only):
+    flag = ["--latent-only"] if latent_only else []
     out, ref = stack.tmp / "cli-out.wav", stack.tmp / "ref-out.wav"
-    run = infer_cli(
-        stack,
-        str(out),
-        "--chunk",
-        "1024",
-        *endpoints(stack),
-    )
+    run = infer_cli(stack, str(out), "--chunk", "1024", *flag, *endpoints(stack))
     assert run.returncode == 0, run.stderr
     assert "wrote" in run.stdout and "tiny v1" in run.stdout
+    assert ("latent-only" if latent_only else "spatial") in run.stdout
     # `mcrave infer` itself (its CLI entry, in this process: torch is loaded already)
     reference = ["infer", str(stack.models / "tiny"), str(stack.tmp / "in.wav"), str(ref)]
-    assert mcrave_main([*reference, "--present", "1", "--chunk", "1024", "--latent-only"]) == 0
+    assert mcrave_main([*reference, "--present", "1", "--chunk", "1024", *flag]) == 0
     got, rate = sf.read(out, dtype="float32", always_2d=True)
     want, _ = sf.read(ref, dtype="float32", always_2d=True)
     assert rate == 44100 and got.shape == want.shape == (44100, 2)
     assert np.abs(got - want).max() < TOL
+
+
+def test_decode_stream_frames_the_present_audio():
+    """No server: what a spatial decode stream writes for each Latents item."""
+    info = StreamInfo(ModelRef("tiny", 1, "f" * 64), 4, 0, 256, 8)
+    state = protocol.DecodeStream(stream_pb2.StreamConfig(channels=2, present=[1]))
+    state.info = info
+    z = np.zeros((8, 3), np.float32)
+    ragged = np.ones((1, 600), np.float32)  # a ragged last chunk: padded to 3 x 256
+    (req,) = state.requests_for(Latents(z, stream_pb2.LatentChunk(), ragged, (1,)))
+    assert len(req.chunk.audio) == 768 * 4 and req.chunk.audio[600 * 4 :] == bytes(168 * 4)
+    both = np.ones((2, 768), np.float32)
+    update, req = state.requests_for(Latents(z, stream_pb2.LatentChunk(), both, (0, 1)))
+    assert list(update.config.present) == [0, 1] and len(req.chunk.audio) == 768 * 8
+    (req,) = state.requests_for(Latents(z, stream_pb2.LatentChunk(final=True)))  # tail flush
+    assert req.chunk.final and not req.chunk.audio
+    with pytest.raises(ClientError, match="carry no audio"):
+        state.requests_for(Latents(z, stream_pb2.LatentChunk()))
+    with pytest.raises(ClientError, match="do not match"):
+        state.requests_for(Latents(z, stream_pb2.LatentChunk(), both[:, :512], (0, 1)))
+    latent_only = protocol.DecodeStream(stream_pb2.StreamConfig(channels=2))
+    latent_only.info = info
+    (req,) = latent_only.requests_for(Latents(z, stream_pb2.LatentChunk(), both, (0, 1)))
+    assert not req.chunk.audio  # the audio stays home
 
 
 def test_present_change_mid_stream_takes_effect_at_next_chunk(stack):
@@ -101,7 +144,8 @@ def test_present_change_mid_stream_takes_effect_at_next_chunk(stack):
         got = np.concatenate([d.audio for d in stream.run(items)], axis=1)
     with stack.pipeline.encoder.stream(info, (1,), chunk) as stream:
         latents = np.concatenate([lat.array for lat in stream.run(items)], axis=1)
-    # reference: the engine fed the same chunks with the mask changing at the same chunk
+    # reference: the engine fed the same chunks with the mask changing at the same chunk, the
+    # decoder too (the pipeline sends the decoder a present update with the audio)
     engine = StreamingEngine(stack.model)
     total = -(-(x.shape[1] + engine.latency) // chunk) * chunk
     padded = torch.from_numpy(np.pad(x, ((0, 0), (0, total - x.shape[1]))))[None]
@@ -113,9 +157,10 @@ def test_present_change_mid_stream_takes_effect_at_next_chunk(stack):
     )
     for i, start in enumerate(range(0, total, chunk)):
         block = padded[..., start : start + chunk]
-        es, z = engine.encode_step(es, block, torch.tensor([[i >= switch, True]]))
+        mask = torch.tensor([[i >= switch, True]])
+        es, z = engine.encode_step(es, block, mask)
         rs, rz = engine.encode_step(rs, block, torch.tensor([[False, True]]))
-        ds, y = engine.decode_step(ds, z)
+        ds, y = engine.decode_step(ds, z, block, mask)
         want.append(y[0].numpy())
         want_z.append(z[0].numpy())
         right_z.append(rz[0].numpy())
@@ -145,7 +190,7 @@ def test_async_pipeline_equals_sync(stack):
 
     got, info = asyncio.run(run())
     assert info.model.name == "tiny" and info.model.version == 1 and info.credit >= 1
-    want = infer_array(stack.model, stack.audio, [1], chunk=512, latent_only=True)
+    want = infer_array(stack.model, stack.audio, [1], chunk=512)
     assert np.abs(got[:, info.latency : info.latency + want.shape[1]] - want).max() < TOL
 
 
@@ -229,7 +274,7 @@ def test_mtls_token_and_reconnect_with_backoff(stack):
         thread.join(timeout=90)
         pipeline.close()
         assert "error" not in result, result.get("error")
-        want = infer_array(stack.model, stack.audio, [1], chunk=512, latent_only=True)
+        want = infer_array(stack.model, stack.audio, [1], chunk=512)
         assert np.abs(result["out"] - want).max() < TOL
         out = stack.tmp / "tls-out.wav"
         tls_args = [
@@ -306,5 +351,5 @@ def test_fresh_venv_without_torch(stack, tmp_path):
     assert run.returncode == 0, run.stderr
     assert "infer" in run.stderr or "in.wav" in run.stderr  # the progress bar
     got, _ = sf.read(out, dtype="float32", always_2d=True)
-    want = infer_array(stack.model, stack.audio, [1], chunk=512, latent_only=True)
+    want = infer_array(stack.model, stack.audio, [1], chunk=512)
     assert np.abs(got.T - want).max() < TOL

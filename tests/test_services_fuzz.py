@@ -149,6 +149,51 @@ def test_wrong_byte_length(env) -> None:
             )
 
 
+def test_present_audio_wrong_missing_or_unexpected(env) -> None:
+    """The audio beside the latents: f32le [frames x ratio, |present|] exactly when the decoder
+    config declared a present set (a `final` chunk may stop early); anything else is refused."""
+    rng = np.random.default_rng(12)
+    reasons = set()
+    for i in range(CASES):
+        frames = int(rng.integers(1, 5))  # latent frames (tiny: ratio 256, latent_size 8)
+        kind = i % 5
+        present = () if kind == 0 else (1,) if i % 2 else (0, 1)
+        row = 4 * len(present)
+        chunk = stream_pb2.LatentChunk(seq=0, data=pcm(rng, frames, 8))
+        if kind == 0:  # audio on a latent-only stream
+            chunk.audio = pcm(rng, frames * 256, 2)
+        elif kind == 1:  # a spatial stream's chunk without audio (and not the final flush)
+            pass
+        elif kind == 2:  # not a whole number of frames
+            n = int(rng.integers(1, frames * 256 * row))
+            chunk.audio = bytes(n + 1 if n % row == 0 else n)
+        elif kind == 3:  # whole frames, but not frames x ratio (too short or too long)
+            wrong = frames * 256 + int(rng.choice([-1, 1])) * int(rng.integers(1, 256))
+            chunk.audio = bytes(wrong * row)
+        else:  # even a final chunk may not carry more than frames x ratio
+            chunk.audio = bytes((frames * 256 + int(rng.integers(1, 300))) * row)
+            chunk.final = True
+        requests = [
+            decoder_pb2.DecodeRequest(config=config(present=present)),
+            decoder_pb2.DecodeRequest(chunk=chunk),
+        ]
+        with pytest.raises(grpc.RpcError) as err:
+            list(env["dec"].Decode(iter(requests), timeout=10))
+        assert err.value.code() == CODE.INVALID_ARGUMENT, err.value.details()
+        assert "audio" in err.value.details()
+        reasons.add(dict(err.value.trailing_metadata())["mcrave-reason"])
+    assert reasons == {"unexpected-audio", "missing-audio", "bad-length"}
+    # the same on DecodeClip: audio without a present set
+    request = decoder_pb2.DecodeClipRequest(
+        config=config(present=(), chunk=0),
+        latents=stream_pb2.LatentChunk(data=pcm(rng, 4, 8), audio=pcm(rng, 1024, 1)),
+    )
+    with pytest.raises(grpc.RpcError) as err:
+        env["dec"].DecodeClip(request, timeout=10)
+    assert err.value.code() == CODE.INVALID_ARGUMENT
+    assert dict(err.value.trailing_metadata())["mcrave-reason"] == "unexpected-audio"
+
+
 def test_nan_inf(env) -> None:
     rng = np.random.default_rng(4)
     for i in range(CASES):
@@ -234,8 +279,15 @@ def test_bad_present_set(env) -> None:
                 encoder_pb2.EncodeRequest(config=update),
             ]
         assert "present" in expect(env["enc"].Encode, requests, CODE.INVALID_ARGUMENT)
-    # a decoder takes no present set at all
-    expect(env["dec"].Decode, [decoder_pb2.DecodeRequest(config=config())], CODE.INVALID_ARGUMENT)
+    # a decoder's present set (the channels whose audio comes along) follows the same rules
+    for present in ([1, 0], [0, 7]):
+        cfg = config()
+        cfg.ClearField("present")
+        cfg.present.extend(present)
+        details = expect(
+            env["dec"].Decode, [decoder_pb2.DecodeRequest(config=cfg)], CODE.INVALID_ARGUMENT
+        )
+        assert "present" in details
 
 
 def test_sequence_gaps(env) -> None:

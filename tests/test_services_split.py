@@ -2,7 +2,9 @@
 veth pair (when root and `ip netns` work; loopback otherwise), the client in a third process.
 
 From the services' own counters: the encoder received exactly frames x |present| x 4 bytes of
-audio, and the decoder received only latents.
+audio; a latent-only decoder stream received only latents, a spatial one the latents plus the
+present channels' audio (frames padded to whole latent frames x |present| x 4; the tail flush
+carries none). Both equal `mcrave infer` (with and without `--latent-only`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from services_helpers import CliServer, audio, publish_tiny
 
 from mcrave.inference import infer_array
@@ -84,7 +87,7 @@ def test_split_encoder_decoder_client(tmp_path: Path) -> None:
                 f"{enc_ip}:{enc['metrics_port']}",
                 f"{dec_ip}:{dec['metrics_port']}",
                 str(tmp_path / "in.npy"),
-                str(tmp_path / "out.npy"),
+                str(tmp_path / "out.npz"),
                 "1",
             ],
             env={**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}", "OMP_NUM_THREADS": "1"},
@@ -95,19 +98,28 @@ def test_split_encoder_decoder_client(tmp_path: Path) -> None:
         assert client.returncode == 0, client.stderr[-3000:]
         assert enc["pid"] != dec["pid"]
     report = json.loads(client.stdout)
-    e, d = report["encoder"], report["decoder"]
-    assert (
-        e["mcrave_received_bytes_total{kind=pcm,model=tiny}"] == len(x) * 1 * 4
-    )  # frames x |present| x 4
-    assert "mcrave_received_bytes_total{kind=latent,model=tiny}" not in e
-    assert d["mcrave_received_bytes_total{kind=latent,model=tiny}"] == report["latent_bytes"]
-    assert (
-        "mcrave_received_bytes_total{kind=pcm,model=tiny}" not in d
-    )  # the decoder never saw audio
+    e, d, d2 = report["encoder"], report["decoder_latent_only"], report["decoder_spatial"]
+    pcm, latent = (f"mcrave_received_bytes_total{{kind={k},model=tiny}}" for k in ("pcm", "latent"))
+    assert e[pcm] == len(x) * 1 * 4  # frames x |present| x 4
+    assert latent not in e
+    # latent-only: the decoder saw latents and no audio
+    assert d[latent] == report["latent_bytes"]
+    assert pcm not in d
     assert d["mcrave_sent_bytes_total{kind=pcm,model=tiny}"] > 0
+    # spatial: the same latents again, plus the present channel's audio, the ragged last chunk
+    # padded to whole latent frames (20000 -> 20224 = 79 x ratio 256), none with the tail flush
+    assert d2[latent] == 2 * report["latent_bytes"]
+    assert d2[pcm] == report["audio_bytes"] == -(-len(x) // 256) * 256 * 1 * 4
     engine = load_version(models / "tiny" / "1").engine
-    # the decoder service gets latents only (present audio on the wire is issue 12's)
-    want = infer_array(engine, x[:, [1]].T, present=[1], chunk=1024, latent_only=True)
-    np.testing.assert_allclose(np.load(tmp_path / "out.npy").T, want, atol=1e-4)
+    out = np.load(tmp_path / "out.npz")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tiny model on 2 threads of a busy machine: ~100x slower
+    try:
+        want_latent = infer_array(engine, x[:, [1]].T, present=[1], chunk=1024, latent_only=True)
+        want = infer_array(engine, x[:, [1]].T, present=[1], chunk=1024)
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_allclose(out["latent_only"].T, want_latent, atol=1e-4)  # --latent-only
+    np.testing.assert_allclose(out["spatial"].T, want, atol=1e-4)  # mcrave infer
     if ns is None:
         pytest.skip("ran on loopback: network namespaces need root and `ip netns`")

@@ -28,6 +28,7 @@ from services_helpers import (
     encode,
     latents_array,
     publish_tiny,
+    with_audio,
 )
 
 from mcrave.inference import infer_array
@@ -58,12 +59,20 @@ def test_pipeline_equals_mcrave_infer(servers) -> None:
     started, latents = encode(enc.target, config(present=(1,), chunk=1024), x)
     assert [c.seq for c in latents] == list(range(len(latents))) and latents[-1].final
     assert all(c.model == "tiny" and c.version == started.model.version for c in latents)
-    _, y = decode(dec.target, config(present=(), chunk=1024), latents)
     lat = started.latency
+    # latent-only: the decoder gets the latents alone
+    _, y = decode(dec.target, config(present=(), chunk=1024), latents)
+    got_latent = y[lat : lat + len(x)].T
+    want_latent = infer_array(engine_of(enc), x.T, present=[1], chunk=1024, latent_only=True)
+    assert got_latent.shape == want_latent.shape
+    np.testing.assert_allclose(got_latent, want_latent, atol=1e-4)
+    # spatial: the right channel's audio travels with the latents (the tail flush without)
+    spatial = with_audio(latents, x, (1,), 1024)
+    _, y = decode(dec.target, config(present=(1,), chunk=1024), spatial)
     got = y[lat : lat + len(x)].T
-    want = infer_array(engine_of(enc), x.T, present=[1], chunk=1024, latent_only=True)
-    assert got.shape == want.shape
+    want = infer_array(engine_of(enc), x.T, present=[1], chunk=1024)
     np.testing.assert_allclose(got, want, atol=1e-4)
+    assert np.abs(want - want_latent).max() > 1e-2  # the audio really steered the output
 
 
 def test_clip_equals_stream(servers) -> None:
@@ -84,6 +93,22 @@ def test_clip_equals_stream(servers) -> None:
     with channel(dec.target) as ch:
         out = decoder_pb2_grpc.DecoderServiceStub(ch).DecodeClip(
             decoder_pb2.DecodeClipRequest(config=config(present=(), chunk=0), latents=clip.latents)
+        )
+    y_clip = np.frombuffer(out.audio.pcm, "<f4").reshape(-1, 2)
+    np.testing.assert_allclose(y_clip, y_stream, atol=1e-5)
+    # with the present audio: the clip's pcm as it is (shorter than frames x ratio: the rest is
+    # silence, like the stream's padded last chunk and audio-less tail flush)
+    clip_latents = stream_pb2.LatentChunk()
+    clip_latents.CopyFrom(clip.latents)
+    clip_latents.audio = x[:, [0]].tobytes()
+    _, y_stream = decode(
+        dec.target, config(present=(0,), chunk=1024), with_audio(latents, x, (0,), 1024)
+    )
+    with channel(dec.target) as ch:
+        out = decoder_pb2_grpc.DecoderServiceStub(ch).DecodeClip(
+            decoder_pb2.DecodeClipRequest(
+                config=config(present=(0,), chunk=0), latents=clip_latents
+            )
         )
     y_clip = np.frombuffer(out.audio.pcm, "<f4").reshape(-1, 2)
     np.testing.assert_allclose(y_clip, y_stream, atol=1e-5)

@@ -26,7 +26,7 @@ class StreamSpec:
 
     model: LoadedVersion
     chunk_frames: int
-    present: tuple[int, ...]
+    present: tuple[int, ...]  # encoder: channels sent; decoder: channels whose audio comes along
     seed: int
     config: stream_pb2.StreamConfig
 
@@ -87,19 +87,18 @@ def bind(
             f"chunk_frames {cfg.chunk_frames}: must be a positive multiple of {engine.ratio}, at most {limit}",
             "bad-chunk-frames",
         )
-    if encoder:
+    # a decoder's present set names the channels whose audio travels with the latents (the
+    # spatial stage); empty means latent-only
+    if encoder or cfg.present:
         present = check_present(cfg.present, engine.channels)
-    elif cfg.present:
-        raise InvalidArgument(
-            "a decoder config takes no present set (it renders all channels)", "bad-present"
-        )
     else:
         present = ()
     return StreamSpec(model, cfg.chunk_frames, present, cfg.seed, cfg)
 
 
-def update(spec: StreamSpec, cfg: stream_pb2.StreamConfig) -> StreamSpec:
-    """A mid-stream config: only `present` may change; the rest must be unset or unchanged."""
+def update(spec: StreamSpec, cfg: stream_pb2.StreamConfig, *, encoder: bool = True) -> StreamSpec:
+    """A mid-stream config: only `present` may change; the rest must be unset or unchanged.
+    On a decoder stream an empty present set switches to latent-only."""
     first = spec.config
     for name in (
         "model",
@@ -117,7 +116,10 @@ def update(spec: StreamSpec, cfg: stream_pb2.StreamConfig) -> StreamSpec:
                 "its model, version and format; open a new stream",
                 "config-change",
             )
-    present = check_present(cfg.present, spec.model.engine.channels)
+    if encoder or cfg.present:
+        present = check_present(cfg.present, spec.model.engine.channels)
+    else:
+        present = ()
     return StreamSpec(spec.model, spec.chunk_frames, present, spec.seed, first)
 
 

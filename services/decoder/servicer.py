@@ -1,4 +1,5 @@
-"""DecoderService: latents -> all N channels. Converts protobuf to arrays and back."""
+"""DecoderService: latents (+ the present channels' audio) -> all N channels. Converts protobuf to
+arrays and back."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
+import numpy as np
 from mcrave_client.proto import decoder_pb2, decoder_pb2_grpc, stream_pb2
 
-from services.common.errors import FailedPrecondition
+from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.limits import FLOAT_BYTES
 from services.common.model_service import stream_started
-from services.common.protocol import StreamSpec, bind, read_f32
+from services.common.protocol import StreamSpec, bind, read_f32, update
 from services.common.runtime import Runtime
 from services.common.server import ServiceDef
 from services.common.stream_loop import run_stream
@@ -33,6 +36,43 @@ def check_origin(chunk: stream_pb2.LatentChunk, spec: StreamSpec) -> None:
         )
 
 
+def read_present_audio(
+    chunk: stream_pb2.LatentChunk, spec: StreamSpec, latent_frames: int, what: str, final: bool
+) -> np.ndarray | None:
+    """The audio that travels with latents: None on a latent-only stream, else [frames, |present|]
+    with frames == latent frames x ratio (a `final` chunk may stop early or carry none)."""
+    present = spec.present
+    if not present:
+        if chunk.audio:
+            raise InvalidArgument(
+                f"{what} carries {len(chunk.audio)} bytes of audio but this decoder stream is "
+                "latent-only: declare the channels in StreamConfig.present, or send latents alone",
+                "unexpected-audio",
+            )
+        return None
+    ratio = spec.model.engine.ratio
+    frames = latent_frames * ratio
+    row = len(present) * FLOAT_BYTES
+    if not chunk.audio:
+        if final:
+            return None
+        raise InvalidArgument(
+            f"{what} carries no audio; this stream declared present channels {list(present)}: "
+            f"send their audio in LatentChunk.audio, f32le [{frames} frames, {len(present)}] "
+            f"({frames * row} bytes), or open the stream with an empty present set (latent-only)",
+            "missing-audio",
+        )
+    size = len(chunk.audio)
+    if size % row or size // row > frames or (size // row != frames and not final):
+        raise InvalidArgument(
+            f"{what} audio has {size} bytes; {latent_frames} latent frames x ratio {ratio} need "
+            f"{frames} frames x {len(present)} present channels x {FLOAT_BYTES} bytes = "
+            f"{frames * row} bytes",
+            "bad-length",
+        )
+    return read_f32(chunk.audio, len(present), frames, f"{what} audio")
+
+
 class DecoderServicer(decoder_pb2_grpc.DecoderServiceServicer):
     """Also the `StreamHandler` of Decode streams."""
 
@@ -40,20 +80,30 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServiceServicer):
         self.rt = runtime
 
     async def _decode(
-        self, session: DecoderSession, chunk: stream_pb2.LatentChunk, max_frames: int, what: str
+        self,
+        session: DecoderSession,
+        chunk: stream_pb2.LatentChunk,
+        max_frames: int,
+        what: str,
+        final: bool,
     ) -> stream_pb2.AudioChunk:
         started = time.perf_counter()
         spec = session.spec
         check_origin(chunk, spec)
         engine = spec.model.engine
         z = read_f32(chunk.data, engine.latent_size, max_frames, what)
+        present = read_present_audio(chunk, spec, z.shape[0], what, final)
         self.rt.count_in(
             spec.model.name,
             "latent",
             len(chunk.data),
             z.shape[0] * engine.ratio / engine.sample_rate,
         )
-        audio = await session.decode(z)
+        if spec.present:  # the same seconds as the latents: bytes only
+            self.rt.metrics.bytes_in.labels(spec.model.name, "pcm").inc(len(chunk.audio))
+        if spec.present and present is None:  # the tail flush: silence, as the encoder fed
+            present = np.zeros((0, len(spec.present)), np.float32)
+        audio = await session.decode(z, present)
         pcm = audio.astype("<f4", copy=False).tobytes()
         self.rt.count_out(
             spec.model.name, "pcm", len(pcm), audio.shape[0] / engine.sample_rate, started
@@ -71,9 +121,8 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServiceServicer):
         )
 
     def update(self, session: DecoderSession, config: stream_pb2.StreamConfig) -> None:
-        raise FailedPrecondition(
-            "a decoder stream takes one config: open a new stream", "config-change"
-        )
+        """Only `present` may change (from the next chunk); empty switches to latent-only."""
+        session.spec = update(session.spec, config, encoder=False)
 
     async def chunk(
         self, session: DecoderSession, chunk: stream_pb2.LatentChunk
@@ -82,8 +131,9 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServiceServicer):
         max_frames = max(
             session.spec.chunk_frames // session.engine.ratio, session.engine.flush_frames
         )
+        what = f"latent chunk {chunk.seq}"
         return decoder_pb2.DecodeResponse(
-            audio=await self._decode(session, chunk, max_frames, f"latent chunk {chunk.seq}")
+            audio=await self._decode(session, chunk, max_frames, what, chunk.final)
         )
 
     async def finish(self, session: DecoderSession, seq: int) -> decoder_pb2.DecodeResponse:
@@ -108,7 +158,8 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServiceServicer):
             max_frames = (
                 self.rt.limits.max_clip_frames(engine.channels, engine.sample_rate) // engine.ratio
             )
-            audio = await self._decode(session, request.latents, max_frames, "clip latents")
+            # a clip is a whole signal with its tail flush: its audio may stop early
+            audio = await self._decode(session, request.latents, max_frames, "clip latents", True)
         finally:
             session.stream.close()
         return decoder_pb2.DecodeClipResponse(started=self.started(session).started, audio=audio)

@@ -187,11 +187,17 @@ class AsyncEncoderClient(_AsyncClient):
         self._stub = encoder_pb2_grpc.EncoderServiceStub(self.channel)
 
     async def stream(
-        self, model: str | ModelInfo, present: Iterable[int], chunk_frames: int, version: int = 0
+        self,
+        model: str | ModelInfo,
+        present: Iterable[int],
+        chunk_frames: int,
+        version: int = 0,
+        keep_audio: bool = False,
     ) -> AsyncStream:
         info = await self._info(model, version)
         config = stream_config(info, chunk_frames=chunk_frames, present=tuple(present))
-        return await AsyncStream(self, protocol.EncodeStream(config)).open(self._stub.Encode)
+        state = protocol.EncodeStream(config, keep_audio)
+        return await AsyncStream(self, state).open(self._stub.Encode)
 
 
 class AsyncDecoderClient(_AsyncClient):
@@ -202,10 +208,15 @@ class AsyncDecoderClient(_AsyncClient):
         self._stub = decoder_pb2_grpc.DecoderServiceStub(self.channel)
 
     async def stream(
-        self, model: str | ModelInfo, chunk_frames: int, version: int = 0, seed: int = 0
+        self,
+        model: str | ModelInfo,
+        chunk_frames: int,
+        version: int = 0,
+        seed: int = 0,
+        present: Iterable[int] = (),
     ) -> AsyncStream:
         info = await self._info(model, version)
-        config = stream_config(info, chunk_frames=chunk_frames, seed=seed)
+        config = stream_config(info, chunk_frames=chunk_frames, present=tuple(present), seed=seed)
         return await AsyncStream(self, protocol.DecodeStream(config)).open(self._stub.Decode)
 
 
@@ -228,11 +239,17 @@ class AsyncPipeline:
         chunk_frames: int,
         version: int = 0,
         seed: int = 0,
+        latent_only: bool = False,
     ) -> PipelineStream:
-        encoder = await self.encoder.stream(model, present, chunk_frames, version)
+        present = tuple(present)
+        encoder = await self.encoder.stream(
+            model, present, chunk_frames, version, keep_audio=not latent_only
+        )
         bound = encoder.info.model
         try:
-            decoder = await self.decoder.stream(bound.name, chunk_frames, bound.version, seed)
+            decoder = await self.decoder.stream(
+                bound.name, chunk_frames, bound.version, seed, () if latent_only else present
+            )
         except BaseException:
             encoder.cancel()
             raise

@@ -53,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     infer.add_argument("--model", help="model name (default: the servers' only model)")
     infer.add_argument("--chunk", type=int, help="frames per chunk (multiple of the model ratio)")
     infer.add_argument("--seed", type=int, default=0, help="decoder noise seed")
+    infer.add_argument(
+        "--latent-only",
+        action="store_true",
+        help="send the decoder latents alone (no present audio: no spatial stage), "
+        "like `mcrave infer --latent-only`",
+    )
     infer.add_argument("--quiet", action="store_true", help="no progress bar")
     add_connection_args(infer)
     sub.add_parser(
@@ -92,10 +98,12 @@ def _infer(args: argparse.Namespace) -> None:
                 chunk=args.chunk,
                 seed=args.seed,
                 progress=lambda frames: bar.update(frames / rate),
+                latent_only=args.latent_only,
             )
+    mode = "latent-only" if args.latent_only else "spatial"
     print(
         f"wrote {args.output} ({info.channels} channels, model {info.ref.name} "
-        f"v{info.ref.version}, present {list(args.present)})"
+        f"v{info.ref.version}, present {list(args.present)}, {mode})"
     )
 
 

@@ -147,7 +147,8 @@ class Stream:
             raise errors[0]
 
     def set_present(self, present: Iterable[int]) -> None:
-        """Encoder streams: change the present channels from the next chunk written on."""
+        """Encoder streams: change the present channels from the next chunk written on (a
+        decoder stream follows the `present` of the Latents it is given)."""
         if not isinstance(self._state, protocol.EncodeStream):
             raise TypeError("only encoder streams have a present set")
         with self._credit:
@@ -227,11 +228,18 @@ class EncoderClient(_Client):
         self._stub = encoder_pb2_grpc.EncoderServiceStub(self.channel)
 
     def stream(
-        self, model: str | ModelInfo, present: Iterable[int], chunk_frames: int, version: int = 0
+        self,
+        model: str | ModelInfo,
+        present: Iterable[int],
+        chunk_frames: int,
+        version: int = 0,
+        keep_audio: bool = False,
     ) -> Stream:
+        """`keep_audio`: each `Latents` result carries the audio chunk that produced it (what a
+        decoder stream with a present set needs)."""
         info = self._info(model, version)
         config = stream_config(info, chunk_frames=chunk_frames, present=tuple(present))
-        return Stream(self, protocol.EncodeStream(config), self._stub.Encode)
+        return Stream(self, protocol.EncodeStream(config, keep_audio), self._stub.Encode)
 
     def encode(
         self,
@@ -256,10 +264,17 @@ class DecoderClient(_Client):
         self._stub = decoder_pb2_grpc.DecoderServiceStub(self.channel)
 
     def stream(
-        self, model: str | ModelInfo, chunk_frames: int, version: int = 0, seed: int = 0
+        self,
+        model: str | ModelInfo,
+        chunk_frames: int,
+        version: int = 0,
+        seed: int = 0,
+        present: Iterable[int] = (),
     ) -> Stream:
+        """`present`: the channels whose audio travels with the latents (`Latents.audio`) for
+        the spatial stage; empty = latent-only (the decoder renders from the latents alone)."""
         info = self._info(model, version)
-        config = stream_config(info, chunk_frames=chunk_frames, seed=seed)
+        config = stream_config(info, chunk_frames=chunk_frames, present=tuple(present), seed=seed)
         return Stream(self, protocol.DecodeStream(config), self._stub.Decode)
 
     def decode(
@@ -269,8 +284,9 @@ class DecoderClient(_Client):
         chunk_frames: int,
         version: int = 0,
         seed: int = 0,
+        present: Iterable[int] = (),
     ) -> Iterator[Decoded]:
-        with self.stream(model, chunk_frames, version, seed) as stream:
+        with self.stream(model, chunk_frames, version, seed, present) as stream:
             yield from stream.run(latents)
 
 

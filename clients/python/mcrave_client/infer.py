@@ -2,6 +2,8 @@
 
 The encoder flushes zeros covering the model latency at the end of a stream, so the decoded
 audio is the input delayed by `latency` samples: the result is `decoded[:, latency:latency + T]`.
+The present channels' audio goes to the decoder with the latents (its spatial stage builds the
+missing channels from it), like `mcrave infer`; `latent_only=True` is `mcrave infer --latent-only`.
 A file is finite, so a connection lost mid-way (UNAVAILABLE) restarts it from the top after a
 backoff: streams are stateful and cannot resume on a fresh server.
 """
@@ -59,6 +61,7 @@ def infer_array(
     chunk: int | None = None,
     seed: int = 0,
     progress: Progress | None = None,
+    latent_only: bool = False,
 ) -> np.ndarray:
     """All N channels `(N, T)` inferred from the present channels of `audio` (N or |present| rows)."""
     info = model if isinstance(model, ModelInfo) else pipeline.model(model)
@@ -69,7 +72,7 @@ def infer_array(
     delays = list(pipeline.encoder.backoff.delays())
     for attempt in range(len(delays) + 1):
         try:
-            return _run_once(pipeline, info, x, present, chunk, seed, progress)
+            return _run_once(pipeline, info, x, present, chunk, seed, progress, latent_only)
         except ClientError as err:
             if err.code != grpc.StatusCode.UNAVAILABLE or attempt == len(delays):
                 raise
@@ -85,10 +88,11 @@ def _run_once(
     chunk: int,
     seed: int,
     progress: Progress | None,
+    latent_only: bool,
 ) -> np.ndarray:
     frames = x.shape[1]
     blocks, have, reported = [], 0, 0
-    with pipeline.stream(info, present, chunk, seed=seed) as stream:
+    with pipeline.stream(info, present, chunk, seed=seed, latent_only=latent_only) as stream:
         for block in stream.run(iter_chunks(x, chunk)):
             blocks.append(block.audio)
             have += block.audio.shape[1]
@@ -145,6 +149,7 @@ def infer_file(
     chunk: int | None = None,
     seed: int = 0,
     progress: Progress | None = None,
+    latent_only: bool = False,
 ) -> ModelInfo:
     """Read `in_path`, infer all channels from `present`, write `out_path`; returns the model."""
     audio, rate = read_audio(Path(in_path))
@@ -162,7 +167,14 @@ def infer_file(
     if not Path(out_path).parent.is_dir():
         raise ClientError(f"{out_path}: folder {Path(out_path).parent} does not exist")
     out = infer_array(
-        pipeline, audio, present, model=info, chunk=chunk, seed=seed, progress=progress
+        pipeline,
+        audio,
+        present,
+        model=info,
+        chunk=chunk,
+        seed=seed,
+        progress=progress,
+        latent_only=latent_only,
     )
     write_audio(Path(out_path), out, rate)
     return info

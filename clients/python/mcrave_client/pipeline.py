@@ -1,4 +1,6 @@
-"""Encoder -> decoder in one go: latents flow into the decoder as the encoder produces them.
+"""Encoder -> decoder in one go: latents flow into the decoder as the encoder produces them,
+each with the present channels' audio that produced it (the decoder's spatial stage builds the
+missing channels from that audio), or alone with `latent_only=True`.
 
 The decoder stream is opened on the exact version (and fingerprint) the encoder stream bound, so a
 registry update between the two opens can never mix versions.
@@ -98,11 +100,18 @@ class Pipeline:
         chunk_frames: int,
         version: int = 0,
         seed: int = 0,
+        latent_only: bool = False,
     ) -> PipelineStream:
-        encoder = self.encoder.stream(model, present, chunk_frames, version)
+        """`latent_only`: the decoder gets the latents alone (no present audio on the wire)."""
+        present = tuple(present)
+        encoder = self.encoder.stream(
+            model, present, chunk_frames, version, keep_audio=not latent_only
+        )
         bound = encoder.info.model
         try:
-            decoder = self.decoder.stream(bound.name, chunk_frames, bound.version, seed)
+            decoder = self.decoder.stream(
+                bound.name, chunk_frames, bound.version, seed, () if latent_only else present
+            )
         except BaseException:
             encoder.cancel()
             raise

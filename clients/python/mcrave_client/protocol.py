@@ -9,6 +9,7 @@ serving_facts section 3). `client.py` and `aio.py` add the writing and reading.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -64,11 +65,16 @@ class _Stream:
 
 
 class EncodeStream(_Stream):
+    """With `keep_audio`, each reply's `Latents` carries the audio chunk (and present set) that
+    produced it, for a decoder stream that takes the present audio."""
+
     kind = "encode"
 
-    def __init__(self, config: stream_pb2.StreamConfig) -> None:
+    def __init__(self, config: stream_pb2.StreamConfig, keep_audio: bool = False) -> None:
         super().__init__(config)
         self.pending_present: tuple[int, ...] | None = None
+        self.keep_audio = keep_audio
+        self._unanswered: deque[tuple[tuple[int, ...], np.ndarray]] = deque()
 
     def config_request(self) -> encoder_pb2.EncodeRequest:
         return encoder_pb2.EncodeRequest(config=self.config)
@@ -95,16 +101,32 @@ class EncodeStream(_Stream):
             )
         chunk = stream_pb2.AudioChunk(seq=self.sent, pcm=framing.pack(item))
         out.append(encoder_pb2.EncodeRequest(chunk=chunk))
+        if self.keep_audio:  # a copy: live sources may reuse their buffers
+            present = tuple(self.config.present)
+            self._unanswered.append((present, np.array(item, dtype=np.float32)))
         self.sent += 1
         return tuple(out)
 
     def result(self, reply: encoder_pb2.EncodeResponse | None) -> Latents:
         chunk = self.check_reply(reply, "latents")
-        return Latents(framing.unpack(chunk.data, self.info.latent_size), chunk)
+        array = framing.unpack(chunk.data, self.info.latent_size)
+        if self.keep_audio and not chunk.final:  # replies answer the chunks in order
+            present, audio = self._unanswered.popleft()
+            return Latents(array, chunk, audio, present)
+        return Latents(array, chunk)
 
 
 class DecodeStream(_Stream):
+    """A config with a present set makes a spatial stream: each `Latents` item must carry the
+    audio of its present channels (`Latents.audio`, as an encoder stream with `keep_audio` gives
+    them), sent along zero-padded to frames x ratio; a change of `Latents.present` goes to the
+    server as a config update first. An empty present set: latents alone (latent-only)."""
+
     kind = "decode"
+
+    @property
+    def spatial(self) -> bool:
+        return bool(self.config.present)
 
     def config_request(self) -> decoder_pb2.DecodeRequest:
         return decoder_pb2.DecodeRequest(config=self.config)
@@ -112,11 +134,46 @@ class DecodeStream(_Stream):
     def requests_for(self, item: Latents) -> tuple[decoder_pb2.DecodeRequest, ...]:
         if not isinstance(item, Latents):
             raise ClientError(f"decode stream: expected Latents, got {type(item).__name__}")
+        out = []
         chunk = stream_pb2.LatentChunk()
         chunk.CopyFrom(item.chunk)
         chunk.seq = self.sent  # the decoder stream numbers its own input from 0
+        chunk.ClearField("audio")
+        if self.spatial:
+            if item.present and item.present != tuple(self.config.present):
+                del self.config.present[:]
+                self.config.present.extend(item.present)
+                update = stream_pb2.StreamConfig(present=item.present)
+                out.append(decoder_pb2.DecodeRequest(config=update))
+            if item.audio is not None:
+                chunk.audio = self._audio(item)
+            elif not item.final:  # the tail flush may go without: the server feeds silence
+                raise ClientError(
+                    "decode stream with present channels: these latents carry no audio (open "
+                    "the encoder stream with keep_audio=True, or the decoder latent-only)"
+                )
+        out.append(decoder_pb2.DecodeRequest(chunk=chunk))
         self.sent += 1
-        return (decoder_pb2.DecodeRequest(chunk=chunk),)
+        return tuple(out)
+
+    def _audio(self, item: Latents) -> bytes:
+        """The item's present audio as f32le [frames x ratio, |present|], a ragged end padded."""
+        audio, present = item.audio, tuple(self.config.present)
+        frames = item.array.shape[1] * self.info.ratio
+        if audio.ndim != 2 or audio.shape[0] != len(present):
+            raise ClientError(
+                f"decode stream: audio of shape {audio.shape} does not hold the "
+                f"{len(present)} present channels {list(present)}"
+            )
+        short = audio.shape[1] <= frames - self.info.ratio  # only the tail flush may stop early
+        if audio.shape[1] > frames or (short and not item.final):
+            raise ClientError(
+                f"decode stream: {audio.shape[1]} audio frames do not match "
+                f"{item.array.shape[1]} latent frames x ratio {self.info.ratio}"
+            )
+        if audio.shape[1] < frames:
+            audio = np.pad(audio, ((0, 0), (0, frames - audio.shape[1])))
+        return framing.pack(audio)
 
     def result(self, reply: decoder_pb2.DecodeResponse | None) -> Decoded:
         audio = self.check_reply(reply, "audio")

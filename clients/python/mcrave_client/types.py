@@ -73,10 +73,17 @@ class StreamInfo:
 @dataclass(frozen=True)
 class Latents:
     """One encoder reply: `array` is `(latent_size, frames)`; `chunk` is the wire message that a
-    decoder accepts unchanged (it names the model version that made it)."""
+    decoder accepts unchanged (it names the model version that made it).
+
+    From an encoder stream opened with `keep_audio=True`, `audio` is the chunk of present channels
+    `(len(present), frames)` that produced these latents and `present` its channels: what a
+    decoder stream with a present set sends along for the spatial stage (None on the tail flush,
+    which stands for silence)."""
 
     array: np.ndarray
     chunk: stream_pb2.LatentChunk
+    audio: np.ndarray | None = None
+    present: tuple[int, ...] = ()
 
     @property
     def final(self) -> bool:

@@ -49,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--audio-from-max", action="store_true", help="audio arrives as /mcrave/audio")
     p.add_argument("--decoded-out", type=Path, help="write decoded audio to this WAV file")
     p.add_argument("--output-device", metavar="NAME", help="play decoded audio on this device")
+    p.add_argument(
+        "--latent-only",
+        action="store_true",
+        help="send the decoder latents alone (default: with the present audio, for its spatial "
+        "stage), like `mcrave infer --latent-only`",
+    )
     p.add_argument("--osc-host", default="127.0.0.1", help="address the control socket binds")
     p.add_argument(
         "--osc-port", type=int, default=DEFAULT_CONTROL_PORT, help="control port (0 = any free)"
@@ -92,8 +98,8 @@ def _sink_factory(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> None:
-    if (args.decoded_out or args.output_device) and not args.decoder:
-        raise ClientError("--decoded-out/--output-device need --decoder")
+    if (args.decoded_out or args.output_device or args.latent_only) and not args.decoder:
+        raise ClientError("--decoded-out/--output-device/--latent-only need --decoder")
     encoder = EncoderClient(connection(args.encoder, args))
     decoder = DecoderClient(connection(args.decoder, args)) if args.decoder else None
     bridge = Bridge(
@@ -110,6 +116,7 @@ def run(args: argparse.Namespace) -> None:
         chunk_frames=args.chunk_frames,
         jitter=args.jitter,
         prefill=args.prefill,
+        latent_only=args.latent_only,
     )
     host, port = bridge.address
     print(

@@ -80,8 +80,10 @@ class Bridge:
         jitter: int | None = None,
         prefill: int | None = None,
         version: int = 0,
+        latent_only: bool = False,
     ) -> None:
         self.encoder, self.decoder = encoder, decoder
+        self.latent_only = latent_only  # the decoder gets latents alone, no present audio
         self.model, self.version, self.present = model, version, tuple(present)
         self.make_source, self.make_sink = make_source, make_sink
         self.send_to = send_to
@@ -263,6 +265,7 @@ class Bridge:
             chunk,
             self.jitter,
             self.prefill,
+            self.latent_only,
         ).start()
         self.state = "running"
 

@@ -3,7 +3,9 @@
 Threads, each with one job: the feeder sends source blocks (present channels only, a SetPresent
 first when the set changed) to the encoder; the latent reader applies the live offsets/scales,
 fills the jitter buffer and queues the latents for the decoder feeder (so a slow decoder never
-delays the OSC clock, up to 256 queued chunks); the decoded reader writes audio to the sink; the
+delays the OSC clock, up to 256 queued chunks), each with the present audio that produced it
+(the decoder's spatial stage builds the missing channels from it; not with `latent_only`); the
+decoded reader writes audio to the sink; the
 pacer sends one `/mcrave/latent` per frame period on a steady clock, starting once `prefill`
 frames are buffered. A message carries the frame's index in the stream, so a held frame
 (underrun) repeats the previous index and a dropped one (overrun) leaves a gap.
@@ -11,6 +13,7 @@ frames are buffered. A message carries the frame's index in the stream, so a hel
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import time
@@ -61,6 +64,7 @@ class Session:
         chunk: int,
         jitter: int,
         prefill: int,
+        latent_only: bool = False,
     ) -> None:
         self.stream_id, self.info, self.controls = stream_id, info, controls
         self.source, self.sink, self._send, self._on_end = source, sink, send, on_end
@@ -72,12 +76,14 @@ class Session:
         self._aborted = False
         self._encoded_all = threading.Event()
         self._error: BaseException | None = None
-        self.enc = encoder.stream(info, controls.present, chunk)
+        spatial = decoder is not None and not latent_only
+        self.enc = encoder.stream(info, controls.present, chunk, keep_audio=spatial)
         self.dec = None
         if decoder is not None:
             bound = self.enc.info.model
+            present = controls.present if spatial else ()
             try:
-                self.dec = decoder.stream(bound.name, chunk, bound.version)
+                self.dec = decoder.stream(bound.name, chunk, bound.version, present=present)
             except BaseException:
                 self.enc.cancel()
                 raise
@@ -148,7 +154,7 @@ class Session:
                     chunk = stream_pb2.LatentChunk()
                     chunk.CopyFrom(latents.chunk)
                     chunk.data = framing.pack(z)
-                    self._queue_for_decoder(Latents(z, chunk))
+                    self._queue_for_decoder(dataclasses.replace(latents, array=z, chunk=chunk))
         finally:
             self._encoded_all.set()
             if self.dec is not None:

@@ -47,7 +47,7 @@ class AudioChunk(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., pcm: _Optional[bytes] = ..., ack: _Optional[int] = ..., final: _Optional[bool] = ...) -> None: ...
 
 class LatentChunk(_message.Message):
-    __slots__ = ("seq", "data", "model", "version", "fingerprint", "ack", "final")
+    __slots__ = ("seq", "data", "model", "version", "fingerprint", "ack", "final", "audio")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +55,7 @@ class LatentChunk(_message.Message):
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     FINAL_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_FIELD_NUMBER: _ClassVar[int]
     seq: int
     data: bytes
     model: str
@@ -62,7 +63,8 @@ class LatentChunk(_message.Message):
     fingerprint: str
     ack: int
     final: bool
-    def __init__(self, seq: _Optional[int] = ..., data: _Optional[bytes] = ..., model: _Optional[str] = ..., version: _Optional[int] = ..., fingerprint: _Optional[str] = ..., ack: _Optional[int] = ..., final: _Optional[bool] = ...) -> None: ...
+    audio: bytes
+    def __init__(self, seq: _Optional[int] = ..., data: _Optional[bytes] = ..., model: _Optional[str] = ..., version: _Optional[int] = ..., fingerprint: _Optional[str] = ..., ack: _Optional[int] = ..., final: _Optional[bool] = ..., audio: _Optional[bytes] = ...) -> None: ...
 
 class StreamStarted(_message.Message):
     __slots__ = ("model", "credit", "latency", "ratio", "latent_size")
