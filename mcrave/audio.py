@@ -14,8 +14,29 @@ from mcrave.atomic import fsync_dir
 log = logging.getLogger(__name__)
 
 
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".aif", ".aiff", ".w64", ".caf", ".mp3", ".opus"}
+
+
 class AudioFileError(ValueError):
     """An audio file that cannot be used; the message names the file and the problem."""
+
+
+def audio_files(path: str | Path) -> list[Path]:
+    """A file -> [it]; a folder -> its audio files (by suffix, recursively, sorted): every command
+    that reads audio takes folders the same way."""
+    path = Path(path)
+    if path.is_dir():
+        found = sorted(
+            q for q in path.rglob("*") if q.is_file() and q.suffix.lower() in AUDIO_SUFFIXES
+        )
+        if not found:
+            raise AudioFileError(
+                f"{path}: folder has no audio files ({', '.join(sorted(AUDIO_SUFFIXES))})"
+            )
+        return found
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    return [path]
 
 
 def read_audio(path: str | Path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
@@ -29,14 +50,18 @@ def read_audio(path: str | Path, sample_rate: int | None = None) -> tuple[np.nda
     if audio.shape[1] == 0:
         raise AudioFileError(f"{path}: file has no samples")
     if sample_rate is not None and rate != sample_rate:
-        import soxr
-
         log.warning("%s: resampling %d Hz -> %d Hz", path, rate, sample_rate)
-        audio = np.ascontiguousarray(
-            soxr.resample(audio.T, rate, sample_rate, quality="HQ").T, dtype=np.float32
-        )
-        rate = sample_rate
+        audio, rate = resample(audio, rate, sample_rate), sample_rate
     return audio, rate
+
+
+def resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """[channels, samples] from `rate` to `target` Hz (soxr HQ), float32."""
+    if rate == target:
+        return audio
+    import soxr
+
+    return np.ascontiguousarray(soxr.resample(audio.T, rate, target, quality="HQ").T, np.float32)
 
 
 def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int) -> Path:

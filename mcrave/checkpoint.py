@@ -83,6 +83,26 @@ def save_checkpoint(
     )
 
 
+def _what_it_is(path: Path) -> str:
+    """One sentence for a file torch cannot read as a checkpoint (torch's own message is an essay
+    on `weights_only`): name what it looks like and what to pass instead."""
+    import zipfile
+
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+            return (
+                "is a TorchScript export (for nn~), not a checkpoint; pass the model.ckpt beside "
+                "it or the registry entry (models/NAME)"
+            )
+        return (
+            "is a torch file but not an mcrave checkpoint (a RAVE or Lightning checkpoint?); "
+            "mcrave reads checkpoints written by `mcrave train` or `mcrave new`"
+        )
+    return "is not a checkpoint (not a torch file, or truncated)"
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read and validate a checkpoint file; errors name the file and the problem."""
     path = Path(path)
@@ -91,9 +111,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise
     except Exception as exc:  # torch raises many kinds for truncated or foreign files
-        raise ValueError(
-            f"{path}: not a readable mcrave checkpoint ({type(exc).__name__}: {exc})"
-        ) from exc
+        raise ValueError(f"{path}: {_what_it_is(path)}") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path}: not an mcrave checkpoint")
     if payload.get("format_version") != FORMAT_VERSION:

@@ -80,6 +80,9 @@ class ModelConfig:
     # spatial stage (mcrave.model.spatial): missing channels built from the present ones in a
     # causal STFT; off for models trained before it existed, on in every preset
     spatial: bool = False
+    # the last `cue_latents` latent dims also carry a learned map of the present channels' band
+    # levels (mcrave.model.cues): side information for the spatial stage; 0 = off
+    cue_latents: int = 0
     spatial_fft: int = 1024
     spatial_hop: int = 256
     spatial_bands: int = 32
@@ -101,6 +104,8 @@ class ModelConfig:
             )
         if self.channel_names and len(self.channel_names) != self.channels:
             raise ValueError("channel_names must name every channel")
+        if not 0 <= self.cue_latents <= self.latent_size:
+            raise ValueError(f"cue_latents must be in 0..latent_size, got {self.cue_latents}")
         if self.spatial and (self.ratio % self.spatial_hop or self.spatial_fft % self.spatial_hop):
             raise ValueError("spatial_hop must divide both the model ratio and spatial_fft")
 
@@ -158,6 +163,7 @@ _PRESETS: dict[str, Config] = {
             dilations=(1, 3),
             latent_size=8,
             spatial=True,
+            cue_latents=4,
             spatial_fft=512,
             spatial_hop=128,
             spatial_bands=16,
@@ -185,8 +191,9 @@ _PRESETS: dict[str, Config] = {
             multipliers=(1, 2, 4, 4),
             strides=(4, 4, 4),
             dilations=(1, 3, 9),
-            latent_size=16,
+            latent_size=32,
             spatial=True,
+            cue_latents=16,
             preset="cpu-small",
         ),
         # ~0.4 s/step on one thread with three runs sharing 2 cores: 13k steps fit 100 min;
@@ -217,6 +224,7 @@ _PRESETS: dict[str, Config] = {
             dilations=(1, 3, 9),
             latent_size=128,
             spatial=True,
+            cue_latents=32,
             preset="v2",
         ),
         TrainConfig(),

@@ -29,6 +29,33 @@ def parse_present(present: Sequence[int] | None, channels: int) -> list[int]:
     return chosen
 
 
+def parse_channel_set(spec: str, channels: int, names: Sequence[str]) -> list[int]:
+    """`--present` text: comma-separated channel indices or names ("1,3", "R", "L,c2") -> sorted
+    indices. Every command that takes a present set parses it here; errors name the bad token."""
+    tokens = [t.strip() for t in spec.split(",") if t.strip()]
+    if not tokens:
+        raise ValueError("--present: the present set is empty: at least one channel must be fed")
+    chosen: list[int] = []
+    for token in tokens:
+        if token in names:
+            index = list(names).index(token)
+        elif token.isdigit():
+            index = int(token)
+        else:
+            raise ValueError(
+                f"--present: {token!r} is neither a channel index nor one of {list(names)}"
+            )
+        if not 0 <= index < channels:
+            raise ValueError(
+                f"--present: channel {index} out of range for a {channels}-channel model "
+                f"(0..{channels - 1})"
+            )
+        if index in chosen:
+            raise ValueError(f"--present: channel {index} given twice")
+        chosen.append(index)
+    return sorted(chosen)
+
+
 def place_channels(audio: np.ndarray, present: list[int], channels: int) -> np.ndarray:
     """[C, T] with C == N (all channels) or C == len(present) (present ones, ascending) -> [N, T]."""
     if audio.ndim != 2:

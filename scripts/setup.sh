@@ -3,15 +3,14 @@
 set -euo pipefail
 export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1  # CI and fresh machines run as root
 cd "$(dirname "$0")/.."
-python3 -m pip install --quiet --upgrade pip
-# torch first and pinned: this CPU wheel lies on local disk here; a bare `torch` would pull CUDA builds
-python3 -m pip install --quiet torch==2.13.0
-# setuptools' build backend prints a page of warnings per editable build: show them only on failure
+# pip and setuptools print pages of warnings (index locations, build backends): keep each step's
+# stderr and show it only when the step fails
 log=$(mktemp)
-if ! python3 -m pip install --quiet -e clients/python -e '.[dev]' 2>"$log"; then
-  cat "$log" >&2
-  exit 1
-fi
+quiet() { if ! "$@" 2>"$log"; then cat "$log" >&2; exit 1; fi; }
+quiet python3 -m pip install --quiet --upgrade pip
+# torch first and pinned: this CPU wheel lies on local disk here; a bare `torch` would pull CUDA builds
+quiet python3 -m pip install --quiet torch==2.13.0
+quiet python3 -m pip install --quiet -e clients/python -e '.[dev]'
 rm -f "$log"
 pkgs=$(grep -v '^#' scripts/apt-packages.txt | xargs || true)
 if [ -n "$pkgs" ] && [ "$(id -u)" = 0 ]; then

@@ -27,6 +27,7 @@ def workdir(tmp_path_factory):
     assert (
         mcrave("new", "--config", "test", "--channels", "2", "-o", "m.ckpt", cwd=d).returncode == 0
     )
+    assert mcrave("export", "m.ckpt", "-o", "nn.ts", cwd=d).returncode == 0
     rng = np.random.default_rng(0)
     stereo = (rng.standard_normal((6000, 2)) * 0.1).astype(np.float32)
     sf.write(d / "stereo.wav", stereo, 44100)
@@ -54,7 +55,7 @@ def test_new_export_infer_flow(workdir):
         "right.wav",
         "out_mono.wav",
         "--present",
-        "1",
+        "R",  # a name works wherever a present set is given
         "--chunk",
         "512",
         cwd=workdir,
@@ -74,6 +75,9 @@ def test_new_export_infer_flow(workdir):
         (["info", "stereo.wav"], "stereo.wav"),
         (["new", "--channels", "2", "-o", "m.ckpt"], "exists"),
         (["export", "m.ckpt", "-o", "m.pt"], ".ts"),
+        (["infer", "nn.ts", "stereo.wav", "o.wav"], "nn.ts: is a TorchScript export (for nn~)"),
+        (["info", "right.wav"], "right.wav: is not a checkpoint"),
+        (["infer", "m.ckpt", "stereo.wav", "o.wav", "--threads", "0"], "--threads 0"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(workdir, args, needle, capsys, monkeypatch):
@@ -82,3 +86,45 @@ def test_bad_input_exits_2_with_one_line(workdir, args, needle, capsys, monkeypa
     assert main(args) == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and needle in lines[0], lines
+
+
+def test_infer_a_folder_into_a_folder_and_ctrl_c(workdir):
+    """Batch generation: every audio file of a folder (recursively) lands in the output folder
+    under the same relative name, at the input's sample rate. Ctrl-C mid-batch ends with one line and exit 130, and what was
+    written stays whole (no temporary files left)."""
+    import signal
+
+    src = workdir / "batch"
+    (src / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for name, rate in (("a.wav", 44100), ("sub/b.flac", 48000)):
+        sf.write(src / name, (rng.standard_normal((3000, 2)) * 0.1).astype(np.float32), rate)
+    run = mcrave("infer", "m.ckpt", "batch", "batch_out", "--present", "1", cwd=workdir)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("[1/2] wrote") and "done: 2 files" in run.stdout
+    for name, rate in (("a.wav", 44100), ("sub/b.wav", 48000)):  # written at the input's rate
+        out, got = sf.read(workdir / "batch_out" / name, always_2d=True)
+        assert got == rate and abs(out.shape[0] - 3000) <= 1 and out.shape[1] == 2
+
+    many = workdir / "many"
+    many.mkdir()
+    long = (rng.standard_normal((44100 * 20, 2)) * 0.1).astype(np.float32)
+    for i in range(6):
+        sf.write(many / f"{i}.wav", long, 44100)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mcrave.cli.main", "infer", "m.ckpt", "many", "many_out"],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+    )
+    first = proc.stdout.readline()  # the first file is done: the second is being computed
+    assert first.startswith("[1/6] wrote"), first
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and err.strip() == "mcrave infer: interrupted", err
+    written = sorted(p.name for p in (workdir / "many_out").iterdir())
+    assert written and len(written) < 6 and all(not n.startswith(".") for n in written)
+    for name in written:
+        assert sf.read(workdir / "many_out" / name)[0].shape == long.shape

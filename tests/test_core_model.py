@@ -1,5 +1,8 @@
 """The masked VAE: shapes, absent-channel invariance, presets."""
 
+import dataclasses
+import math
+
 import torch
 from core_helpers import tiny_model
 from hypothesis import given, settings
@@ -42,14 +45,22 @@ def test_absent_channels_have_no_influence(channels, data):
 def test_latent_frame_sees_its_whole_block_and_nothing_later():
     """Frame f must hear its own block (else the decoder has to predict it) but no later sample.
 
-    Only the PQMF analysis' last hop (bands - 1 samples) of the block is out of reach."""
-    model = tiny_model(channels=2)
-    r, f = model.ratio, 2
-    x = torch.randn(1, 2, 5 * r, requires_grad=True)
-    mean, _ = model.encode(x, torch.tensor([[True, True]]))
-    mean[0, :, f].sum().backward()
-    heard = torch.nonzero(x.grad[0].abs().sum(0)).flatten()
-    assert int(heard.max()) == (f + 1) * r - model.cfg.bands
+    The convolutional path misses the PQMF analysis' last hop (bands - 1 samples) of the block; the
+    band-level cues (a plain STFT frame ending with the block) hear all of it."""
+    for cues in (False, True):
+        torch.manual_seed(0)
+        cfg = dataclasses.replace(preset("test", channels=2).model, cue_latents=4 if cues else 0)
+        model = MCRave(cfg)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        r, f = model.ratio, 2
+        x = torch.randn(1, 2, 5 * r, requires_grad=True)
+        mean, _ = model.encode(x, torch.tensor([[True, True]]))
+        mean[0, :, f].sum().backward()
+        heard = torch.nonzero(x.grad[0].abs().sum(0)).flatten()
+        last = (f + 1) * r - (1 if cues else model.cfg.bands)
+        assert int(heard.max()) == last
 
 
 def test_mask_changes_latents():
@@ -81,3 +92,27 @@ def test_runs_on_cuda_when_present():
     model = tiny_model(channels=2).to(device)
     x = torch.randn(1, 2, model.ratio, device=device)
     assert model(x, torch.ones(1, 2, dtype=torch.bool, device=device))["out"].device.type == device
+
+
+def test_cue_latents_carry_band_level_differences_from_the_start():
+    """The conv path's latents are those of the same encoder without cues; the cue dims add the
+    channels' band level differences: 6 dB more on L moves every L-group cue dim by
+    LEVEL_SCALE * (6.02 dB / 10 / 3) / 2 (the mean over the two present channels moves by half)."""
+    from mcrave.model.cues import LEVEL_SCALE
+
+    base = preset("test", channels=2).model
+    plain = MCRave(dataclasses.replace(base, cue_latents=0)).eval()
+    cued = MCRave(base).eval()
+    missing, _ = cued.load_state_dict(plain.state_dict(), strict=False)
+    assert missing and all(k.startswith(("encoder.cues.", "decoder.spatial.cue_")) for k in missing)
+    cue = base.cue_latents
+    torch.manual_seed(0)
+    x = torch.randn(1, 2, 6 * cued.ratio)
+    louder = x * torch.tensor([2.0, 1.0])[None, :, None]
+    both = torch.tensor([[True, True]])
+    with torch.no_grad():
+        offsets = [cued.encode(a, both)[0] - plain.encode(a, both)[0] for a in (x, louder)]
+    assert torch.equal(offsets[0][:, :-cue], torch.zeros_like(offsets[0][:, :-cue]))
+    expected = LEVEL_SCALE * (20 * math.log10(2) / 10 / 3) / 2
+    shift = (offsets[1] - offsets[0])[:, -cue:, 1:]  # frame 0 also hears the zero context
+    torch.testing.assert_close(shift, torch.full_like(shift, expected), atol=1e-3, rtol=0)

@@ -7,9 +7,9 @@ import torch
 from core_helpers import tiny_model
 
 from mcrave.config import preset
+from mcrave.dsp.bands import erb_band_index
 from mcrave.inference import infer_array
 from mcrave.model import MCRave
-from mcrave.model.spatial import erb_band_index
 from mcrave.training.losses import band_level_loss, interchannel_loss, spectral_distance
 
 
@@ -107,3 +107,21 @@ def test_spatial_hop_must_divide_the_ratio():
     cfg = preset("test").model
     with pytest.raises(ValueError, match="spatial_hop"):
         dataclasses.replace(cfg, spatial_hop=96)
+
+
+def test_codec_case_starts_with_the_band_level_differences():
+    """Untrained, with cue latents: when the latents of both channels travel, the inferred L
+    already has L's level relative to R (here -6 dB in every band), where copying R has 0 dB.
+    Without the latents of L (only R encoded) it falls back to R's level."""
+    from mcrave.evaluation.spatial import band_cues
+
+    model = untrained(2)
+    rng = np.random.default_rng(0)
+    right = rng.standard_normal(40 * model.ratio).astype(np.float32) * 0.1
+    stereo = np.stack([0.5 * right, right])
+    coded = infer_array(model, stereo, present=[1], coded=True)
+    blind = infer_array(model, stereo[[1]], present=[1])
+    sr, skip = model.sample_rate, 8 * model.ratio  # after the warm-up
+    for out, expected in ((coded, -6.0), (blind, 0.0)):
+        ild = band_cues(out[0, skip:], out[1, skip:], sr).ild[1:-1]
+        assert abs(float(np.median(ild)) - expected) < 1.0, (expected, np.median(ild))

@@ -97,6 +97,7 @@ def test_resamples_48k_and_drops_silence(tmp_path):
 
 
 def test_wrong_channel_count_is_rejected_and_nothing_prepared_is_lost(tmp_path):
+    """--strict: one bad file aborts the run before anything is written."""
     write_wav(tmp_path / "good" / "a.wav", noise_audio(1.0, 2))
     ds = tmp_path / "ds"
     assert _prepare(tmp_path / "good", "-o", ds, "--channels", 2) == 0
@@ -113,6 +114,7 @@ def test_wrong_channel_count_is_rejected_and_nothing_prepared_is_lost(tmp_path):
         str(ds),
         "--channels",
         "2",
+        "--strict",
     ]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert run.returncode == 2
@@ -128,6 +130,27 @@ def test_wrong_channel_count_is_rejected_and_nothing_prepared_is_lost(tmp_path):
     (tmp_path / "junk.wav").write_bytes(b"not audio at all")
     assert _prepare(tmp_path / "junk.wav", "-o", ds, "--channels", 2) == 2
     assert _snapshot(ds) == before
+
+
+def test_bad_files_in_a_folder_are_skipped_and_listed(tmp_path, capsys):
+    """By default an unreadable or mono file costs only itself; the summary names every one,
+    and a fixed file is picked up by the next run (nothing about it is recorded)."""
+    write_wav(tmp_path / "in" / "a.wav", noise_audio(1.0, 2))
+    mono = write_wav(tmp_path / "in" / "mono.wav", noise_audio(0.5, 1))
+    junk = tmp_path / "in" / "junk.wav"
+    junk.write_bytes(b"not audio at all")
+    ds = tmp_path / "ds"
+    assert prepare_main(["prepare", str(tmp_path / "in"), "-o", str(ds), "--channels", "2"]) == 0
+    out, err = capsys.readouterr()
+    assert "2 bad file(s) skipped" in out.splitlines()[-1]
+    skipped = err.strip().splitlines()
+    assert len(skipped) == 2 and all(line.startswith("mcrave prepare: skipped ") for line in skipped)
+    assert any(str(mono) in line and "1 channel" in line for line in skipped)
+    assert any(str(junk) in line and "not a readable audio file" in line for line in skipped)
+    assert [f["source"] for f in _manifest(ds)["files"]] == [str(tmp_path / "in" / "a.wav")]
+    write_wav(junk, noise_audio(1.0, 2, seed=5))  # fixed
+    assert _prepare(tmp_path / "in", "-o", ds, "--channels", 2) == 0
+    assert len(_manifest(ds)["files"]) == 2
 
 
 def test_idempotent_rerun_and_stable_split(tmp_path, capsys):

@@ -139,8 +139,28 @@ def test_serve_refuses_bad_trainer_and_pull_options_with_one_line(tmp_path):
         ([*trainer, "--data-root", str(tmp_path / "missing")], "--data-root folder does not exist"),
         ([*trainer, "--data-root", str(tmp_path), "--token-file", str(tmp_path / "no")], "token"),
         (["decoder", "--models", str(tmp_path), "--pull-from", "nocolon"], "HOST:PORT"),
+        # fails before this change: the trainer listened on every interface for anyone
+        ([*trainer, "--data-root", str(tmp_path), "--host", "0.0.0.0"], "--insecure allows it"),
     ]
     for args, words in cases:
         proc = subprocess.run([*serve, *args], capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2, proc.stderr
         assert words in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_trainer_off_loopback_only_with_auth_or_insecure(tmp_path):
+    """Off loopback with neither a token nor mTLS the trainer refuses to start (see the CLI case
+    above); `--insecure` is the explicit way to run it open anyway."""
+    from services.common.auth import ConfigError
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "models").mkdir()
+    cfg = dict(jobs_dir=tmp_path / "jobs", data_root=tmp_path / "data", models=tmp_path / "models")
+
+    async def run() -> None:
+        with pytest.raises(ConfigError, match="off loopback"):
+            await start_trainer(TrainerConfig(**cfg, host="0.0.0.0"))
+        running = await start_trainer(TrainerConfig(**cfg, host="0.0.0.0", insecure=True))
+        await running.stop(0)
+
+    asyncio.run(run())

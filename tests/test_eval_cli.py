@@ -132,7 +132,7 @@ def test_eval_writes_report_json_md_png(workdir: Path):
         (["{wav}", "--present", "Q"], "--present: 'Q'"),
         (["{wav}", "--chunk", "1000"], "chunk of 1000 samples"),
         (["{wav}", "--max-seconds", "0.5"], "too short"),
-        (["{src}"], "no dataset manifest"),
+        (["{empty}"], "empty: folder has no audio files"),
     ],
 )
 def test_eval_bad_input_exits_2_with_one_line(workdir, capsys, extra, needle):
@@ -140,8 +140,9 @@ def test_eval_bad_input_exits_2_with_one_line(workdir, capsys, extra, needle):
         "mono": workdir / "mono.wav",
         "missing": workdir / "nope.wav",
         "wav": workdir / "a.wav",
-        "src": workdir / "src",
+        "empty": workdir / "empty",
     }
+    (workdir / "empty").mkdir(exist_ok=True)
     args = [a.format(**paths) for a in extra]
     code = main(["eval", str(workdir / "model.ckpt"), *args, "-o", str(workdir / "bad")])
     err = capsys.readouterr().err.strip()
@@ -170,3 +171,15 @@ def test_eval_rejects_diverged_model(workdir, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and "a.wav: model output is not finite" in err
     assert not (workdir / "bad").exists()
+
+
+def test_a_folder_of_audio_is_read_like_its_files(workdir):
+    """RAVE users keep held-out audio in folders: a folder without a manifest is its audio files
+    (recursively, sorted); with a manifest it is a prepared dataset's valid split."""
+    from mcrave.evaluation.sources import load_inputs
+
+    files = load_inputs([workdir / "src"], 2, SR)
+    assert [Path(f.name).name for f in files] == ["s0.wav", "s1.wav", "s2.wav"]
+    assert all(f.audio.shape == (2, int(2.0 * SR)) for f in files)
+    dataset = load_inputs([workdir / "dataset"], 2, SR)
+    assert 0 < len(dataset) < 3 and all("/valid/" in f.name for f in dataset)

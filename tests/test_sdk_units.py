@@ -143,3 +143,18 @@ def test_rpc_errors_become_one_line_with_hints():
     err = from_rpc_error(Err(), "encoder", "127.0.0.1:1", secure=True)
     assert "\n" not in str(err) and "encoder at 127.0.0.1:1: UNAVAILABLE" in str(err)
     assert "--tls-ca" in str(err) and err.reason == "draining"
+
+
+def test_watch_shows_the_main_losses_first():
+    """Alphabetical order hid the spectral loss behind adversarial/discriminator/feature losses."""
+    from mcrave_client.trainer import _main_losses
+
+    losses = {"adversarial": 1.0, "discriminator": 2.0, "feature": 3.0, "interchannel": 0.5}
+    losses |= {"kl": 9.0, "loss": 7.0, "multiband": 4.0, "spectral": 5.0}
+    assert _main_losses(losses).split() == [
+        "loss=7",
+        "spectral=5",
+        "interchannel=0.5",
+        "kl=9",
+        "adversarial=1",
+    ]

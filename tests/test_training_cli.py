@@ -77,3 +77,23 @@ def test_init_from_copies_every_matching_tensor(tmp_path):
     assert b["encoder.inp.conv.parametrizations.weight.original1"].shape[1] == 3 * 8 + 3
     bad = run(*train_cmd(three, tmp_path / "b", "--resume", "--init-from", str(source)))
     assert bad.returncode == 2 and "--init-from" in bad.stderr
+
+
+def test_redirected_run_prints_timestamped_progress_and_a_summary(tmp_path):
+    """Without a terminal (a log file, a trainer job) the run says what it does, line by line."""
+    data = write_dataset(tmp_path / "d", channels=2, files=1)
+    proc = subprocess.run(
+        train_cmd(data, tmp_path / "run", "--max-steps", "4", "--log-every", "2"),
+        capture_output=True,
+        text=True,
+        env=run_env(),
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    stamp = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d mcrave train: "
+    lines = proc.stdout.splitlines()
+    steps = [ln for ln in lines if re.match(stamp + r"step [24]/4 loss \S+ spectral \S+", ln)]
+    assert len(steps) == 2 and all("steps/s" in ln and "ETA" in ln for ln in steps), proc.stdout
+    assert any(re.match(stamp + r"step 4: checkpoint .*step-00000004\.ckpt$", ln) for ln in lines)
+    assert re.match(stamp + r"done \(done\) at step 4 after .*last checkpoint ", lines[-1])
+    assert "it/s" not in proc.stderr and "step/s" not in proc.stderr  # no bar off a terminal

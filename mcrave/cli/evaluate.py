@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mcrave.cli.errors import CLIError, run_command
+from mcrave.cli.errors import CLIError, add_threads_option, apply_threads, run_command
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-seconds", type=float, default=None, help="use at most S s of each file")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    add_threads_option(p)
     return p
 
 
@@ -57,6 +58,7 @@ def _run(args: argparse.Namespace) -> int:
     from mcrave.evaluation.sources import load_inputs
     from mcrave.streaming import StreamingEngine
 
+    apply_threads(args.threads)
     if args.max_seconds is not None and args.max_seconds <= 0:
         raise CLIError(f"--max-seconds must be positive, got {args.max_seconds}")
     if args.out.exists() and not args.out.is_dir():

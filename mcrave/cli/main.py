@@ -42,8 +42,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mcrave: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format=f"mcrave {name}: %(levelname)s: %(message)s")
-    module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main([name, *rest]) or 0)
+    try:
+        module = importlib.import_module(COMMANDS[name][0])
+        return int(module.main([name, *rest]) or 0)
+    except KeyboardInterrupt:  # Ctrl-C: one line, the shell's code; outputs are written atomically
+        print(f"mcrave {name}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

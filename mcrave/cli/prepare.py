@@ -22,6 +22,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--channel-names", default="", help="comma-separated (default L,R / c0..)")
     parser.add_argument("--silence-db", type=float, default=-60.0, help="silence threshold (dBFS)")
     parser.add_argument("--min-silence", type=float, default=0.5, help="shortest dropped gap (s)")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="abort on the first bad file (default: skip bad files and list them at the end)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args(argv[1:])
     if args.channels < 1 or args.sr < 1000:
@@ -42,6 +47,7 @@ def main(argv: list[str]) -> int:
         args.silence_db,
         min_silence_s=args.min_silence,
     )
+    rejected: list[tuple[str, str]] | None = None if args.strict else []
     try:
         doc = prepare(
             args.inputs,
@@ -49,6 +55,7 @@ def main(argv: list[str]) -> int:
             opts,
             log=(lambda _: None) if args.quiet else print,
             before_rename=fault_from_env(),
+            rejected=rejected,
         )
     except PrepareError as e:
         print(f"mcrave {argv[0]}: error: {e}", file=sys.stderr)
@@ -57,5 +64,8 @@ def main(argv: list[str]) -> int:
     print(
         f"{args.output}: train {t['train']['files']} files / {t['train']['duration_s']:.1f} s, "
         f"valid {t['valid']['files']} files / {t['valid']['duration_s']:.1f} s"
+        + (f"; {len(rejected)} bad file(s) skipped (--strict aborts instead)" if rejected else "")
     )
+    for _, reason in rejected or []:  # reasons start with the file's name
+        print(f"mcrave {argv[0]}: skipped {reason}", file=sys.stderr)
     return 0

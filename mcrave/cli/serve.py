@@ -24,7 +24,11 @@ SERVICES: dict[str, tuple[str, int, int]] = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mcrave serve", description="run an mcrave gRPC service")
-    parser.add_argument("service", choices=sorted(SERVICES), help="which service to run")
+    parser.add_argument(
+        "service",
+        choices=[*sorted(SERVICES), "trainer"],
+        help="which service to run (`mcrave serve trainer --help` lists the trainer's options)",
+    )
     parser.add_argument(
         "--models", type=Path, required=True, help="model registry folder (MODELS/<name>/<version>)"
     )

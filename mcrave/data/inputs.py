@@ -21,7 +21,8 @@ from pathlib import Path
 
 import soundfile as sf
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".aif", ".aiff", ".w64", ".caf", ".mp3", ".opus"}
+from mcrave.audio import audio_files
+
 LABELS = ["l", "r", "c", "lfe", "ls", "rs", "lb", "rb", "m", "s", "w", "x", "y", "z"]
 _ALIASES = {"left": "l", "right": "r", "mid": "m", "side": "s"}
 _GROUP_RE = re.compile(r"^(?P<prefix>.+)[_\-.](?P<suffix>[A-Za-z]+|\d+)$")
@@ -97,16 +98,27 @@ def _from_csv(path: Path, channels: int) -> list[Source]:
     return sources
 
 
-def discover(inputs: list[str], channels: int) -> list[Source]:
-    """Validate all inputs (channel counts, groups, rates) and return them as sources, in order."""
+def discover(
+    inputs: list[str], channels: int, rejected: list[tuple[str, str]] | None = None
+) -> list[Source]:
+    """Validate all inputs (channel counts, groups, rates) and return them as sources, in order.
+
+    A bad audio file or channel group raises InputError, or with a `rejected` list is appended to
+    it as (name, reason) and left out: one unreadable or mono file need not stop a whole folder.
+    A missing path or a bad CSV manifest always raises.
+    """
+
+    def reject(error: InputError, name: str) -> None:
+        if rejected is None:
+            raise error
+        rejected.append((name, str(error)))
+
     files: list[Path] = []
     sources: list[Source] = []
     for raw in inputs:
         p = Path(raw).resolve()
         if p.is_dir():
-            files += sorted(
-                q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in AUDIO_SUFFIXES
-            )
+            files += audio_files(p)
         elif p.is_file() and p.suffix.lower() == ".csv":
             sources += _from_csv(p, channels)
         elif p.is_file():
@@ -119,7 +131,11 @@ def discover(inputs: list[str], channels: int) -> list[Source]:
         if p in seen:
             continue
         seen.add(p)
-        info = _info(p)
+        try:
+            info = _info(p)
+        except InputError as error:
+            reject(error, str(p))
+            continue
         if info.channels == channels:
             sources.append(Source(str(p), (p,), info.samplerate, info.frames))
             continue
@@ -133,14 +149,21 @@ def discover(inputs: list[str], channels: int) -> list[Source]:
                 if info.channels == 1
                 else ""
             )
-            raise InputError(f"{p}: has {info.channels} channel(s), expected {channels}{hint}")
+            reject(
+                InputError(f"{p}: has {info.channels} channel(s), expected {channels}{hint}"),
+                str(p),
+            )
+            continue
         groups[(p.parent, match["prefix"], p.suffix)].append(p)
     for (parent, prefix, ext), members in groups.items():
         members.sort(key=lambda q: _suffix_key(_GROUP_RE.match(q.stem)["suffix"]))
         kinds = {_suffix_key(_GROUP_RE.match(q.stem)["suffix"])[0] for q in members}
         suffixes = [_GROUP_RE.match(q.stem)["suffix"] for q in members]
         pattern = f"{parent}/{prefix}_{{{','.join(suffixes)}}}{ext}"
-        if len(kinds) > 1 or len({_suffix_key(s) for s in suffixes}) != len(suffixes):
-            raise InputError(f"{pattern}: ambiguous channel suffixes {suffixes}")
-        sources.append(_group(pattern, members, channels))
+        try:
+            if len(kinds) > 1 or len({_suffix_key(s) for s in suffixes}) != len(suffixes):
+                raise InputError(f"{pattern}: ambiguous channel suffixes {suffixes}")
+            sources.append(_group(pattern, members, channels))
+        except InputError as error:
+            reject(error, pattern)
     return sources

@@ -171,18 +171,25 @@ def prepare(
     opts: PrepareOptions,
     log: Callable[[str], None] = print,
     before_rename: Callable[[], None] | None = None,
+    rejected: list[tuple[str, str]] | None = None,
 ) -> dict[str, Any]:
     """Prepare `inputs` into dataset `root` (created if needed); returns the manifest.
     `before_rename` runs inside every shard write (fault-injection tests).
 
     Raises PrepareError (bad input or dataset mismatch) before writing anything when it can.
+    With a `rejected` list, a bad file (unreadable, wrong channel count, undecodable) is logged,
+    appended as (name, reason) and skipped instead; it is not recorded in the manifest, so a
+    fixed file is picked up by the next run.
     """
     try:
-        sources = discover(inputs, opts.channels)
+        sources = discover(inputs, opts.channels, rejected)
     except InputError as e:
         raise PrepareError(str(e)) from None
+    for name, reason in rejected or []:
+        log(f"{name}: skipped: {reason.removeprefix(name + ': ')}")
     if not sources:
-        raise PrepareError(f"no audio files found in {' '.join(inputs)}")
+        bad = f" ({len(rejected)} bad file(s) skipped, listed above)" if rejected else ""
+        raise PrepareError(f"no usable audio files in {' '.join(inputs)}{bad}")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     (root / SHARDS).mkdir(exist_ok=True)
@@ -202,7 +209,14 @@ def prepare(
             if sha in done:
                 log(f"{tag}: already prepared, skipped")
                 continue
-            x = _decode(source, sr)
+            try:
+                x = _decode(source, sr)
+            except PrepareError as e:
+                if rejected is None:
+                    raise
+                rejected.append((source.name, str(e)))
+                log(f"{tag}: skipped: {str(e).removeprefix(source.name + ': ')}")
+                continue
             kept = drop_silence(x, sr, opts.silence_db, opts.silence_block, opts.min_silence_s)
             if len(kept) == 0:
                 doc["skipped"].append({"source": source.name, "sha256": sha, "reason": "silent"})

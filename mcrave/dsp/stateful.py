@@ -33,3 +33,20 @@ def assign_state_slots(model: nn.Module) -> list[tuple[tuple[int, int], torch.dt
             module.sid = len(slots)
             slots.append((module.state_shape(), module.state_dtype))
     return slots
+
+
+class ContextBuffer(StatefulLayer):
+    """Prepends the last `length` samples of the previous call: [B, rows, T] -> [B, rows, L + T]."""
+
+    def __init__(self, rows: int, length: int) -> None:
+        super().__init__()
+        self.rows = rows
+        self.length = length
+
+    def state_shape(self) -> tuple[int, int]:
+        return (self.rows, self.length)
+
+    def forward(self, x: torch.Tensor, states: list[torch.Tensor]) -> torch.Tensor:
+        full = torch.cat([states[self.sid], x], -1)
+        states[self.sid] = full[..., full.shape[-1] - self.length :]
+        return full

@@ -26,6 +26,18 @@ from mcrave.streaming import StreamingEngine
 LATENCY_PEAK_MIN = 0.5
 
 
+SPECTROGRAM_FILES = 3  # example files (columns) in spectrograms.png
+
+
+def _short(model_path: str) -> str:
+    """A model path as a reader wants it in a figure: relative to here when below, else its tail."""
+    path = Path(model_path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(Path(*path.parts[-3:]))
+
+
 def _latency_summary(checks: list[dict], latency: int) -> dict:
     trusted = [c for c in checks if c["peak"] >= LATENCY_PEAK_MIN]
     lags = sorted({c["residual_lag"] for c in trusted})
@@ -83,7 +95,7 @@ def run_evaluation(
             model.sample_rate,
             names,
             passthrough,
-            keep_example=i == 0,
+            keep_example=i < SPECTROGRAM_FILES,
             spatial=spatial,
         )
         for i, f in enumerate(files)
@@ -136,11 +148,14 @@ def run_evaluation(
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = ["metrics.png"]
-    metric_bars(report["summary"]["all"], out_dir / "metrics.png", f"{model_path}: all cases")
+    metric_bars(
+        report["summary"]["all"], out_dir / "metrics.png", f"{_short(model_path)}: all cases"
+    )
     if present_count_curves(report["summary"], model.channels, out_dir / "present_count.png"):
         figures.append("present_count.png")
-    if results[0].example is not None:
-        spectrograms(results[0].example, out_dir / "spectrograms.png")
+    examples = [r.example for r in results if r.example is not None]
+    if examples:
+        spectrograms(examples, out_dir / "spectrograms.png")
         figures.append("spectrograms.png")
     write_json(out_dir / "report.json", report)
     write_markdown(out_dir / "report.md", report, figures)

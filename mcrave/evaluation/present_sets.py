@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mcrave.inference import parse_channel_set
+
 # above this many channels, `auto` samples this many singles and leave-one-outs instead of all
 MAX_AUTO_PER_KIND = 8
 
@@ -55,21 +57,4 @@ def parse_present(spec: str, channels: int, names: tuple[str, ...]) -> list[tupl
         return auto_present_sets(channels)
     if spec.strip() == "sweep":
         return sweep_present_sets(channels)
-    chosen: list[int] = []
-    for token in (t.strip() for t in spec.split(",")):
-        if token in names:
-            index = names.index(token)
-        elif token.isdigit():
-            index = int(token)
-        else:
-            raise ValueError(
-                f"--present: {token!r} is neither a channel index nor one of {list(names)}"
-            )
-        if not 0 <= index < channels:
-            raise ValueError(
-                f"--present: channel {index} out of range for a {channels}-channel model"
-            )
-        if index in chosen:
-            raise ValueError(f"--present: channel {index} given twice")
-        chosen.append(index)
-    return [tuple(sorted(chosen))]
+    return [tuple(parse_channel_set(spec, channels, names))]

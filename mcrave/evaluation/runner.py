@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -168,10 +169,12 @@ def evaluate_file(
                     "truth": audio[c],
                     "model": out[c],
                     "wiener_pm": cands["wiener_pm"][0],
-                    "copy": audio[p],
+                    "present (copy)": audio[p],
                 }
                 result.example = Example(
-                    f"{file.name}: {label}", sample_rate, {k: v[scored] for k, v in signals.items()}
+                    f"{Path(file.name).name}: {label}",
+                    sample_rate,
+                    {k: v[scored] for k, v in signals.items()},
                 )
     for c in everything:
         if n > 1:

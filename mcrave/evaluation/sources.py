@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mcrave.audio import read_audio
+from mcrave.audio import audio_files, read_audio
+from mcrave.data.manifest import MANIFEST as MANIFEST_NAME
 from mcrave.data.manifest import load_manifest
 
 # each half must hold a few ~93 ms analysis segments and Wiener frames to be scored meaningfully
@@ -70,16 +71,19 @@ def _dataset_files(
 def load_inputs(
     paths: list[str | Path], channels: int, sample_rate: int, max_seconds: float | None = None
 ) -> list[EvalFile]:
-    """Audio files (resampled to `sample_rate`) and dataset folders -> files [N, T], checked for
-    the model and cropped to `max_seconds`."""
+    """Audio files (resampled to `sample_rate`), folders of audio files and prepared dataset
+    folders (their 'valid' split) -> files [N, T], checked for the model, cropped to
+    `max_seconds`."""
     max_frames = None if max_seconds is None else int(round(max_seconds * sample_rate))
     files: list[EvalFile] = []
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
+        if path.is_dir() and (path / MANIFEST_NAME).exists():
             found = _dataset_files(path, sample_rate, max_frames)
         else:
-            audio, _ = read_audio(path, sample_rate)  # AudioFileError (a ValueError) names the file
-            found = [(str(path), audio[:, :max_frames])]
+            found = []
+            for file in audio_files(path):
+                audio, _ = read_audio(file, sample_rate)  # AudioFileError names the file
+                found.append((str(file), audio[:, :max_frames]))
         files += [_checked(name, audio, channels, sample_rate) for name, audio in found]
     return files

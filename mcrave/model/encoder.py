@@ -8,6 +8,7 @@ from torch.nn import functional as F
 
 from mcrave.config import ModelConfig
 from mcrave.dsp.pqmf import PQMFAnalysis
+from mcrave.model.cues import BandCues
 from mcrave.model.layers import LEAKY_SLOPE, CausalConv1d, ResidualUnit
 
 
@@ -34,6 +35,8 @@ class Encoder(nn.Module):
 
     Absent channels are replaced by zeros with `torch.where` (so even NaN there cannot leak) and
     the mask enters as N constant feature rows: the network knows "absent", not "silent".
+    With `cfg.cue_latents`, the present channels' band levels are added to the last latent dims
+    of the mean (`BandCues`).
     """
 
     def __init__(self, cfg: ModelConfig, analyzer: PQMFAnalysis) -> None:
@@ -47,11 +50,16 @@ class Encoder(nn.Module):
         )
         self.out = CausalConv1d(widths[-1], 2 * cfg.latent_size, 1)
         self.act = nn.LeakyReLU(LEAKY_SLOPE)
+        self.cues = BandCues(cfg) if cfg.cue_latents else None
         # Start nearly deterministic: with softplus(0) ~ 0.7 the sampling noise drowned the
         # untrained means (std ~0.005), the decoder learned to ignore z and the latent collapsed
         # on short CPU runs; the KL term raises the scale later, as far as reconstruction allows.
         with torch.no_grad():
             self.out.conv.bias[cfg.latent_size :].fill_(INITIAL_SCALE_PREACTIVATION)
+            if cfg.cue_latents:  # the cue dims start as the cues alone (weight-norm gain 0)
+                cue_rows = slice(cfg.latent_size - cfg.cue_latents, cfg.latent_size)
+                self.out.conv.parametrizations.weight.original0[cue_rows] = 0.0
+                self.out.conv.bias[cue_rows] = 0.0
 
     def forward(self, audio: Tensor, mask: Tensor, states: list[Tensor]) -> tuple[Tensor, Tensor]:
         present = mask.to(torch.bool)[:, :, None]
@@ -62,4 +70,7 @@ class Encoder(nn.Module):
         for stage in self.stages:
             x = stage(x, states)
         mean, raw_scale = self.out(self.act(x), states).chunk(2, 1)
+        if self.cues is not None:
+            cues = self.cues(audio, present[:, :, 0], states)
+            mean = torch.cat([mean[:, : -cues.shape[1]], mean[:, -cues.shape[1] :] + cues], 1)
         return mean, F.softplus(raw_scale) + 1e-4

@@ -9,8 +9,14 @@ coherence angle (how much decorrelated "fill" replaces the direct sound) and a g
 generative decoder's own output (what no transform of the present channels can give).
 
     direct_c = sum_p softmax_p(w_cp) * g_cp * exp(i phi_cp) * X_p   (p: up to 8 present sources)
-    Y_c      = cos(a_c) direct_c + sin(a_c) duck(decorrelate(direct_c)) + gate_c * D_c
+    mix_c    = cos(a_c) direct_c + sin(a_c) duck(decorrelate(direct_c)) + gate_c * D_c
+    Y_c      = mix_c scaled per band to the band power of direct_c
     Y_c      = X_c for present channels; Y = D (the decoder) when nothing is present
+
+The last step keeps level and texture apart, as parametric stereo does: the gains alone set each
+band's level (the ILD), while fill and decoder residual only change coherence and fine structure.
+Without it a trained stage drew most of the missing channel's energy from the decoder's residual,
+whose band levels wander (ILD error 9.6 dB with the gate shut, measured), so it lost to copy on ILD.
 
 The last layers start at zero, so an untrained stage outputs the mean of the present channels:
 training starts AT the copy baseline. Every context (delay line, STFT frames, temporal convs,
@@ -23,13 +29,14 @@ from __future__ import annotations
 import math
 from typing import Optional  # TorchScript reads Optional, not `X | None`
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from mcrave.config import ModelConfig
-from mcrave.dsp.stateful import StatefulLayer
+from mcrave.dsp.bands import erb_band_index
+from mcrave.dsp.stateful import ContextBuffer
+from mcrave.model.cues import level_readout
 from mcrave.model.layers import LEAKY_SLOPE, conv1d_gemm
 
 EMBEDDING = 16
@@ -37,36 +44,8 @@ DECORRELATOR_DELAYS = (1, 2, 3)  # STFT frames; cycled over bands so neighbours 
 INITIAL_GATE = -4.0  # sigmoid(-4) ~ 0.018: the decoder's residual starts nearly shut
 INITIAL_ANGLE = -4.0  # (pi/2) sigmoid(-4) ~ 0.03 rad: the fill starts nearly silent
 POWER_FLOOR = 1e-10
+MAX_BOOST = 100.0  # power: the level normalisation never lifts a band by more than 20 dB
 MAX_SOURCES = 8  # present channels each missing one is built from (cost O(N * 8), not O(N^2))
-
-
-def erb_band_index(fft: int, sample_rate: int, bands: int) -> np.ndarray:
-    """Band of each rfft bin: edges equally spaced on the ERB scale, every band >= 1 bin."""
-    bins = fft // 2 + 1
-    erb = lambda f: 21.4 * np.log10(1 + 0.00437 * f)  # noqa: E731
-    freqs = np.arange(bins) * sample_rate / fft
-    scaled = erb(freqs) / erb(sample_rate / 2) * bands
-    index = np.minimum(scaled.astype(np.int64), bands - 1)
-    # low bins are wider than their ERB band: renumber so no band is empty
-    _, dense = np.unique(index, return_inverse=True)
-    return dense
-
-
-class ContextBuffer(StatefulLayer):
-    """Prepends the last `length` samples of the previous call: [B, rows, T] -> [B, rows, L + T]."""
-
-    def __init__(self, rows: int, length: int) -> None:
-        super().__init__()
-        self.rows = rows
-        self.length = length
-
-    def state_shape(self) -> tuple[int, int]:
-        return (self.rows, self.length)
-
-    def forward(self, x: Tensor, states: list[Tensor]) -> Tensor:
-        full = torch.cat([states[self.sid], x], -1)
-        states[self.sid] = full[..., full.shape[-1] - self.length :]
-        return full
 
 
 class OverlapAddTail(ContextBuffer):
@@ -117,6 +96,7 @@ class SpatialStage(nn.Module):
         self.fft, self.hop = fft, hop
         # attributes: TorchScript cannot read module-level numbers
         self.floor = POWER_FLOOR
+        self.max_boost = MAX_BOOST
         self.max_sources = MAX_SOURCES
         self.frames_per_latent = cfg.ratio // hop
         bins = fft // 2 + 1
@@ -158,12 +138,20 @@ class SpatialStage(nn.Module):
         self.pair_target = nn.Linear(hidden, hidden)
         self.pair_source = nn.Linear(hidden, hidden)
         self.pair_out = nn.Linear(hidden, 3 * k)  # log gain, phase, pooling weight
+        # with cue latents (mcrave.model.cues): a direct linear path from the latents to each
+        # target's band levels, so transmitted level differences need not cross the deep net
+        self.cue_level = nn.Linear(cfg.latent_size, n * k) if cfg.cue_latents else None
         self.target_out = nn.Linear(hidden, 2 * k)  # coherence angle, decoder gate
         self.act = nn.LeakyReLU(LEAKY_SLOPE)
         with torch.no_grad():
-            for head in (self.pair_out, self.target_out):
-                head.weight.zero_()
-                head.bias.zero_()
+            for head in (self.pair_out, self.target_out, self.cue_level):
+                if head is not None:
+                    head.weight.zero_()
+                    head.bias.zero_()
+            if self.cue_level is not None:
+                bin_hz = torch.arange(bins) * cfg.sample_rate / fft
+                band_hz = (onehot / onehot.sum(0)).t() @ bin_hz  # centre of each band
+                self.cue_level.weight.copy_(level_readout(cfg, band_hz))
             self.target_out.bias[:k].fill_(INITIAL_ANGLE)
             self.target_out.bias[k:].fill_(INITIAL_GATE)
 
@@ -181,6 +169,12 @@ class SpatialStage(nn.Module):
     def _to_bins(self, per_band: Tensor) -> Tensor:
         """[..., K, F] -> [..., bins, F] (piecewise constant over each band)."""
         return per_band.index_select(-2, self.band_index)
+
+    def _gain_to(self, spec: Tensor, power: Tensor) -> Tensor:
+        """Per-band amplitude gain [..., K, F] that brings `spec`'s band power to `power` (at
+        most MAX_BOOST; clamped away from 0, where sqrt's gradient is infinite)."""
+        ratio = (power + self.floor) / (self._band_power(spec) + self.floor)
+        return ratio.clamp(1e-8, self.max_boost).sqrt()
 
     def _decorrelate(self, direct: Tensor, states: list[Tensor]) -> Tensor:
         """A fixed all-pass per bin: each band delayed by 1-3 frames, each bin phase-rotated,
@@ -269,6 +263,9 @@ class SpatialStage(nn.Module):
             + self.pair_source(picked.reshape(b, n, s, frames, hidden))
         )  # [B, C, S, F, H]
         log_gain, phase, logit = self.pair_out(pair).permute(0, 1, 2, 4, 3).chunk(3, 3)
+        if self.cue_level is not None:  # [B, T/ratio, N*K] -> [B, C, 1, K, F], all sources
+            level = self.cue_level(z.transpose(1, 2)).repeat_interleave(self.frames_per_latent, 1)
+            log_gain = log_gain + level.reshape(b, frames, n, -1).permute(0, 2, 3, 1)[:, :, None]
         source_present = torch.gather(present, 1, flat).reshape(b, n, s)
         logit = logit.masked_fill(~source_present[:, :, :, None, None], -1e4)
         share = torch.softmax(logit, dim=2)  # over present sources, per band and frame
@@ -288,8 +285,10 @@ class SpatialStage(nn.Module):
         angle_logit, gate_logit = self.target_out(ctx).permute(0, 1, 3, 2).chunk(2, 2)
         angle = self._to_bins(torch.sigmoid(angle_logit) * (math.pi / 2))
         gate = self._to_bins(torch.sigmoid(gate_logit))
-        inferred = angle.cos() * direct + angle.sin() * self._decorrelate(direct, states)
-        inferred = inferred + gate * dec
+        mix = angle.cos() * direct + angle.sin() * self._decorrelate(direct, states) + gate * dec
+        # the level is the direct sound's, whatever the mix: fill and decoder residual shape the
+        # texture and coherence only, so the predicted gains alone set the level differences
+        inferred = mix * self._to_bins(self._gain_to(mix, self._band_power(direct)))
         keep = present[:, :, None, None]
         y = torch.where(keep, x, torch.where(any_present[:, None, None, None], inferred, dec))
 

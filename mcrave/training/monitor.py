@@ -1,12 +1,16 @@
-"""Run monitoring on rank 0: JSON-lines progress log, TensorBoard scalars, Prometheus, tqdm.
+"""Run monitoring on rank 0: JSON-lines progress log, TensorBoard scalars, Prometheus, and for
+people a tqdm bar on a terminal or plain timestamped lines when stdout/stderr go to a file.
 
 `RUN_DIR/progress.jsonl` is the machine-readable channel a trainer service tails: one object
-per line with an "event" key (start, step, checkpoint, validation, stop, done).
+per line with an "event" key (start, step, checkpoint, validation, stop, done). The human lines
+say the same (step, the losses that matter, steps/s, ETA, checkpoints, a final summary), so a
+redirected `mcrave train ... > log` or a trainer job's log is never silent.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +40,9 @@ class Monitor:
         self._bar = tqdm(
             total=max_steps, initial=start_step, unit="step", disable=None, dynamic_ncols=True
         )
+        self._started = time.monotonic()
+        self._best: tuple[float, int] | None = None
+        self._last_checkpoint = ""
         self.registry = CollectorRegistry()
         self._steps = Counter(
             "mcrave_train_steps", "optimisation steps done in this process", registry=self.registry
@@ -67,6 +74,50 @@ class Monitor:
 
     def event(self, kind: str, **fields: Any) -> None:
         self._log.write(json.dumps({"event": kind, "time": time.time(), **fields}) + "\n")
+        line = self._describe(kind, fields)
+        if line:
+            self.say(line)
+
+    def say(self, text: str) -> None:
+        """One human line: above the bar on a terminal, timestamped on stdout otherwise."""
+        if self._bar.disable:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            print(f"{stamp} mcrave train: {text}", file=sys.stdout, flush=True)
+        else:
+            self._bar.write(f"mcrave train: {text}")
+
+    def _describe(self, kind: str, fields: dict[str, Any]) -> str:
+        step = fields.get("step")
+        if kind == "start":
+            return f"start at step {step} of {self.max_steps}, {fields.get('world', 1)} process(es)"
+        if kind == "checkpoint":
+            self._last_checkpoint = str(fields["path"])
+            return f"step {step}: checkpoint {fields['path']}"
+        if kind == "validation":
+            if fields.get("best"):
+                self._best = (float(fields["spectral"]), int(step))
+            mark = " (best so far)" if fields.get("best") else ""
+            return f"step {step}: validation {fields['spectral']:.4g}{mark}"
+        if kind == "step" and self._bar.disable:
+            losses = fields["losses"]
+            shown = " ".join(f"{k} {losses[k]:.4g}" for k in SHOWN if k in losses)
+            rate = 1.0 / fields["step_seconds"] if fields["step_seconds"] > 0 else 0.0
+            eta = _duration(fields["eta_seconds"])
+            return (
+                f"step {step}/{self.max_steps} {shown} | {rate:.2f} steps/s, "
+                f"{fields['x_realtime']:.1f}x realtime, ETA {eta}"
+            )
+        if kind in ("done", "stop", "error"):
+            what = fields.get("message") or fields.get("reason", kind)
+            best = (
+                f", best validation {self._best[0]:.4g} at step {self._best[1]}"
+                if self._best
+                else ""
+            )
+            last = f", last checkpoint {self._last_checkpoint}" if self._last_checkpoint else ""
+            elapsed = _duration(time.monotonic() - self._started)
+            return f"{kind} ({what}) at step {step} after {elapsed}{best}{last}"
+        return ""
 
     def step(
         self,
@@ -120,4 +171,20 @@ class Monitor:
             self._server.shutdown()
 
 
-SHOWN = ("spectral", "interchannel", "kl", "adversarial", "discriminator")
+# the losses people watch, in this order (the log and TensorBoard get all of them)
+SHOWN = (
+    "loss",
+    "spectral",
+    "spatial_spectral",
+    "interchannel",
+    "spatial_interchannel",
+    "kl",
+    "adversarial",
+    "discriminator",
+)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"

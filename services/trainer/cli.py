@@ -35,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-active", type=int, default=4, help="jobs running at once (default 4)")
     p.add_argument("--sd-file", type=Path, help="write running jobs' metrics targets (file_sd)")
     p.add_argument("--sd-host", default="127.0.0.1", help="host Prometheus reaches jobs on")
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="listen off loopback without a token or mTLS (anyone reaching it can start jobs)",
+    )
     p.add_argument("--ready-file", type=Path, help="write the bound ports here as JSON")
     k8s = p.add_argument_group("kubernetes backend (defaults from the ConfigMap's environment)")
     k8s.add_argument("--k8s-namespace", default=os.environ.get("MCRAVE_NAMESPACE", "mcrave"))
@@ -81,6 +86,7 @@ def main(argv: list[str]) -> int:
             threads=args.threads,
             cancel_grace_s=args.cancel_grace,
             max_active=args.max_active,
+            insecure=args.insecure,
             extra_backends=extra,
         )
         asyncio.run(serve(cfg, ready_file=args.ready_file))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from mcrave_client.connection import is_loopback_host
 from mcrave_client.proto import trainer_pb2_grpc
 
 from services.common.auth import ConfigError, TokenInterceptor
@@ -52,6 +53,7 @@ class TrainerConfig:
     threads: int | None = None  # torch threads per local job
     cancel_grace_s: float = 120.0
     max_active: int = 4
+    insecure: bool = False  # allow listening off loopback without a token or mTLS
     poll_s: float = 0.5
     extra_backends: dict[str, Backend] = field(default_factory=dict)  # e.g. kubernetes
 
@@ -85,9 +87,21 @@ def _check_dirs(cfg: TrainerConfig) -> None:
             raise ConfigError(f"{path}: {what} folder does not exist")
 
 
+def _check_exposure(cfg: TrainerConfig, token: str | None) -> None:
+    """Whoever reaches the trainer runs code (training jobs) on its machine: off loopback it must
+    know who calls, by a bearer token (TLS is then enforced) or client certificates (mTLS)."""
+    if cfg.insecure or is_loopback_host(cfg.host) or token or cfg.tls_ca:
+        return
+    raise ConfigError(
+        f"--host {cfg.host}: off loopback the trainer needs --token-file (with TLS) or "
+        "--tls-ca (mTLS): anyone who reaches it can start jobs; --insecure allows it anyway"
+    )
+
+
 async def start_trainer(cfg: TrainerConfig) -> RunningTrainer:
     _check_dirs(cfg)
     creds, token = transport(cfg.tls_cert, cfg.tls_key, cfg.tls_ca, cfg.token_file, cfg.host)
+    _check_exposure(cfg, token)
     backends: dict[str, Backend] = {"local": LocalBackend(cfg.threads), **cfg.extra_backends}
     if cfg.backend not in backends:
         raise ConfigError(f"--backend {cfg.backend}: not available ({sorted(backends)})")

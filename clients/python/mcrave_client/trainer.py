@@ -243,9 +243,18 @@ def _parser() -> argparse.ArgumentParser:
 _STATES = [s for s in trainer_pb2.JobState.keys() if s != "JOB_STATE_UNSPECIFIED"]
 
 
+# the losses people watch first (the trainer's own order); others follow alphabetically, up to 5
+_MAIN_LOSSES = ("loss", "spectral", "spatial_spectral", "interchannel", "kl", "adversarial")
+
+
+def _main_losses(losses: dict[str, float], limit: int = 5) -> str:
+    ranked = sorted(losses, key=lambda k: (_MAIN_LOSSES.index(k) if k in _MAIN_LOSSES else 99, k))
+    return " ".join(f"{k}={losses[k]:.4g}" for k in ranked[:limit])
+
+
 def _line(job: trainer_pb2.Job) -> str:
     state = trainer_pb2.JobState.Name(job.state)
-    losses = " ".join(f"{k}={v:.4g}" for k, v in sorted(job.losses.items())[:4])
+    losses = _main_losses(dict(job.losses))
     steps = f"{job.step}/{job.max_steps or '?'}"
     eta = f" eta {job.eta_seconds:.0f}s" if state == "RUNNING" and job.eta_seconds else ""
     speed = f" {job.x_realtime:.1f}x" if job.x_realtime else ""

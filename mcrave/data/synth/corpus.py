@@ -32,15 +32,9 @@ def file_durations(minutes: float, file_seconds: float) -> list[float]:
 
 def music_catalogue(paths: Sequence[str | Path]) -> list[tuple[str, float]]:
     """(path, seconds) of every audio file in `paths` (files or folders), sorted by path."""
-    from mcrave.data.inputs import AUDIO_SUFFIXES
+    from mcrave.audio import audio_files
 
-    files: list[Path] = []
-    for p in map(Path, paths):
-        files += (
-            sorted(f for f in p.iterdir() if f.suffix.lower() in AUDIO_SUFFIXES)
-            if p.is_dir()
-            else [p]
-        )
+    files = [f for p in paths for f in audio_files(p)]
     if not files:
         raise ValueError(f"no audio files in {[str(p) for p in paths]}")
     return [(str(f.resolve()), sf.info(f).duration) for f in sorted(files)]
