@@ -15,7 +15,7 @@ PROJECTIONS = ("identity", "ms", "dct", "learned")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training recipe (RAVE v2 defaults scaled to the preset; see shared rave_facts.md)."""
+    """Training recipe (RAVE v2 defaults, arXiv:2111.05011, scaled to the preset)."""
 
     batch_size: int = 8
     crop_frames: int = 131072  # samples per training crop (all channels share the crop)

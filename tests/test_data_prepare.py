@@ -144,7 +144,9 @@ def test_bad_files_in_a_folder_are_skipped_and_listed(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "2 bad file(s) skipped" in out.splitlines()[-1]
     skipped = err.strip().splitlines()
-    assert len(skipped) == 2 and all(line.startswith("mcrave prepare: skipped ") for line in skipped)
+    assert len(skipped) == 2 and all(
+        line.startswith("mcrave prepare: skipped ") for line in skipped
+    )
     assert any(str(mono) in line and "1 channel" in line for line in skipped)
     assert any(str(junk) in line and "not a readable audio file" in line for line in skipped)
     assert [f["source"] for f in _manifest(ds)["files"]] == [str(tmp_path / "in" / "a.wav")]

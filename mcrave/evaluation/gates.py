@@ -18,7 +18,7 @@ GATES = (
     ("d_icc", "copy"),
     ("d_icc", "wiener_pm"),
 )
-W_ERR_TARGET_DB = 3.0  # |w_err| target from rave_facts.md section 4
+W_ERR_TARGET_DB = 3.0  # |w_err| target (dB) the spatial-decoder issue sets
 # the spatial path must also beat the same checkpoint's latent-only path on these
 LATENT_ONLY_METRICS = ("mss", "d_ild", "d_icc")
 

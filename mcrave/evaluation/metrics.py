@@ -1,4 +1,5 @@
-"""Channel-inference metrics (see shared rave_facts.md section 4), one function each.
+"""Channel-inference metrics, one function each (protocol and definitions:
+mcrave/evaluation/README.md).
 
 Notation: c = true missing channel, c_hat = its estimate, p = the nearest present channel.
 Waveform metrics (si_sdr, d_snr) are reported but are not the gate for a generative decoder.

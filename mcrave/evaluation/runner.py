@@ -1,6 +1,6 @@
 """Scores a model and the baselines on each file, present set and missing channel.
 
-Protocol (shared rave_facts.md section 4): every system sees the whole file, the Wiener baselines
+Protocol: every system sees the whole file, the Wiener baselines
 are fitted on its first half, and everything is scored on the second half, so the model and the
 baselines are judged on the same held-out span with the same context.
 """

@@ -1,4 +1,4 @@
-"""TorchScript export for Max/MSP's nn~ (see shared docs/nn_tilde_contract.md)."""
+"""TorchScript export for Max/MSP's nn~ (what nn~ needs of a .ts: mcrave/export/nn_tilde.py's docstring)."""
 
 from mcrave.export.nn_tilde import export_nn_tilde, script_nn_tilde
 

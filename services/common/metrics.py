@@ -1,4 +1,5 @@
-"""Every Prometheus metric of a service, declared once, in base units (see serving_facts.md §8).
+"""Every Prometheus metric of a service, declared once, in base units
+(Prometheus naming: prometheus.io/docs/practices/naming).
 
 Each server owns a `ServiceMetrics` with its own `CollectorRegistry` (so several servers can live
 in one test process) served on its own HTTP port. Labels are bounded: model name, method, status

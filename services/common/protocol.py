@@ -2,7 +2,7 @@
 
 Every check raises a `ServiceError` whose message says what was wrong and what was expected:
 malformed input is INVALID_ARGUMENT, a valid message in the wrong state FAILED_PRECONDITION,
-an unknown model NOT_FOUND (serving_facts.md §5).
+an unknown model NOT_FOUND (gRPC's status-code guide, grpc.io/docs/guides/status-codes).
 """
 
 from __future__ import annotations

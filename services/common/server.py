@@ -1,4 +1,4 @@
-"""Server bootstrap shared by the encoder and decoder: built, then run (style_examples §9).
+"""Server bootstrap shared by the encoder and decoder: built, then run.
 
 `start_server(cfg, service)` loads the registry, binds the gRPC port (TLS/mTLS, token, limits),
 registers the service plus ModelService, health and reflection, starts the metrics HTTP port and

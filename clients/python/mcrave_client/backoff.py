@@ -1,7 +1,7 @@
 """Exponential backoff with jitter for reconnecting to a service that is UNAVAILABLE.
 
 UNAVAILABLE is the one status gRPC means as "retry" (a draining or restarting server, a dropped
-connection; serving_facts section 5); everything else is the caller's problem and fails at once.
+connection; grpc.io/docs/guides/status-codes); everything else is the caller's problem and fails at once.
 """
 
 from __future__ import annotations

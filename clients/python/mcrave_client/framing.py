@@ -1,7 +1,7 @@
 """Raw PCM/latent framing: numpy arrays <-> the little-endian float32 `bytes` the services carry.
 
-Payloads travel as `bytes`, not `repeated float`: building them is ~70x cheaper (serving_facts
-section 1). Arrays are channel-major `(channels, frames)` on the numpy side, like the model; the
+Payloads travel as `bytes`, not `repeated float`: building them is far cheaper
+(no per-element work in protobuf's Python runtime). Arrays are channel-major `(channels, frames)` on the numpy side, like the model; the
 wire layout is frame-major `(frames, channels)` (interleaved, like a WAV file), as the protos say.
 """
 

@@ -4,7 +4,7 @@ A stream object builds the requests for an input item (numbering chunks, slippin
 update in before the next chunk when the present set changes), parses and checks each reply
 (in order, up to the server's `final` one after the tail flush), and says whether another chunk
 may go out: at most `credit` chunks stay unanswered (the servers' app-level backpressure,
-serving_facts section 3). `client.py` and `aio.py` add the writing and reading.
+see services/README.md). `client.py` and `aio.py` add the writing and reading.
 """
 
 from __future__ import annotations
