@@ -26,6 +26,7 @@ from mcrave.dsp.bands import erb_band_index
 from mcrave.dsp.stateful import ContextBuffer
 
 POWER_FLOOR = 1e-10
+RELATIVE_FLOOR = 1e-4  # -40 dB under the frame's mean band power
 # log-power features are log10(P) / 3: x5 makes a 6 dB level difference one latent unit
 LEVEL_SCALE = 5.0
 
@@ -42,6 +43,7 @@ class BandCues(nn.Module):
         n, self.hop = cfg.channels, cfg.ratio
         self.fft = 2 * cfg.ratio
         self.floor = POWER_FLOOR
+        self.relative_floor = RELATIVE_FLOOR
         index = torch.from_numpy(erb_band_index(self.fft, cfg.sample_rate, cfg.spatial_bands))
         onehot = F.one_hot(index, int(index.max()) + 1).to(torch.float32)  # [bins, K]
         self.register_buffer("band_mean", onehot / onehot.sum(0), persistent=False)
@@ -55,27 +57,36 @@ class BandCues(nn.Module):
             self.proj.weight.copy_(level_difference_map(n, k, cfg.cue_latents)[:, :, None])
             self.proj.bias.zero_()
 
-    def _log_power(self, frames: Tensor) -> Tensor:
-        """[..., F, fft] -> log10 band power, centred on -50 dB, ~unit range: [..., K, F]."""
+    def _band_power(self, frames: Tensor) -> Tensor:
+        """[..., F, fft] -> mean power per band [..., K, F]."""
         spec = torch.fft.rfft(frames * self.window, dim=-1)
         power = spec.real.square() + spec.imag.square()
-        bands = torch.einsum("...fb,bk->...kf", power, self.band_mean)
-        return (torch.log10(bands + self.floor) + 5.0) / 3.0
+        return torch.einsum("...fb,bk->...kf", power, self.band_mean)
+
+    def _log(self, power: Tensor, floor: Tensor) -> Tensor:
+        """log10 band power, centred on -50 dB, ~unit range."""
+        return (torch.log10(power + floor) + 5.0) / 3.0
 
     def forward(self, audio: Tensor, present: Tensor, states: list[Tensor]) -> Tensor:
         """audio [B, N, T] (absent channels already zero), present [B, N] bool."""
         b, n, _ = audio.shape
         frames = self.context(audio, states).unfold(-1, self.fft, self.hop)  # [B, N, F, fft]
         m = present.to(audio.dtype)
-        mean = (frames * m[:, :, None, None]).sum(1) / m.sum(1).clamp(min=1.0)[:, None, None]
-        level = self._log_power(frames) * m[:, :, None, None]  # [B, N, K, F]
+        count_present = m.sum(1).clamp(min=1.0)
+        mean = (frames * m[:, :, None, None]).sum(1) / count_present[:, None, None]
+        power = self._band_power(frames) * m[:, :, None, None]  # [B, N, K, F]
+        # a floor RELATIVE_FLOOR below the frame's mean band power, shared by all channels: in
+        # near-silent bands (above an encoder's lowpass) every channel sits at the floor, so
+        # their level difference is 0, not the ratio of two noises (which cost mss 0.8 there)
+        floor = power.mean(2).sum(1) / count_present[:, None] * self.relative_floor + self.floor
+        level = self._log(power, floor[:, None, None]) * m[:, :, None, None]
         count = level.shape[-1]
-        mean_level = level.sum(1) / m.sum(1).clamp(min=1.0)[:, None, None]
+        mean_level = level.sum(1) / count_present[:, None, None]
         relative = (level - mean_level[:, None]) * m[:, :, None, None]  # 0 where absent
         features = torch.cat(
             [
                 relative.reshape(b, -1, count),
-                self._log_power(mean),
+                self._log(self._band_power(mean), floor[:, None]),
                 mean_level,
                 m[:, :, None].expand(b, n, count),
             ],
