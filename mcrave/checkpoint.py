@@ -83,19 +83,26 @@ def save_checkpoint(
     )
 
 
+def _is_torchscript(path: Path) -> bool:
+    import zipfile
+
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(n.endswith("/constants.pkl") or "/code/" in n for n in archive.namelist())
+
+
 def _what_it_is(path: Path) -> str:
     """One sentence for a file torch cannot read as a checkpoint (torch's own message is an essay
     on `weights_only`): name what it looks like and what to pass instead."""
     import zipfile
 
+    if _is_torchscript(path):
+        return (
+            "is a TorchScript export (for nn~), not a checkpoint; pass the model.ckpt beside "
+            "it or the registry entry (models/NAME)"
+        )
     if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
-            return (
-                "is a TorchScript export (for nn~), not a checkpoint; pass the model.ckpt beside "
-                "it or the registry entry (models/NAME)"
-            )
         return (
             "is a torch file but not an mcrave checkpoint (a RAVE or Lightning checkpoint?); "
             "mcrave reads checkpoints written by `mcrave train` or `mcrave new`"
@@ -106,6 +113,8 @@ def _what_it_is(path: Path) -> str:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read and validate a checkpoint file; errors name the file and the problem."""
     path = Path(path)
+    if _is_torchscript(path):  # before torch.load, which would warn and dispatch to jit.load
+        raise ValueError(f"{path}: {_what_it_is(path)}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:

@@ -54,7 +54,7 @@ class Evil:
 def test_pickled_code_is_never_executed(tmp_path):
     path = tmp_path / "evil.ckpt"
     torch.save({"format": "mcrave-checkpoint", "payload": Evil()}, path)
-    with pytest.raises(ValueError, match="not a readable mcrave checkpoint"):
+    with pytest.raises(ValueError, match="not an mcrave checkpoint"):
         load_checkpoint(path)
     assert not (tmp_path / "pwned").exists()
     (tmp_path / "junk.ckpt").write_bytes(pickle.dumps([1, 2]))

@@ -128,7 +128,7 @@ def test_eval_writes_report_json_md_png(workdir: Path):
     ("extra", "needle"),
     [
         (["{mono}"], "mono.wav: has 1 channels, the model has 2"),
-        (["{missing}"], "nope.wav: cannot read audio"),
+        (["{missing}"], "nope.wav: no such file or folder"),
         (["{wav}", "--present", "Q"], "--present: 'Q'"),
         (["{wav}", "--chunk", "1000"], "chunk of 1000 samples"),
         (["{wav}", "--max-seconds", "0.5"], "too short"),

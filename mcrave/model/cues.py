@@ -123,14 +123,15 @@ def level_readout(cfg: ModelConfig, band_hz: Tensor) -> Tensor:
     parametric stereo's ILDs in place."""
     n, dims = cfg.channels, cfg.cue_latents
     weight = torch.zeros(n * len(band_hz), cfg.latent_size)
-    groups = band_groups(n, cfg.spatial_bands, dims)
-    if not groups:
-        return weight
     fft = 2 * cfg.ratio
     cue_band = torch.from_numpy(erb_band_index(fft, cfg.sample_rate, cfg.spatial_bands))
-    group_of_band = torch.zeros(int(cue_band.max()) + 1, dtype=torch.long)
+    used = int(cue_band.max()) + 1  # the cue branch's band count (`BandCues`)
+    groups = band_groups(n, used, dims)
+    if not groups:
+        return weight
+    group_of_band = torch.zeros(used, dtype=torch.long)
     for g, members in enumerate(groups):
-        group_of_band[members[members < len(group_of_band)]] = g
+        group_of_band[members] = g
     bins = (band_hz * fft / cfg.sample_rate).round().long().clamp(0, fft // 2)
     group = group_of_band[cue_band[bins]]
     scale = math.log(10) / 2 * 3 / LEVEL_SCALE * n / (n - 1)
