@@ -1,13 +1,12 @@
 """Give a trained model dedicated cue latents: `python scripts/widen_latents.py OLD.ckpt NEW.ckpt
 --cue-latents 16` appends 16 latent dims that the encoder's band-level cue branch writes.
 
-The widened model computes exactly what the old one did (new encoder rows and the decoder's new
-input columns start at zero weight), so training continues from the old model instead of
-relearning the codec; `mcrave train --init-from` would re-initialise every tensor whose shape
-changed. The cue branch and the stage's direct level path start as parametric stereo's level
-differences (mcrave.model.cues); the stage's gains and phases restart at copy and its decoder
-gate nearly shut, because since v4 the gains alone set the level (before, the decoder residual had
-been carrying most of it). The demo models v4 were made so (models/README.md).
+The codec is kept, not relearned (`mcrave train --init-from` would re-initialise every tensor
+whose shape changed): the old latent dims and the generative decoder's output are exactly what
+they were (the decoder's new input columns start at zero). The spatial stage restarts at copy
+(gains, phases, nearly shut decoder gate) plus the level differences the cue latents carry,
+because since v4 its gains alone set the level (before, the decoder residual had carried most
+of it). The demo models v4 were made so (models/README.md); tests/test_core_model.py checks it.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ import torch
 from mcrave.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from mcrave.config import Config
 from mcrave.model import MCRave
-from mcrave.model.encoder import INITIAL_SCALE_PREACTIVATION
 from mcrave.model.spatial import INITIAL_GATE
 
 ENCODER_OUT = "encoder.out.conv."
@@ -40,16 +38,12 @@ def widen(old: MCRave, cue_latents: int) -> MCRave:
     for name, value in before.items():
         if state[name].shape == value.shape:
             state[name] = value.clone()
+    # the old mean and scale rows move to their new places; the new mean rows start as the cues
+    # alone (Encoder's init: gain 0), the new scale rows at a constant (gain 0, initial bias)
     for part in ("bias", "parametrizations.weight.original0", "parametrizations.weight.original1"):
-        name = ENCODER_OUT + part
-        old_t, new_t = before[name], state[name]
+        old_t, new_t = before[ENCODER_OUT + part], state[ENCODER_OUT + part]
         new_t[:d], new_t[d + cue_latents : 2 * d + cue_latents] = old_t[:d], old_t[d:]
-        if part == "bias":
-            new_t[d : d + cue_latents] = 0.0
-            new_t[2 * d + cue_latents :] = INITIAL_SCALE_PREACTIVATION
-        elif part.endswith("original0"):  # weight-norm gain 0: the new rows output exactly 0
-            new_t[d : d + cue_latents] = 0.0
-            new_t[2 * d + cue_latents :] = 0.0
+    state[ENCODER_OUT + "parametrizations.weight.original0"][2 * d + cue_latents :] = 0.0
     state[DECODER_IN][:, :d] = before[DECODER_IN]
     state[DECODER_IN][:, d:] = 0.0  # zero columns leave each row's norm (and output) unchanged
     if STAGE_LATENT in state:

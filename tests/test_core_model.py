@@ -116,3 +116,38 @@ def test_cue_latents_carry_band_level_differences_from_the_start():
     expected = LEVEL_SCALE * (20 * math.log10(2) / 10 / 3) / 2
     shift = (offsets[1] - offsets[0])[:, -cue:, 1:]  # frame 0 also hears the zero context
     torch.testing.assert_close(shift, torch.full_like(shift, expected), atol=1e-3, rtol=0)
+
+
+def test_widen_latents_keeps_the_codec(tmp_path):
+    """scripts/widen_latents.py on a real checkpoint: the old latent dims and the generative
+    decoder's output stay exactly what they were; the new dims are the cue branch's."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mcrave.checkpoint import load_model, save_checkpoint
+
+    torch.manual_seed(0)
+    old = MCRave(dataclasses.replace(preset("test", channels=2).model, cue_latents=0))
+    with torch.no_grad():
+        for p in old.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_checkpoint(tmp_path / "old.ckpt", old)
+    script = Path(__file__).parents[1] / "scripts" / "widen_latents.py"
+    args = [str(tmp_path / "old.ckpt"), str(tmp_path / "wide.ckpt"), "--cue-latents", "4"]
+    run = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    wide, _ = load_model(tmp_path / "wide.ckpt")
+    old.eval()
+    assert (wide.latent_size, wide.cfg.cue_latents) == (12, 4)
+    x = torch.randn(1, 2, 6 * old.ratio)
+    both = torch.tensor([[True, True]])
+    with torch.no_grad():
+        mean_old, scale_old = old.encode(x, both)
+        mean_wide, scale_wide = wide.encode(x, both)
+        # equal up to float summation order (a wider GEMM)
+        torch.testing.assert_close(mean_wide[:, :8], mean_old, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(scale_wide[:, :8], scale_old, rtol=1e-6, atol=1e-7)
+        cues = wide.encoder.cues(x, both[0:1], wide.initial_states("encoder", 1))
+        torch.testing.assert_close(mean_wide[:, 8:], cues)
+        torch.testing.assert_close(wide.decode_latent(mean_wide, 3), old.decode_latent(mean_old, 3))
