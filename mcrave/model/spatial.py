@@ -150,7 +150,7 @@ class SpatialStage(nn.Module):
                     head.bias.zero_()
             if self.cue_level is not None:
                 bin_hz = torch.arange(bins) * cfg.sample_rate / fft
-                band_hz = (onehot / onehot.sum(0)).t() @ bin_hz  # centre of each band
+                band_hz = self.band_mean.t() @ bin_hz  # centre of each band
                 self.cue_level.weight.copy_(level_readout(cfg, band_hz))
             self.target_out.bias[:k].fill_(INITIAL_ANGLE)
             self.target_out.bias[k:].fill_(INITIAL_GATE)
@@ -170,11 +170,11 @@ class SpatialStage(nn.Module):
         """[..., K, F] -> [..., bins, F] (piecewise constant over each band)."""
         return per_band.index_select(-2, self.band_index)
 
-    def _gain_to(self, spec: Tensor, power: Tensor) -> Tensor:
-        """Per-band amplitude gain [..., K, F] that brings `spec`'s band power to `power` (at
-        most MAX_BOOST; clamped away from 0, where sqrt's gradient is infinite)."""
+    def _gain_to(self, spec: Tensor, power: Tensor, most: float) -> Tensor:
+        """Per-band amplitude gain [..., K, F] that brings `spec`'s band power to `power`, the
+        power ratio at most `most` (clamped away from 0 too: sqrt's gradient there is infinite)."""
         ratio = (power + self.floor) / (self._band_power(spec) + self.floor)
-        return ratio.clamp(1e-8, self.max_boost).sqrt()
+        return ratio.clamp(1e-8, most).sqrt()
 
     def _decorrelate(self, direct: Tensor, states: list[Tensor]) -> Tensor:
         """A fixed all-pass per bin: each band delayed by 1-3 frames, each bin phase-rotated,
@@ -192,9 +192,7 @@ class SpatialStage(nn.Module):
         re, im = delayed[..., 0, :], delayed[..., 1, :]
         cos, sin = self.decor_cos[:, None], self.decor_sin[:, None]
         fill = torch.complex(re * cos - im * sin, re * sin + im * cos)
-        ratio = (self._band_power(direct) + self.floor) / (self._band_power(fill) + self.floor)
-        # clamped away from 0 too: sqrt's gradient there is infinite (silent bands)
-        return fill * self._to_bins(ratio.clamp(1e-8, 1.0).sqrt())
+        return fill * self._to_bins(self._gain_to(fill, self._band_power(direct), 1.0))
 
     def _sources(self, present: Tensor) -> Tensor:
         """[B, N] presence -> [B, N, S] source channels per target: the S = min(N, MAX_SOURCES)
@@ -288,7 +286,7 @@ class SpatialStage(nn.Module):
         mix = angle.cos() * direct + angle.sin() * self._decorrelate(direct, states) + gate * dec
         # the level is the direct sound's, whatever the mix: fill and decoder residual shape the
         # texture and coherence only, so the predicted gains alone set the level differences
-        inferred = mix * self._to_bins(self._gain_to(mix, self._band_power(direct)))
+        inferred = mix * self._to_bins(self._gain_to(mix, self._band_power(direct), self.max_boost))
         keep = present[:, :, None, None]
         y = torch.where(keep, x, torch.where(any_present[:, None, None, None], inferred, dec))
 
