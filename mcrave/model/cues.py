@@ -77,7 +77,7 @@ class BandCues(nn.Module):
         power = self._band_power(frames) * m[:, :, None, None]  # [B, N, K, F]
         # a floor RELATIVE_FLOOR below the frame's mean band power, shared by all channels: in
         # near-silent bands (above an encoder's lowpass) every channel sits at the floor, so
-        # their level difference is 0, not the ratio of two noises (which cost mss 0.8 there)
+        # their level difference is 0, not the ratio of two noises
         floor = power.mean(2).sum(1) / count_present[:, None] * self.relative_floor + self.floor
         level = self._log(power, floor[:, None, None]) * m[:, :, None, None]
         count = level.shape[-1]
