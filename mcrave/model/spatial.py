@@ -106,10 +106,17 @@ class SpatialStage(nn.Module):
         self.register_buffer("band_index", index, persistent=False)
         onehot = F.one_hot(index, k).to(torch.float32)  # [bins, K]
         self.register_buffer("band_mean", onehot / onehot.sum(0), persistent=False)
+        # analysis sqrt-Hann; synthesis Hann^1.5, whose sidelobes fall 24 dB/octave (sqrt-Hann's:
+        # 12). Time-varying gains leak each frame's content across the spectrum through the
+        # synthesis window's sidelobes: with sqrt-Hann that put a floor ~30 dB above the source's
+        # in bands where it is silent (above an OGG lowpass: mss 5.75 vs copy's 4.83 on one file;
+        # with Hann^1.5 4.18). Analysis x synthesis sums to 1 over the hops: perfect
+        # reconstruction when the gains are 1.
         window = torch.hann_window(fft, periodic=True).sqrt()
-        ola = sum(window.roll(s * hop) ** 2 for s in range(fft // hop))
+        synthesis = window**3
+        ola = sum((window * synthesis).roll(s * hop) for s in range(fft // hop))
         self.register_buffer("window", window, persistent=False)
-        self.register_buffer("synthesis_window", window / ola, persistent=False)
+        self.register_buffer("synthesis_window", synthesis / ola, persistent=False)
         gen = torch.Generator().manual_seed(0x5A7)
         theta = torch.rand(bins, generator=gen) * 2 * math.pi
         self.register_buffer("decor_cos", theta.cos(), persistent=False)
