@@ -18,12 +18,16 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from mcrave.config import preset
+from mcrave.export import script_nn_tilde
 from mcrave.model import MCRave
+from mcrave.runtime import RUNTIMES
 from mcrave.streaming import StreamingEngine
 
 RAVE_SNIPPET = r"""
@@ -32,25 +36,37 @@ torch.set_num_threads(int(sys.argv[1]))
 import rave
 import cached_conv as cc
 cc.use_cached_conv(True)  # streaming convs, as in RAVE's nn~ export
+from scripts.export import VariationalScriptedRAVE  # import before parsing the gin configs
 configs = os.path.join(os.path.dirname(rave.__file__), "configs")
 gin.add_config_file_search_path(os.path.dirname(rave.__file__))
 gin.add_config_file_search_path(configs)
 gin.parse_config_files_and_bindings([os.path.join(configs, "v2.gin"), os.path.join(configs, "causal.gin")], [])
-model = rave.RAVE().eval()
-buffer = int(sys.argv[2])
-seconds = float(sys.argv[3])
-out = {}
-for batch in (1, 16):
-    x = torch.randn(batch, 1, buffer)
+buffer, seconds = int(sys.argv[2]), float(sys.argv[3])
+
+def xrt(step, batch):
     with torch.no_grad():
-        step = lambda: model.decode(model.encoder.reparametrize(model.encode(x))[0])
         for _ in range(2):
             step()
         times = []
         t_end = time.perf_counter() + seconds
         while time.perf_counter() < t_end or len(times) < 3:
             t = time.perf_counter(); step(); times.append(time.perf_counter() - t)
-    out[batch] = batch * buffer / 44100 / statistics.median(times)
+    return batch * buffer / 44100 / statistics.median(times)
+
+out = {"export": {}, "eager_wn": {}}
+for batch in (1, 16):
+    x = torch.randn(batch, 1, buffer)
+    # what nn~ runs: weight norm removed, RAVE's own export class scripted, forward per buffer
+    model = rave.RAVE().eval()
+    for m in model.modules():
+        if hasattr(m, "weight_g"):
+            torch.nn.utils.remove_weight_norm(m)
+    exported = torch.jit.script(VariationalScriptedRAVE(pretrained=model).eval())
+    out["export"][batch] = xrt(lambda: exported(x), batch)
+    eager = rave.RAVE().eval()  # the old, handicapped anchor: eager, weight norm still on
+    out["eager_wn"][batch] = xrt(
+        lambda: eager.decode(eager.encoder.reparametrize(eager.encode(x))[0]), batch
+    )
 print(json.dumps(out))
 """
 
@@ -95,42 +111,71 @@ def stream_speed(engine: StreamingEngine, buffer: int, batch: int, seconds: floa
     return batch * buffer / engine.sample_rate / median_time(step, seconds)
 
 
+def offline_speed(engine: StreamingEngine, x: Tensor, mask: Tensor, seconds: float) -> float:
+    """One pass over the whole input through the inference model (the offline path)."""
+
+    def offline() -> None:
+        enc, dec = engine.new_encoder_state(1), engine.new_decoder_state(1)
+        with torch.no_grad():
+            z, _ = engine.model.encoder(x, mask, list(enc.tensors))
+            engine.model.decoder(z, list(dec.tensors))
+
+    return x.shape[-1] / engine.sample_rate / median_time(offline, seconds, min_runs=2)
+
+
+def ts_speed(
+    scripted: torch.jit.ScriptModule,
+    channels: int,
+    rate: int,
+    buffer: int,
+    batch: int,
+    seconds: float,
+) -> float:
+    """What Max runs: the exported module's `forward` (encode + decode) once per buffer."""
+    x = torch.randn(batch, channels, buffer) * 0.1
+    with torch.no_grad():
+        return batch * buffer / rate / median_time(lambda: scripted(x), seconds)
+
+
+def speed_of(model: MCRave, runtime: str, seconds: float) -> Callable[[int, int], float]:
+    """(buffer, batch) -> x RT of one runtime: an engine runtime, or the nn~ export."""
+    if runtime == "nn~ .ts":
+        scripted = script_nn_tilde(model)
+        return lambda b, n: ts_speed(scripted, model.cfg.channels, model.sample_rate, b, n, seconds)
+    engine = StreamingEngine(model, "cpu", runtime=runtime)
+    return lambda b, n: stream_speed(engine, b, n, seconds)
+
+
 def bench_model(
     name: str, channels: int, buffers: list[int], seconds: float, offline_s: float
-) -> dict:
+) -> list[dict]:
+    """One row per runtime: the engine eager, the engine as frozen TorchScript, the nn~ `.ts`."""
     reset_peak_rss()
     torch.manual_seed(0)
     model = MCRave(preset(name, channels=channels).model).eval()
-    engine = StreamingEngine(model, "cpu")
-    row: dict = {
+    base = {
         "config": name,
         "channels": channels,
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-        "ratio": model.ratio,
         "latency_samples": model.latency,
     }
     t = -(-int(offline_s * model.sample_rate) // model.ratio) * model.ratio
     x = torch.randn(1, channels, t) * 0.1
     mask = torch.ones(1, channels, dtype=torch.bool)
-
-    def offline() -> None:
-        enc, dec = (
-            list(engine.new_encoder_state(1).tensors),
-            list(engine.new_decoder_state(1).tensors),
-        )
-        with torch.no_grad():
-            z, _ = engine.model.encoder(x, mask, enc)
-            engine.model.decoder(z, dec)
-
-    row["offline_xrt"] = t / model.sample_rate / median_time(offline, seconds, min_runs=2)
-    for buffer in buffers:
-        for batch in (1, 16):
-            key = f"stream{buffer}_b{batch}_xrt"
-            row[key] = (
-                stream_speed(engine, buffer, batch, seconds) if buffer % model.ratio == 0 else None
-            )
-    row["peak_rss_mb"] = peak_rss_mb()
-    return row
+    offline = offline_speed(StreamingEngine(model, "cpu", runtime="eager"), x, mask, seconds)
+    rows = []
+    for runtime in (*RUNTIMES, "nn~ .ts"):
+        speed = speed_of(model, runtime, seconds)
+        row = {**base, "runtime": runtime, "offline_xrt": offline if runtime == "eager" else None}
+        for buffer in buffers:
+            for batch in (1, 16):
+                row[f"stream{buffer}_b{batch}_xrt"] = (
+                    speed(buffer, batch) if buffer % model.ratio == 0 else None
+                )
+        rows.append(row)
+    for row in rows:
+        row["peak_rss_mb"] = peak_rss_mb()
+    return rows
 
 
 def bench_rave(python: str, threads: int, buffer: int, seconds: float) -> dict | None:
@@ -143,7 +188,8 @@ def bench_rave(python: str, threads: int, buffer: int, seconds: float) -> dict |
     if proc.returncode != 0:
         print(f"RAVE not measured: {proc.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
         return None
-    return {int(k): v for k, v in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
+    measured = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {anchor: {int(k): v for k, v in speeds.items()} for anchor, speeds in measured.items()}
 
 
 def fmt(value) -> str:
@@ -159,13 +205,35 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def rave_ratios(rows: list[dict], rave: dict) -> list[dict]:
+    """mcrave v2 N=1 at 2048 (each runtime) over RAVE v2 timed in the same run, as nn~ runs it
+    (`export`) and, labelled, the old eager anchor with weight norm on (`eager_wn`)."""
+    out = []
+    for row in rows:
+        if row["config"] != "v2" or row["channels"] != 1 or row.get("stream2048_b1_xrt") is None:
+            continue
+        for anchor, speeds in rave.items():
+            out.append(
+                {
+                    "mcrave runtime": row["runtime"],
+                    "RAVE anchor": anchor,
+                    "1 stream": row["stream2048_b1_xrt"] / speeds[1],
+                    "16 batched": row["stream2048_b16_xrt"] / speeds[16],
+                }
+            )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--quick", action="store_true", help="tiny smoke run (test preset, N=1,2)")
-    p.add_argument("--configs", default="test,cpu-small,v2")
-    p.add_argument("--channels", default="1,2,9,64,299")
+    p.add_argument(
+        "--models",
+        default="v2:1,v2:2,cpu-small:2,cpu-small:9,cpu-small:64,cpu-small:299",
+        help="comma-separated PRESET:CHANNELS",
+    )
     p.add_argument("--buffers", default="512,2048,8192")
     p.add_argument(
         "--seconds", type=float, default=2.0, help="minimum timing window per measurement"
@@ -177,44 +245,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--output", default="bench/results/model_bench.json")
     args = p.parse_args(argv)
     if args.quick:
-        args.configs, args.channels, args.buffers, args.seconds = "test", "1,2", "512", 0.05
+        args.models, args.buffers, args.seconds = "test:1,test:2", "512", 0.05
     torch.set_num_threads(args.threads)
-    rows = []
-    for name in args.configs.split(","):
-        for channels in map(int, args.channels.split(",")):
-            rows.append(
-                bench_model(
-                    name,
-                    channels,
-                    [int(b) for b in args.buffers.split(",")],
-                    args.seconds,
-                    offline_s=1.0 if args.quick else 10.0,
-                )
-            )
-            print(markdown(rows[-1:]).splitlines()[-1], flush=True)
+    rows: list[dict] = []
+    for spec in args.models.split(","):
+        name, channels = spec.split(":")
+        new = bench_model(
+            name,
+            int(channels),
+            [int(b) for b in args.buffers.split(",")],
+            args.seconds,
+            offline_s=1.0 if args.quick else 10.0,
+        )
+        rows += new
+        print("\n".join(markdown(new).splitlines()[2:]), flush=True)
     result: dict = {"threads": args.threads, "torch": torch.__version__, "rows": rows}
     print("\n" + markdown(rows))
+    text = markdown(rows) + "\n"
     if args.rave_python:
         rave = bench_rave(args.rave_python, args.threads, 2048, args.seconds)
         result["rave_v2_stream2048"] = rave
-        ours = next((r for r in rows if r["config"] == "v2" and r["channels"] == 1), None)
-        if rave and ours:
-            result["ratios"] = {
-                "single_stream_2048_vs_rave": ours["stream2048_b1_xrt"] / rave[1],
-                "batched16_2048_vs_rave": ours["stream2048_b16_xrt"] / rave[16],
-            }
-            print(
-                f"\nRAVE v2 (causal, cached convs) stream 2048: 1 stream {rave[1]:.1f}x RT, "
-                f"16 streams {rave[16]:.1f}x RT"
+        if rave:
+            result["ratios"] = rave_ratios(rows, rave)
+            anchors = ", ".join(
+                f"{k}: 1 stream {v[1]:.2f}x, 16 batched {v[16]:.2f}x" for k, v in rave.items()
             )
-            print(
-                f"mcrave v2 / RAVE v2: single stream {result['ratios']['single_stream_2048_vs_rave']:.2f}, "
-                f"16 batched {result['ratios']['batched16_2048_vs_rave']:.2f}"
-            )
+            text += f"\nRAVE v2 causal, stream 2048 ({anchors})\n\n" + markdown(result["ratios"])
+            print(text.split("\n\n", 1)[1] if "\n\n" in text else text)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    out.with_suffix(".md").write_text(markdown(rows) + "\n")
+    out.with_suffix(".md").write_text(text + "\n")
     print(f"\nwrote {out} and {out.with_suffix('.md')}")
     return 0
 

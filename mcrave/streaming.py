@@ -17,7 +17,9 @@ from torch import Tensor
 
 from mcrave.model import MCRave
 from mcrave.model.layers import remove_weight_norm
+from mcrave.runtime import step_modules
 
+DEFAULT_RUNTIME = "torchscript"  # bench/model_bench.py measures both
 MAX_CHUNK_FRAMES = (
     64  # latent frames per step; bounds a step's memory and a server's work per message
 )
@@ -74,9 +76,16 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
 class StreamingEngine:
     """Chunked, batched encode/decode over an inference copy of a model."""
 
-    def __init__(self, model: MCRave, device: str | torch.device | None = None) -> None:
+    def __init__(
+        self,
+        model: MCRave,
+        device: str | torch.device | None = None,
+        runtime: str = DEFAULT_RUNTIME,
+    ) -> None:
         self.device = pick_device(device)
         self.model = inference_copy(model).to(self.device)
+        self.runtime = runtime
+        self._encode, self._decode = step_modules(self.model.encoder, self.model.decoder, runtime)
         cfg = model.cfg
         self.cfg = cfg
         self.channels = cfg.channels
@@ -116,9 +125,8 @@ class StreamingEngine:
                 f"expected audio [B, {self.channels}, C], mask [B, {self.channels}] and {b} states"
             )
         self.check_chunk(c)
-        states = list(state.tensors)
-        mean, _ = self.model.encoder(
-            audio.to(self.device, torch.float32), mask.to(self.device), states
+        mean, states = self._encode(
+            audio.to(self.device, torch.float32), mask.to(self.device), list(state.tensors)
         )
         return StreamState(tuple(states)), mean
 
@@ -148,8 +156,9 @@ class StreamingEngine:
                     f"and mask [{b}, {self.channels}]"
                 )
             audio, mask = audio.to(self.device, torch.float32), mask.to(self.device)
-        states = list(state.tensors)
-        out = self.model.decoder(z.to(self.device, torch.float32), states, audio, mask)
+        out, states = self._decode(
+            z.to(self.device, torch.float32), list(state.tensors), audio, mask
+        )
         return StreamState(tuple(states)), out
 
 

@@ -20,8 +20,12 @@ def quick_rows(script: str, out, *extra: str) -> list[dict]:
 def test_model_bench_quick(tmp_path):
     out = tmp_path / "mb.json"
     rows = quick_rows("model_bench.py", out)
-    assert [r["channels"] for r in rows] == [1, 2]
-    assert all(r["offline_xrt"] > 0 and r["stream512_b16_xrt"] > 0 for r in rows)
+    runtimes = ["eager", "torchscript", "nn~ .ts"]
+    assert [(r["channels"], r["runtime"]) for r in rows] == [
+        (n, rt) for n in (1, 2) for rt in runtimes
+    ]
+    assert all(r["stream512_b1_xrt"] > 0 and r["stream512_b16_xrt"] > 0 for r in rows)
+    assert all(r["offline_xrt"] > 0 for r in rows if r["runtime"] == "eager")
     assert out.with_suffix(".md").read_text().startswith("| config |")
 
 

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mcrave.inference import infer_array
+from mcrave.runtime import RUNTIMES
 from mcrave.streaming import StreamingEngine, StreamState
 
 
@@ -34,10 +35,15 @@ def stream(engine, x, mask, chunks, seed=0, spatial=True):
 
 
 @settings(max_examples=10, deadline=None)
-@given(channels=st.sampled_from([1, 2, 9]), spatial=st.booleans(), data=st.data())
-def test_streamed_equals_offline_for_random_chunkings(channels, spatial, data):
+@given(
+    channels=st.sampled_from([1, 2, 9]),
+    spatial=st.booleans(),
+    runtime=st.sampled_from(RUNTIMES),
+    data=st.data(),
+)
+def test_streamed_equals_offline_for_random_chunkings(channels, spatial, runtime, data):
     model = tiny_model(channels=channels)
-    engine = StreamingEngine(model, "cpu")
+    engine = StreamingEngine(model, "cpu", runtime=runtime)
     frames = data.draw(st.lists(st.integers(1, 6), min_size=1, max_size=6))
     chunks = [f * model.ratio for f in frames]
     bits = data.draw(st.lists(st.booleans(), min_size=channels, max_size=channels).filter(any))
@@ -85,6 +91,20 @@ def test_batched_streams_equal_each_alone_with_join_and_leave():
     for i in range(3):
         got = torch.cat(outs[i], -1)
         assert relative_error(got, alone[i][..., : got.shape[-1]]) < 1e-4
+
+
+def test_runtimes_agree_step_by_step():
+    """The frozen TorchScript steps compute what the eager ones do, states included."""
+    model = tiny_model(channels=2)
+    x = torch.randn(1, 2, 5 * model.ratio, generator=torch.Generator().manual_seed(5))
+    mask = torch.tensor([[False, True]])
+    chunks = [model.ratio, 3 * model.ratio, model.ratio]
+    eager = stream(StreamingEngine(model, "cpu", runtime="eager"), x, mask, chunks)
+    script = stream(StreamingEngine(model, "cpu", runtime="torchscript"), x, mask, chunks)
+    for a, b in zip(eager, script):
+        assert relative_error(b, a) < 1e-5
+    with pytest.raises(ValueError, match="runtime 'onnx'"):
+        StreamingEngine(model, "cpu", runtime="onnx")
 
 
 def test_state_split_stack_roundtrip_and_fixed_size():

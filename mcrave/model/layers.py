@@ -45,18 +45,19 @@ def conv1d_gemm(
 
     For streaming-sized inputs PyTorch's CPU convolution falls back to slow per-element kernels
     (notably for dilated convs); im2col + GEMM runs the same arithmetic through BLAS instead.
+    The product is [B*T, C*k] x [O, C*k]^T (`linear`), time in the rows: with a few time steps
+    and a large weight that orientation runs ~4x faster than weight x columns (measured on this
+    CPU, 768x2304 by 2 steps: 0.27 vs 1.1 ms): streaming reads every weight once per step.
     """
     k = weight.shape[-1]
     if k == 1:
-        y = torch.einsum("bct,oc->bot", x[:, :, ::stride], weight[:, :, 0])
+        cols = x[:, :, ::stride].transpose(1, 2)  # [B, T_out, C]
     else:
         cols = x.unfold(2, (k - 1) * dilation + 1, stride)  # [B, C, T_out, span]
         if dilation > 1:
             cols = cols[..., ::dilation]  # [B, C, T_out, k]
-        y = torch.einsum("bctk,ock->bot", cols, weight)
-    if bias is not None:
-        y = y + bias[None, :, None]
-    return y
+        cols = cols.transpose(1, 2).reshape(x.shape[0], cols.shape[2], -1)  # [B, T_out, C*k]
+    return F.linear(cols, weight.reshape(weight.shape[0], -1), bias).transpose(1, 2)
 
 
 class CausalConv1d(StatefulLayer):
@@ -115,10 +116,14 @@ class CausalConvTranspose1d(StatefulLayer):
 
     def forward(self, x: Tensor, states: list[Tensor]) -> Tensor:
         # as a GEMM: frame f writes kernel taps [0, s) at f*s and taps [s, 2s) at (f+1)*s
+        # (time in the rows of the product, as in conv1d_gemm; the weight [C_in, C_out, 2s] is
+        # read as [C_in, C_out*2s] without a copy)
         s = self.stride
-        y = torch.einsum("bcf,cok->bokf", x, self.conv.weight)  # [B, C_out, 2s, F]
-        frames = F.pad(y[:, :, :s], (0, 1)) + F.pad(y[:, :, s:], (1, 0))  # [B, C_out, s, F+1]
-        full = frames.permute(0, 1, 3, 2).reshape(x.shape[0], self.cout, -1)  # [B, C, (F+1)*s]
+        b, c, f = x.shape
+        y = torch.matmul(x.transpose(1, 2), self.conv.weight.reshape(c, -1))  # [B, F, C_out*2s]
+        y = y.reshape(b, f, self.cout, 2 * s).transpose(1, 2)  # [B, C_out, F, 2s]
+        frames = F.pad(y[..., :s], (0, 0, 0, 1)) + F.pad(y[..., s:], (0, 0, 1, 0))  # [B, C, F+1, s]
+        full = frames.reshape(b, self.cout, -1)  # [B, C_out, (F+1)*s]
         n = x.shape[-1] * self.stride
         head = full[..., :n]
         head = torch.cat(
