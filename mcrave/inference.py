@@ -86,7 +86,7 @@ def infer_array(
 
     The output is latency-compensated and trimmed to T (the decoder tail is flushed with silence).
     The signal streams through the engine in chunks of `chunk` samples (a multiple of the ratio;
-    default the engine's largest chunk), which equals one offline pass to float tolerance and keeps
+    default `engine.offline_chunk`), which equals one offline pass to float tolerance and keeps
     memory bounded for long or many-channel files.
     The missing channels come from the spatial stage (built from the present channels' audio);
     `latent_only` decodes every channel from the latents alone, as models without the stage do.
@@ -97,40 +97,45 @@ def infer_array(
     engine = model if isinstance(model, StreamingEngine) else StreamingEngine(model)
     n = engine.channels
     chosen = parse_present(present, n)
-    if coded and np.asarray(audio).shape[0] != n:
+    audio = np.asarray(audio)
+    if coded and audio.shape[0] != n:
         raise ValueError(f"coded inference encodes all {n} channels; got {audio.shape[0]}")
-    full = place_channels(np.asarray(audio), chosen, n)
-    t = full.shape[1]
+    place_channels(audio[:, :0], chosen, n)  # a wrong channel count fails before any work
+    t = audio.shape[1]
     needed = t + engine.latency
     step = (
         chunk
         if chunk is not None
-        else min(engine.max_chunk, -(-needed // engine.ratio) * engine.ratio)
+        else min(engine.offline_chunk, -(-needed // engine.ratio) * engine.ratio)
     )
     engine.check_chunk(step)
-    total = -(-needed // step) * step
-    padded = np.zeros((n, total), np.float32)
-    padded[:, :t] = full
     mask = torch.zeros(1, n, dtype=torch.bool)
     mask[0, chosen] = True
     encoder_mask = torch.ones_like(mask) if coded else mask
-    x = torch.from_numpy(padded)[None]
     enc, dec = engine.new_encoder_state(1), engine.new_decoder_state(1)
-    outputs = []
-    starts = range(0, total, step)
+    # chunks are placed and written one at a time: no whole-file copies beyond the output
+    out = np.zeros((n, t), np.float32)
+    starts = range(0, needed, step)
     if progress:
         from tqdm import tqdm
 
         starts = tqdm(starts, unit="chunk", desc="infer")
     for start in starts:
-        chunk_audio = x[..., start : start + step]
+        piece = np.zeros((n, step), np.float32)
+        placed = place_channels(audio[:, start : start + step], chosen, n)
+        piece[:, : placed.shape[1]] = placed
+        chunk_audio = torch.from_numpy(piece)[None]
         enc, z = engine.encode_step(enc, chunk_audio, encoder_mask)
         if latent_only:
             dec, y = engine.decode_step(dec, z)
         else:
             dec, y = engine.decode_step(dec, z, chunk_audio, mask)
-        outputs.append(y[0].cpu())
-    out = torch.cat(outputs, -1).numpy()[:, engine.latency : engine.latency + t]
+        # output sample s of this chunk is input sample start + s - latency
+        lo, hi = max(start, engine.latency), min(start + step, needed)
+        if hi > lo:
+            out[:, lo - engine.latency : hi - engine.latency] = (
+                y[0, :, lo - start : hi - start].cpu().numpy()
+            )
     if passthrough:
-        out[chosen] = full[chosen]
-    return np.ascontiguousarray(out, dtype=np.float32)
+        out[chosen] = audio[chosen] if audio.shape[0] == n else audio
+    return out

@@ -20,6 +20,9 @@ from mcrave.model.layers import remove_weight_norm
 from mcrave.runtime import step_modules
 
 DEFAULT_RUNTIME = "torchscript"  # bench/model_bench.py measures both
+# channels x latent frames per offline step: a step's intermediates grow with both (~0.5 MB per
+# channel-frame at cpu-small with the spatial stage), so at large N offline steps get shorter
+OFFLINE_CHANNEL_FRAMES = 512
 MAX_CHUNK_FRAMES = (
     64  # latent frames per step; bounds a step's memory and a server's work per message
 )
@@ -96,6 +99,13 @@ class StreamingEngine:
         self.max_chunk = MAX_CHUNK_FRAMES * cfg.ratio
         # latent frames of silence that end a stream so every input sample reaches the output
         self.flush_frames = max(1, -(-self.latency // cfg.ratio))
+
+    @property
+    def offline_chunk(self) -> int:
+        """Samples per step for offline inference: the largest chunk, shortened at large N so a
+        step's memory stays bounded (N=299: 1 latent frame)."""
+        frames = max(1, min(MAX_CHUNK_FRAMES, OFFLINE_CHANNEL_FRAMES // self.channels))
+        return frames * self.ratio
 
     def new_encoder_state(self, batch: int = 1) -> StreamState:
         return StreamState(tuple(self.model.initial_states("encoder", batch, self.device)))
