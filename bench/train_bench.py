@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -134,6 +135,7 @@ def bench_preset(
 
 def bench_rave(python: str, batch: int, crop: int, steps: int, threads: int) -> dict | str:
     """RAVE v2 (mono, its own training_step) step times, or why they were not measured."""
+    python = os.path.abspath(python)  # it runs from RAVE's folder (not resolved: keep the venv)
     probe = subprocess.run(
         [python, "-c", "import rave, os; print(os.path.dirname(rave.__file__))"],
         capture_output=True,
