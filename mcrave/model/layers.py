@@ -124,7 +124,10 @@ class CausalConvTranspose1d(StatefulLayer):
         # read as [C_in, C_out*2s] without a copy)
         s = self.stride
         b, c, f = x.shape
-        y = torch.matmul(x.transpose(1, 2), self.conv.weight.reshape(c, -1))  # [B, F, C_out*2s]
+        # one [B*F, C_in] GEMM: matmul on the 3-D transposed view would broadcast the weight to
+        # a batched product, reading it B times
+        rows = x.transpose(1, 2).reshape(b * f, c)
+        y = torch.mm(rows, self.conv.weight.reshape(c, -1))  # [B*F, C_out*2s]
         y = y.reshape(b, f, self.cout, 2 * s).transpose(1, 2)  # [B, C_out, F, 2s]
         frames = F.pad(y[..., :s], (0, 0, 0, 1)) + F.pad(y[..., s:], (0, 0, 1, 0))  # [B, C, F+1, s]
         full = frames.reshape(b, self.cout, -1)  # [B, C_out, (F+1)*s]
