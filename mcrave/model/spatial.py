@@ -258,20 +258,26 @@ class SpatialStage(nn.Module):
         ctx = seq.reshape(b, n, hidden, frames).permute(0, 1, 3, 2)
 
         # per (target c, source p) transform of the present channels, over each target's
-        # `sources` present channels of highest learned affinity (all of them for N <= 8)
-        sources = self._sources(present)  # [B, C, S]
+        # `sources` present channels of highest learned affinity (all of them for N <= 8). Only
+        # channels missing in some row are targets (all of them on the latent-only path): a
+        # present channel passes through, so building it would be thrown away.
+        targets = (~present).any(0).nonzero()[:, 0]  # [C]
+        c = targets.shape[0]
+        sources = self._sources(present).index_select(1, targets)  # [B, C, S]
         s = sources.shape[-1]
-        flat = sources.reshape(b, n * s)
+        flat = sources.reshape(b, c * s)
         picked = torch.gather(src, 1, flat[:, :, None, None].expand(-1, -1, frames, hidden))
+        ctx = ctx.index_select(1, targets)
         pair = self.act(
             self.pair_target(ctx)[:, :, None]
-            + self.pair_source(picked.reshape(b, n, s, frames, hidden))
+            + self.pair_source(picked.reshape(b, c, s, frames, hidden))
         )  # [B, C, S, F, H]
         log_gain, phase, logit = self.pair_out(pair).permute(0, 1, 2, 4, 3).chunk(3, 3)
         if self.cue_level is not None:  # [B, T/ratio, N*K] -> [B, C, 1, K, F], all sources
             level = self.cue_level(z.transpose(1, 2)).repeat_interleave(self.frames_per_latent, 1)
-            log_gain = log_gain + level.reshape(b, frames, n, -1).permute(0, 2, 3, 1)[:, :, None]
-        source_present = torch.gather(present, 1, flat).reshape(b, n, s)
+            level = level.reshape(b, frames, n, -1).index_select(2, targets)
+            log_gain = log_gain + level.permute(0, 2, 3, 1)[:, :, None]
+        source_present = torch.gather(present, 1, flat).reshape(b, c, s)
         logit = logit.masked_fill(~source_present[:, :, :, None, None], -1e4)
         share = torch.softmax(logit, dim=2)  # over present sources, per band and frame
         amp = share * torch.exp(log_gain.clamp(-12.0, 4.0))  # [B, C, S, K, F]
@@ -280,23 +286,34 @@ class SpatialStage(nn.Module):
         # rows are picked by index_select on the flattened [B*N] rows, and the gain is one complex
         # multiply (real/imag gathers with an index expanded over bins and frames, and four real
         # products, ran a 299-channel stream at 0.23x RT; this: 0.35x)
+        bins = x.shape[2]
         rows = x.reshape(b * n, -1)
         offset = (torch.arange(b, device=x.device) * n)[:, None]  # [B, 1]
-        direct = torch.zeros_like(dec)
+        direct = torch.zeros([b, c, bins, frames], dtype=x.dtype, device=x.device)
         for j in range(s):
             picked_rows = (sources[:, :, j] + offset).reshape(-1)
-            src_j = rows.index_select(0, picked_rows).reshape(b, n, x.shape[2], frames)
+            src_j = rows.index_select(0, picked_rows).reshape(b, c, bins, frames)
             direct = direct + src_j * self._to_bins(gain[:, :, j])  # [B, C, bins, F]
 
         angle_logit, gate_logit = self.target_out(ctx).permute(0, 1, 3, 2).chunk(2, 2)
         angle = self._to_bins(torch.sigmoid(angle_logit) * (math.pi / 2))
         gate = self._to_bins(torch.sigmoid(gate_logit))
-        mix = angle.cos() * direct + angle.sin() * self._decorrelate(direct, states) + gate * dec
+        # the decorrelator's history holds every channel (zeros for non-targets), so a channel
+        # that goes missing mid-stream starts from a defined state
+        history = torch.zeros_like(x).index_copy(1, targets, direct)
+        fill = self._decorrelate(history, states).index_select(1, targets)
+        dec_t = dec.index_select(1, targets)
+        mix = angle.cos() * direct + angle.sin() * fill + gate * dec_t
         # the level is the direct sound's, whatever the mix: fill and decoder residual shape the
         # texture and coherence only, so the predicted gains alone set the level differences
         inferred = mix * self._to_bins(self._gain_to(mix, self._band_power(direct), self.max_boost))
+        built = torch.where(any_present[:, None, None, None], inferred, dec_t)
         keep = present[:, :, None, None]
-        y = torch.where(keep, x, torch.where(any_present[:, None, None, None], inferred, dec))
+        y = torch.where(keep, x, dec).index_copy(
+            1,
+            targets,
+            torch.where(keep.index_select(1, targets), x.index_select(1, targets), built),
+        )
 
         # overlap-add synthesis
         frames_out = torch.fft.irfft(y.transpose(-1, -2), n=self.fft, dim=-1)
