@@ -1,9 +1,10 @@
 """What many channels cost: streaming speed and peak memory against the channel count N.
 
 For each N, a cpu-small model (spatial stage on) streams chunks of 2048 samples with half the
-channels present, through the spatial stage and the latent-only path, and runs 10 s offline
-(`infer_array`) in a fresh process whose peak RSS is read back. Speed is audio seconds per wall
-second (x RT: one stream of N channels; per channel = x RT x N).
+channels present, through the spatial stage and the latent-only path, 16 such streams batched
+(aggregate x RT), and runs 10 s offline (`infer_array`) in a fresh process whose peak RSS is read
+back. Speed is audio seconds per wall second (x RT: one stream of N channels; per channel = x RT x
+N).
 
     python bench/channels_bench.py              # N in 2, 9, 64, 299 (minutes)
     python bench/channels_bench.py --quick      # N in 2, 9, short (smoke run)
@@ -26,7 +27,7 @@ from mcrave.model import MCRave
 from mcrave.streaming import StreamingEngine
 
 OFFLINE_SNIPPET = r"""
-import json, resource, sys, time, numpy as np, torch
+import json, sys, time, numpy as np, torch
 torch.set_num_threads(int(sys.argv[3]))
 from mcrave.config import preset
 from mcrave.inference import infer_array
@@ -38,16 +39,21 @@ audio = (np.random.default_rng(0).standard_normal((n, int(seconds * 44100))) * 0
 t = time.perf_counter()
 infer_array(model, audio[::2], present=list(range(0, n, 2)))
 wall = time.perf_counter() - t
-print(json.dumps({"wall": wall, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+# VmHWM, not ru_maxrss: the latter survives exec, so it would count the parent's memory at fork
+peak_kb = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+print(json.dumps({"wall": wall, "peak_mb": peak_kb / 1024}))
 """
 
 
-def stream_xrt(engine: StreamingEngine, n: int, chunk: int, spatial: bool, seconds: float) -> float:
-    """x RT of one stream: encode + decode per chunk, half the channels present."""
-    x = torch.randn(1, n, chunk) * 0.1
-    mask = torch.zeros(1, n, dtype=torch.bool)
-    mask[0, ::2] = True
-    enc, dec = engine.new_encoder_state(1), engine.new_decoder_state(1)
+def stream_xrt(
+    engine: StreamingEngine, n: int, chunk: int, spatial: bool, seconds: float, batch: int = 1
+) -> float:
+    """x RT of `batch` streams stepped together (aggregate audio seconds per wall second):
+    encode + decode per chunk, half the channels present."""
+    x = torch.randn(batch, n, chunk) * 0.1
+    mask = torch.zeros(batch, n, dtype=torch.bool)
+    mask[:, ::2] = True
+    enc, dec = engine.new_encoder_state(batch), engine.new_decoder_state(batch)
     times: list[float] = []
     deadline = time.perf_counter() + seconds
     for i in range(1000):
@@ -58,7 +64,7 @@ def stream_xrt(engine: StreamingEngine, n: int, chunk: int, spatial: bool, secon
             times.append(time.perf_counter() - t)
         if len(times) >= 3 and time.perf_counter() > deadline:
             break
-    return chunk / engine.sample_rate / statistics.median(times)
+    return batch * chunk / engine.sample_rate / statistics.median(times)
 
 
 def offline(n: int, seconds: float, threads: int) -> dict:
@@ -89,6 +95,7 @@ def main() -> int:
         engine = StreamingEngine(model, "cpu")
         spatial = stream_xrt(engine, n, 2048, True, seconds)
         latent = stream_xrt(engine, n, 2048, False, seconds)
+        batched = stream_xrt(engine, n, 2048, True, seconds, batch=16)
         stage = sum(p.numel() for p in model.decoder.spatial.parameters())
         row = {
             "channels": n,
@@ -97,20 +104,22 @@ def main() -> int:
             "stream2048_spatial_xrt": spatial,
             "stream2048_latent_only_xrt": latent,
             "stream2048_spatial_channel_xrt": spatial * n,
+            "stream2048_b16_spatial_xrt": batched,
             **offline(n, offline_s, args.threads),
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
     header = (
         "| N | params | stage params | stream x RT (spatial) | per channel | stream x RT "
-        f"(latent-only) | offline {offline_s:g} s x RT | offline peak MB |"
+        f"(latent-only) | 16 streams x RT (spatial) | offline {offline_s:g} s x RT | offline peak MB |"
     )
-    lines = [header, "|---" * 8 + "|"]
+    lines = [header, "|---" * 9 + "|"]
     for r in rows:
         lines.append(
             f"| {r['channels']} | {r['parameters'] / 1e6:.2f} M | {r['spatial_parameters'] / 1e3:.0f} k"
             f" | {r['stream2048_spatial_xrt']:.2f} | {r['stream2048_spatial_channel_xrt']:.1f}"
-            f" | {r['stream2048_latent_only_xrt']:.2f} | {r['offline_xrt']:.2f}"
+            f" | {r['stream2048_latent_only_xrt']:.2f} | {r['stream2048_b16_spatial_xrt']:.2f}"
+            f" | {r['offline_xrt']:.2f}"
             f" | {r['offline_peak_mb']:.0f} |"
         )
     table = "\n".join(lines)
