@@ -1,5 +1,5 @@
 """Step runtimes for the streaming engine: one encoder step and one decoder step, run eagerly or
-as frozen TorchScript.
+as frozen TorchScript, optionally with bfloat16 conv weights (opt-in: not float32-equal).
 
 At streaming sizes (2048 samples is ONE latent frame) a step is hundreds of tiny ops, so the
 time goes to per-op Python and dispatch overhead, not arithmetic; a frozen TorchScript graph
@@ -18,8 +18,10 @@ from torch import Tensor, nn
 
 from mcrave.model.decoder import Decoder
 from mcrave.model.encoder import Encoder
+from mcrave.model.layers import cast_conv_weights
 
-RUNTIMES = ("eager", "torchscript")
+FLOAT32_RUNTIMES = ("eager", "torchscript")  # equal to the offline model to float tolerance
+RUNTIMES = (*FLOAT32_RUNTIMES, "torchscript-bf16")
 
 
 class EncoderStep(nn.Module):
@@ -58,6 +60,9 @@ def step_modules(encoder: Encoder, decoder: Decoder, runtime: str) -> tuple[nn.M
     """The encoder and decoder steps of an inference copy (eval mode, weight norm folded)."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
+    if runtime == "torchscript-bf16":  # opt-in: not equal to float32 (see tests for the bound)
+        cast_conv_weights(encoder, torch.bfloat16)
+        cast_conv_weights(decoder, torch.bfloat16)
     steps: tuple[nn.Module, nn.Module] = (EncoderStep(encoder), DecoderStep(decoder))
     if runtime == "eager":
         return steps

@@ -9,8 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mcrave.inference import infer_array
-from mcrave.runtime import RUNTIMES
+from mcrave.runtime import FLOAT32_RUNTIMES
 from mcrave.streaming import StreamingEngine, StreamState
+
+BF16_TOLERANCE = 2e-2  # measured: 5e-3 (latents), 1.5e-4 (output) on this tiny model
 
 
 def offline(model, x, mask, seed=0, spatial=True):
@@ -38,7 +40,7 @@ def stream(engine, x, mask, chunks, seed=0, spatial=True):
 @given(
     channels=st.sampled_from([1, 2, 9]),
     spatial=st.booleans(),
-    runtime=st.sampled_from(RUNTIMES),
+    runtime=st.sampled_from(FLOAT32_RUNTIMES),
     data=st.data(),
 )
 def test_streamed_equals_offline_for_random_chunkings(channels, spatial, runtime, data):
@@ -105,6 +107,20 @@ def test_runtimes_agree_step_by_step():
         assert relative_error(b, a) < 1e-5
     with pytest.raises(ValueError, match="runtime 'onnx'"):
         StreamingEngine(model, "cpu", runtime="onnx")
+
+
+def test_bfloat16_runtime_stays_close_to_float32():
+    """The opt-in bf16-weight runtime is not equal, only close: its measured bound, streamed
+    against the float32 offline model (a trained stereo model: 51 dB SNR, same mss)."""
+    model = tiny_model(channels=2)
+    x = torch.randn(1, 2, 6 * model.ratio, generator=torch.Generator().manual_seed(7)) * 0.5
+    mask = torch.tensor([[False, True]])
+    engine = StreamingEngine(model, "cpu", runtime="torchscript-bf16")
+    z_bf, y_bf = stream(engine, x, mask, [2 * model.ratio] * 3)
+    z_off, y_off = offline(model, x, mask)
+    assert relative_error(z_bf, z_off) < BF16_TOLERANCE
+    assert relative_error(y_bf, y_off) < BF16_TOLERANCE
+    assert relative_error(y_bf, y_off) > 0  # really ran in bfloat16
 
 
 def test_state_split_stack_roundtrip_and_fixed_size():

@@ -61,7 +61,13 @@ def conv1d_gemm(
         if dilation > 1:
             cols = cols[..., ::dilation]  # [B, C, T_out, k]
         cols = cols.transpose(1, 2).reshape(x.shape[0], cols.shape[2], -1)  # [B, T_out, C*k]
-    return F.linear(cols, weight.reshape(weight.shape[0], -1), bias).transpose(1, 2)
+    w = weight.reshape(weight.shape[0], -1)
+    if w.dtype != x.dtype:  # reduced-precision weights (`cast_conv_weights`): float32 out
+        y = F.linear(cols.to(w.dtype), w).to(x.dtype)
+        if bias is not None:
+            y = y + bias
+        return y.transpose(1, 2)
+    return F.linear(cols, w, bias).transpose(1, 2)
 
 
 class CausalConv1d(StatefulLayer):
@@ -127,7 +133,8 @@ class CausalConvTranspose1d(StatefulLayer):
         # one [B*F, C_in] GEMM: matmul on the 3-D transposed view would broadcast the weight to
         # a batched product, reading it B times
         rows = x.transpose(1, 2).reshape(b * f, c)
-        y = torch.mm(rows, self.conv.weight.reshape(c, -1))  # [B*F, C_out*2s]
+        weight = self.conv.weight.reshape(c, -1)
+        y = torch.mm(rows.to(weight.dtype), weight).to(x.dtype)  # [B*F, C_out*2s]
         y = y.reshape(b, f, self.cout, 2 * s).transpose(1, 2)  # [B, C_out, F, 2s]
         frames = F.pad(y[..., :s], (0, 0, 0, 1)) + F.pad(y[..., s:], (0, 0, 1, 0))  # [B, C, F+1, s]
         full = frames.reshape(b, self.cout, -1)  # [B, C_out, (F+1)*s]
@@ -165,4 +172,16 @@ def remove_weight_norm(model: nn.Module) -> nn.Module:
     for module in model.modules():
         if parametrize.is_parametrized(module, "weight"):
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    return model
+
+
+def cast_conv_weights(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Store the conv weights (not biases, not the PQMF or the spatial stage) of an inference
+    copy in `dtype`; activations stay float32 and each GEMM runs in `dtype`. bfloat16 halves the
+    bytes a streaming step reads, which is what bounds one large stream (see bench/README.md)."""
+    for module in model.modules():
+        if isinstance(module, (CausalConv1d, CausalConvTranspose1d)):
+            module.conv.weight = nn.Parameter(module.conv.weight.detach().to(dtype), False)
+        elif isinstance(module, ResidualUnit):
+            module.mix.weight = nn.Parameter(module.mix.weight.detach().to(dtype), False)
     return model
