@@ -10,6 +10,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+# streaming engine runtimes (mcrave/runtime.py); the float32 ones equal the offline model
+FLOAT32_RUNTIMES = ("eager", "torchscript")
+RUNTIMES = (*FLOAT32_RUNTIMES, "torchscript-bf16")
+DEFAULT_RUNTIME = "torchscript"  # bench/model_bench.py measures them all
+
 PROJECTIONS = ("identity", "ms", "dct", "learned")
 
 

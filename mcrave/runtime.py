@@ -16,12 +16,10 @@ from typing import Optional  # TorchScript reads Optional, not `X | None`
 import torch
 from torch import Tensor, nn
 
+from mcrave.config import FLOAT32_RUNTIMES, RUNTIMES
 from mcrave.model.decoder import Decoder
 from mcrave.model.encoder import Encoder
 from mcrave.model.layers import cast_conv_weights
-
-FLOAT32_RUNTIMES = ("eager", "torchscript")  # equal to the offline model to float tolerance
-RUNTIMES = (*FLOAT32_RUNTIMES, "torchscript-bf16")
 
 
 class EncoderStep(nn.Module):
@@ -54,6 +52,9 @@ class DecoderStep(nn.Module):
         mask: Optional[Tensor],  # noqa: UP045
     ) -> tuple[Tensor, list[Tensor]]:
         return self.decoder(z, states, audio, mask), states
+
+
+__all__ = ["FLOAT32_RUNTIMES", "RUNTIMES", "DecoderStep", "EncoderStep", "step_modules"]
 
 
 def step_modules(encoder: Encoder, decoder: Decoder, runtime: str) -> tuple[nn.Module, nn.Module]:

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from mcrave.config import DEFAULT_RUNTIME
 from mcrave.model import MCRave
 from mcrave.model.layers import remove_weight_norm
 from mcrave.runtime import step_modules
 
-DEFAULT_RUNTIME = "torchscript"  # bench/model_bench.py measures both
 # channels x latent frames per offline step: a step's intermediates grow with both (~0.5 MB per
 # channel-frame at cpu-small with the spatial stage), so at large N offline steps get shorter
 OFFLINE_CHANNEL_FRAMES = 512

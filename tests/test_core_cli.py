@@ -62,6 +62,13 @@ def test_new_export_infer_flow(workdir):
     )
     assert mono.returncode == 0, mono.stderr
     np.testing.assert_allclose(sf.read(workdir / "out_mono.wav", always_2d=True)[0], out, atol=1e-6)
+    bf16 = mcrave(
+        "infer", "m.ckpt", "stereo.wav", "out_bf16.wav", "--present", "1", "--runtime",
+        "torchscript-bf16", cwd=workdir,
+    )  # fmt: skip
+    assert bf16.returncode == 0, bf16.stderr
+    fast = sf.read(workdir / "out_bf16.wav", always_2d=True)[0]
+    assert 0 < np.abs(fast - out).max() < 2e-2 * np.abs(out).max()  # close, not equal
 
 
 @pytest.mark.parametrize(

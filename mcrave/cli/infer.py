@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mcrave.cli.errors import CLIError, add_threads_option, apply_threads, run_command
+from mcrave.config import DEFAULT_RUNTIME, RUNTIMES
 
 if TYPE_CHECKING:  # torch is imported only when the command runs
     from mcrave.streaming import StreamingEngine
@@ -40,6 +41,13 @@ def main(argv: list[str]) -> int:
         help="decode every channel from the latents alone (no spatial stage: the old behaviour)",
     )
     p.add_argument("--device", default=None)
+    p.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default=DEFAULT_RUNTIME,
+        help="engine runtime (default %(default)s; torchscript-bf16 is faster for large models "
+        "but not float32-equal: bench/README.md)",
+    )
     add_threads_option(p)
     args = p.parse_args(argv[1:])
 
@@ -56,7 +64,7 @@ def main(argv: list[str]) -> int:
             if args.present is None
             else parse_channel_set(args.present, model.channels, model.cfg.names)
         )
-        engine = StreamingEngine(model, args.device)
+        engine = StreamingEngine(model, args.device, runtime=args.runtime)
         if args.chunk is not None:
             try:
                 engine.check_chunk(args.chunk)
