@@ -11,6 +11,7 @@ updates would not come back: the new states are returned, never mutated in the c
 
 from __future__ import annotations
 
+import threading
 from typing import Optional  # TorchScript reads Optional, not `X | None`
 
 import torch
@@ -54,7 +55,20 @@ class DecoderStep(nn.Module):
         return self.decoder(z, states, audio, mask), states
 
 
-__all__ = ["FLOAT32_RUNTIMES", "RUNTIMES", "DecoderStep", "EncoderStep", "step_modules"]
+__all__ = [
+    "FLOAT32_RUNTIMES",
+    "RUNTIMES",
+    "SCRIPTING_LOCK",
+    "DecoderStep",
+    "EncoderStep",
+    "step_modules",
+]
+
+
+# TorchScript compiles from Python source through `ast`, which CPython 3.11 does not guard across
+# threads ("AST constructor recursion depth mismatch" when an encoder and a decoder server in one
+# process loaded a new model version at once): one compilation at a time, process-wide
+SCRIPTING_LOCK = threading.Lock()
 
 
 def step_modules(encoder: Encoder, decoder: Decoder, runtime: str) -> tuple[nn.Module, nn.Module]:
@@ -67,4 +81,5 @@ def step_modules(encoder: Encoder, decoder: Decoder, runtime: str) -> tuple[nn.M
     steps: tuple[nn.Module, nn.Module] = (EncoderStep(encoder), DecoderStep(decoder))
     if runtime == "eager":
         return steps
-    return tuple(torch.jit.freeze(torch.jit.script(step.eval())) for step in steps)  # type: ignore[return-value]
+    with SCRIPTING_LOCK:
+        return tuple(torch.jit.freeze(torch.jit.script(step.eval())) for step in steps)  # type: ignore[return-value]

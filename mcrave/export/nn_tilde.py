@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from mcrave.model import MCRave
+from mcrave.runtime import SCRIPTING_LOCK
 from mcrave.streaming import inference_copy
 
 
@@ -180,7 +181,8 @@ def script_nn_tilde(model: MCRave) -> torch.jit.ScriptModule:
         (NNTildeModel,),
         {"set_present": _present_setter(model.cfg.channels), "__module__": NNTildeModel.__module__},
     )
-    scripted = torch.jit.script(cls(model).eval())
+    with SCRIPTING_LOCK:  # one TorchScript compilation at a time (see mcrave/runtime.py)
+        scripted = torch.jit.script(cls(model).eval())
     scripted.reset()
     return scripted
 
