@@ -100,7 +100,6 @@ def infer_array(
     audio = np.asarray(audio)
     if coded and audio.shape[0] != n:
         raise ValueError(f"coded inference encodes all {n} channels; got {audio.shape[0]}")
-    place_channels(audio[:, :0], chosen, n)  # a wrong channel count fails before any work
     t = audio.shape[1]
     needed = t + engine.latency
     step = (
@@ -115,6 +114,7 @@ def infer_array(
     enc, dec = engine.new_encoder_state(1), engine.new_decoder_state(1)
     # chunks are placed and written one at a time: no whole-file copies beyond the output
     out = np.zeros((n, t), np.float32)
+    decoded_rows = [c for c in range(n) if not (passthrough and c in chosen)]
     starts = range(0, needed, step)
     if progress:
         from tqdm import tqdm
@@ -124,6 +124,8 @@ def infer_array(
         piece = np.zeros((n, step), np.float32)
         placed = place_channels(audio[:, start : start + step], chosen, n)
         piece[:, : placed.shape[1]] = placed
+        if passthrough:  # present channels copied from the input, sample for sample
+            out[chosen, start : start + placed.shape[1]] = placed[chosen]
         chunk_audio = torch.from_numpy(piece)[None]
         enc, z = engine.encode_step(enc, chunk_audio, encoder_mask)
         if latent_only:
@@ -133,9 +135,6 @@ def infer_array(
         # output sample s of this chunk is input sample start + s - latency
         lo, hi = max(start, engine.latency), min(start + step, needed)
         if hi > lo:
-            out[:, lo - engine.latency : hi - engine.latency] = (
-                y[0, :, lo - start : hi - start].cpu().numpy()
-            )
-    if passthrough:
-        out[chosen] = audio[chosen] if audio.shape[0] == n else audio
+            decoded = y[0, :, lo - start : hi - start].cpu().numpy()
+            out[decoded_rows, lo - engine.latency : hi - engine.latency] = decoded[decoded_rows]
     return out
