@@ -41,6 +41,7 @@ def model_info(model: LoadedVersion, versions: list[int], limits: Limits) -> mod
         max_clip=limits.max_clip_frames(engine.channels, engine.sample_rate),
         versions=versions,
         created=model.created,
+        channel_names=list(engine.model.cfg.names),
     )
 
 

@@ -36,6 +36,7 @@ class ModelInfo:
     max_clip: int
     versions: tuple[int, ...]
     created: str
+    channel_names: tuple[str, ...] = ()  # one label per channel; empty from older servers
 
     @classmethod
     def from_proto(cls, msg: models_pb2.ModelInfo) -> ModelInfo:
@@ -50,6 +51,7 @@ class ModelInfo:
             max_clip=msg.max_clip,
             versions=tuple(msg.versions),
             created=msg.created,
+            channel_names=tuple(msg.channel_names),
         )
 
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from mcrave_client.proto import stream_pb2 as mcrave_dot_v1_dot_stream__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16mcrave/v1/models.proto\x12\tmcrave.v1\x1a\x16mcrave/v1/stream.proto\"\xd1\x01\n\tModelInfo\x12 \n\x03ref\x18\x01 \x01(\x0b\x32\x13.mcrave.v1.ModelRef\x12\x10\n\x08\x63hannels\x18\x02 \x01(\r\x12\x13\n\x0bsample_rate\x18\x03 \x01(\r\x12\r\n\x05ratio\x18\x04 \x01(\r\x12\x13\n\x0blatent_size\x18\x05 \x01(\r\x12\x0f\n\x07latency\x18\x06 \x01(\r\x12\x11\n\tmax_chunk\x18\x07 \x01(\r\x12\x10\n\x08max_clip\x18\n \x01(\r\x12\x10\n\x08versions\x18\x08 \x03(\r\x12\x0f\n\x07\x63reated\x18\t \x01(\t\"\x13\n\x11ListModelsRequest\":\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.mcrave.v1.ModelInfo\"0\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r2\x97\x01\n\x0cModelService\x12I\n\nListModels\x12\x1c.mcrave.v1.ListModelsRequest\x1a\x1d.mcrave.v1.ListModelsResponse\x12<\n\x08GetModel\x12\x1a.mcrave.v1.GetModelRequest\x1a\x14.mcrave.v1.ModelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16mcrave/v1/models.proto\x12\tmcrave.v1\x1a\x16mcrave/v1/stream.proto\"\xe8\x01\n\tModelInfo\x12 \n\x03ref\x18\x01 \x01(\x0b\x32\x13.mcrave.v1.ModelRef\x12\x10\n\x08\x63hannels\x18\x02 \x01(\r\x12\x13\n\x0bsample_rate\x18\x03 \x01(\r\x12\r\n\x05ratio\x18\x04 \x01(\r\x12\x13\n\x0blatent_size\x18\x05 \x01(\r\x12\x0f\n\x07latency\x18\x06 \x01(\r\x12\x11\n\tmax_chunk\x18\x07 \x01(\r\x12\x10\n\x08max_clip\x18\n \x01(\r\x12\x10\n\x08versions\x18\x08 \x03(\r\x12\x0f\n\x07\x63reated\x18\t \x01(\t\x12\x15\n\rchannel_names\x18\x0b \x03(\t\"\x13\n\x11ListModelsRequest\":\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.mcrave.v1.ModelInfo\"0\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r2\x97\x01\n\x0cModelService\x12I\n\nListModels\x12\x1c.mcrave.v1.ListModelsRequest\x1a\x1d.mcrave.v1.ListModelsResponse\x12<\n\x08GetModel\x12\x1a.mcrave.v1.GetModelRequest\x1a\x14.mcrave.v1.ModelInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,13 +33,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mcrave.v1.models_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODELINFO']._serialized_start=62
-  _globals['_MODELINFO']._serialized_end=271
-  _globals['_LISTMODELSREQUEST']._serialized_start=273
-  _globals['_LISTMODELSREQUEST']._serialized_end=292
-  _globals['_LISTMODELSRESPONSE']._serialized_start=294
-  _globals['_LISTMODELSRESPONSE']._serialized_end=352
-  _globals['_GETMODELREQUEST']._serialized_start=354
-  _globals['_GETMODELREQUEST']._serialized_end=402
-  _globals['_MODELSERVICE']._serialized_start=405
-  _globals['_MODELSERVICE']._serialized_end=556
+  _globals['_MODELINFO']._serialized_end=294
+  _globals['_LISTMODELSREQUEST']._serialized_start=296
+  _globals['_LISTMODELSREQUEST']._serialized_end=315
+  _globals['_LISTMODELSRESPONSE']._serialized_start=317
+  _globals['_LISTMODELSRESPONSE']._serialized_end=375
+  _globals['_GETMODELREQUEST']._serialized_start=377
+  _globals['_GETMODELREQUEST']._serialized_end=425
+  _globals['_MODELSERVICE']._serialized_start=428
+  _globals['_MODELSERVICE']._serialized_end=579
 # @@protoc_insertion_point(module_scope)

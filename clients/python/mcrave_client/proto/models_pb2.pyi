@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ModelInfo(_message.Message):
-    __slots__ = ("ref", "channels", "sample_rate", "ratio", "latent_size", "latency", "max_chunk", "max_clip", "versions", "created")
+    __slots__ = ("ref", "channels", "sample_rate", "ratio", "latent_size", "latency", "max_chunk", "max_clip", "versions", "created", "channel_names")
     REF_FIELD_NUMBER: _ClassVar[int]
     CHANNELS_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +19,7 @@ class ModelInfo(_message.Message):
     MAX_CLIP_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_NAMES_FIELD_NUMBER: _ClassVar[int]
     ref: _stream_pb2.ModelRef
     channels: int
     sample_rate: int
@@ -29,7 +30,8 @@ class ModelInfo(_message.Message):
     max_clip: int
     versions: _containers.RepeatedScalarFieldContainer[int]
     created: str
-    def __init__(self, ref: _Optional[_Union[_stream_pb2.ModelRef, _Mapping]] = ..., channels: _Optional[int] = ..., sample_rate: _Optional[int] = ..., ratio: _Optional[int] = ..., latent_size: _Optional[int] = ..., latency: _Optional[int] = ..., max_chunk: _Optional[int] = ..., max_clip: _Optional[int] = ..., versions: _Optional[_Iterable[int]] = ..., created: _Optional[str] = ...) -> None: ...
+    channel_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ref: _Optional[_Union[_stream_pb2.ModelRef, _Mapping]] = ..., channels: _Optional[int] = ..., sample_rate: _Optional[int] = ..., ratio: _Optional[int] = ..., latent_size: _Optional[int] = ..., latency: _Optional[int] = ..., max_chunk: _Optional[int] = ..., max_clip: _Optional[int] = ..., versions: _Optional[_Iterable[int]] = ..., created: _Optional[str] = ..., channel_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
