@@ -32,28 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--models", type=Path, required=True, help="model registry folder (MODELS/<name>/<version>)"
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (gRPC and metrics)")
-    parser.add_argument(
-        "--port", type=int, help="gRPC port (0 = any free; default 50051 encoder, 50052 decoder)"
+    from services.common.options import add_endpoint_options, add_stream_options
+
+    add_endpoint_options(
+        parser, port=None, metrics_port=None, ports_help="default 50051 encoder, 50052 decoder"
     )
-    parser.add_argument(
-        "--metrics-port", type=int, help="Prometheus port (default 9451 encoder, 9452 decoder)"
-    )
-    parser.add_argument("--tls-cert", help="server certificate (PEM); enables TLS")
-    parser.add_argument("--tls-key", help="server private key (PEM)")
-    parser.add_argument(
-        "--tls-ca", help="CA (PEM) that client certificates must chain to: enables mTLS"
-    )
-    parser.add_argument("--token-file", help="file holding the bearer token clients must send")
-    parser.add_argument(
-        "--max-streams", type=int, default=64, help="concurrent streams (default 64)"
-    )
-    parser.add_argument(
-        "--max-batch", type=int, default=16, help="streams joined per forward (default 16)"
-    )
-    parser.add_argument(
-        "--max-wait-ms", type=float, default=5.0, help="batching wait per chunk (default 5)"
-    )
+    add_stream_options(parser)
     parser.add_argument(
         "--poll-seconds", type=float, default=2.0, help="registry poll interval (default 2)"
     )
@@ -66,9 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--ready-file", type=Path, help="write the bound ports here as JSON once serving"
     )
-    parser.add_argument("--no-reflection", action="store_true", help="do not serve gRPC reflection")
     parser.add_argument(
         "--pull-from", metavar="HOST:PORT", help="mirror a trainer's published models into --models"
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="--pull-from a trainer off loopback without TLS (models could be tampered with)",
     )
     return parser
 
@@ -79,7 +67,13 @@ def models_dir(args: argparse.Namespace) -> Path:
         from services.trainer.pull import start_mirror
 
         start_mirror(
-            args.pull_from, args.models, args.tls_ca, args.tls_cert, args.tls_key, args.token_file
+            args.pull_from,
+            args.models,
+            args.tls_ca,
+            args.tls_cert,
+            args.tls_key,
+            args.token_file,
+            insecure=args.insecure,
         )
     if not args.models.is_dir():
         raise ValueError(f"{args.models}: model registry folder does not exist")
@@ -100,29 +94,22 @@ def main(argv: list[str]) -> int:
 
         torch.set_num_threads(args.threads)
     from services.common.auth import ConfigError
-    from services.common.limits import Limits
+    from services.common.options import endpoint_options
     from services.common.server import ServerConfig, serve
 
     module, port, metrics_port = SERVICES[args.service]
     service = importlib.import_module(module).SERVICE
     try:
+        endpoint = endpoint_options(args)
+        if args.port is None:
+            endpoint["port"] = port
+        if args.metrics_port is None and not args.no_metrics:
+            endpoint["metrics_port"] = metrics_port
         cfg = ServerConfig(
+            **endpoint,
             models=models_dir(args),
-            host=args.host,
-            port=port if args.port is None else args.port,
-            metrics_port=metrics_port if args.metrics_port is None else args.metrics_port,
-            tls_cert=args.tls_cert,
-            tls_key=args.tls_key,
-            tls_ca=args.tls_ca,
-            token_file=args.token_file,
-            limits=Limits(
-                max_streams=args.max_streams,
-                max_batch=args.max_batch,
-                max_wait_s=args.max_wait_ms / 1000,
-            ),
             poll_interval_s=args.poll_seconds,
             grace_s=args.grace_seconds,
-            reflection=not args.no_reflection,
         )
         asyncio.run(serve(cfg, service, ready_file=args.ready_file))
     except (ConfigError, ValueError, OSError) as error:

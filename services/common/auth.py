@@ -43,6 +43,15 @@ def server_credentials(
     return grpc.ssl_server_credentials([pair], root_certificates=root, require_client_auth=bool(ca))
 
 
+def check_metrics_tls(cert: str | None, key: str | None) -> None:
+    """The /metrics HTTPS pair: both or neither, both readable (the HTTP server loads them)."""
+    if bool(cert) != bool(key):
+        raise ConfigError("--metrics-tls-cert and --metrics-tls-key go together")
+    if cert and key:
+        _read(cert, "metrics TLS certificate")
+        _read(key, "metrics TLS key")
+
+
 def read_token(path: str | None) -> str | None:
     if path is None:
         return None

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import grpc
 
 from services.common.errors import REASON_KEY, ServiceError
-from services.common.metrics import ServiceMetrics
+from services.common.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ async def _abort(context: grpc.aio.ServicerContext, error: ServiceError) -> None
 
 
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, metrics: ServiceMetrics) -> None:
+    def __init__(self, metrics: ServerMetrics) -> None:
         self._metrics = metrics
 
     async def intercept_service(

@@ -34,6 +34,10 @@ class NotFound(ServiceError, LookupError):
     code = grpc.StatusCode.NOT_FOUND
 
 
+class DeadlineExceeded(ServiceError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
 class ResourceExhausted(ServiceError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 

@@ -8,12 +8,23 @@ code, payload kind - never stream ids.
 
 from __future__ import annotations
 
+from typing import Protocol
+from wsgiref.simple_server import WSGIServer
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 PREFIX = "mcrave"
 # chunk-scale buckets: 0.25 ms .. 1 s (the client default 5 ms - 10 s is too coarse)
 CHUNK_BUCKETS = (0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.043, 0.1, 0.25, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+
+
+class ServerMetrics(Protocol):
+    """What the shared server bootstrap needs of any service's metrics (encoder, decoder,
+    trainer): the registry it serves on /metrics and the error counter its interceptors feed."""
+
+    registry: CollectorRegistry
+    errors: Counter
 
 
 class ServiceMetrics:
@@ -109,7 +120,17 @@ class ServiceMetrics:
             service
         ).set(1)
 
-    def serve_http(self, host: str, port: int) -> tuple[object, int]:
-        """Start the /metrics HTTP server; returns (server, bound port). Port 0 picks a free one."""
-        httpd, _thread = start_http_server(port, addr=host, registry=self.registry)
-        return httpd, httpd.server_address[1]
+
+def serve_metrics(
+    registry: CollectorRegistry,
+    host: str,
+    port: int,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+) -> tuple[WSGIServer, int]:
+    """Start the /metrics HTTP(S) server in a thread; returns (server, bound port), port 0 picks a
+    free one. HTTPS with `tls_cert` + `tls_key` (files checked by the caller)."""
+    httpd, _thread = start_http_server(
+        port, addr=host, registry=registry, certfile=tls_cert, keyfile=tls_key
+    )
+    return httpd, httpd.server_address[1]

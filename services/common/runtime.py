@@ -22,9 +22,10 @@ log = logging.getLogger(__name__)
 class Stream:
     """An open stream's hold on a slot and its model's batch group; `close()` frees both."""
 
-    def __init__(self, runtime: Runtime, model: LoadedVersion) -> None:
+    def __init__(self, runtime: Runtime, model: LoadedVersion, peer: str) -> None:
         self.runtime = runtime
         self.model = model
+        self.peer = peer
         self.group = runtime.group(model)
         self._closed = False
         self.group.join()
@@ -39,7 +40,17 @@ class Stream:
         self._closed = True
         self.group.leave()
         self.runtime.metrics.active_streams.labels(self.model.name).dec()
-        self.runtime.release()
+        self.runtime.release(self.peer)
+
+
+def peer_address(context: grpc.aio.ServicerContext) -> str:
+    """The client's address without its port ("ipv4:10.0.0.7"): what per-client limits count
+    (one client opens many connections, each from another port)."""
+    peer = context.peer() or "unknown"
+    kind, _, rest = peer.partition(":")
+    if kind in ("ipv4", "ipv6"):
+        return f"{kind}:{rest.rsplit(':', 1)[0]}"
+    return peer
 
 
 class Runtime:
@@ -49,14 +60,16 @@ class Runtime:
         self.metrics = metrics
         self.draining = False
         self._open = 0
+        self._by_peer: dict[str, int] = {}
         self._groups: dict[LoadedVersion, BatchGroup] = {}
 
     @property
     def open_streams(self) -> int:
         return self._open
 
-    def open(self, model: LoadedVersion) -> Stream:
-        """Take a stream slot (refused when full or draining) bound to `model`."""
+    def open(self, model: LoadedVersion, peer: str) -> Stream:
+        """Take a stream slot bound to `model` for the client at address `peer` (refused when
+        the server or that client is at its limit, or the server is draining)."""
         if self.draining:
             raise Unavailable("server is shutting down: retry on another instance", "draining")
         if self._open >= self.limits.max_streams:
@@ -64,12 +77,23 @@ class Runtime:
                 f"stream limit reached ({self.limits.max_streams} open streams): retry later",
                 "too-many-streams",
             )
+        mine = self._by_peer.get(peer, 0)
+        if mine >= self.limits.max_streams_per_peer:
+            raise ResourceExhausted(
+                f"per-client stream limit reached ({mine} open streams from {peer}, limit "
+                f"{self.limits.max_streams_per_peer}): close one or retry later",
+                "too-many-streams-per-peer",
+            )
         self._prune()
         self._open += 1
-        return Stream(self, model)
+        self._by_peer[peer] = mine + 1
+        return Stream(self, model, peer)
 
-    def release(self) -> None:
+    def release(self, peer: str) -> None:
         self._open -= 1
+        self._by_peer[peer] -= 1
+        if not self._by_peer[peer]:
+            del self._by_peer[peer]
 
     def group(self, model: LoadedVersion) -> BatchGroup:
         if model not in self._groups:

@@ -1,10 +1,13 @@
-"""Server bootstrap shared by the encoder and decoder: built, then run.
+"""Server bootstrap shared by the encoder, decoder and trainer: one builder, then run.
 
-`start_server(cfg, service)` loads the registry, binds the gRPC port (TLS/mTLS, token, limits),
-registers the service plus ModelService, health and reflection, starts the metrics HTTP port and
-the registry watch, and returns a `RunningServer` with the bound ports (port 0 picks free ones).
-`serve()` runs one until SIGTERM/SIGINT, then drains: health NOT_SERVING, new streams refused,
-open streams get `grace_s` to finish.
+`build_server` is the only place a gRPC server is made, so the three services cannot drift apart:
+transport (TLS/mTLS, bearer token, a token in clear text refused off loopback), limits (message
+sizes, keepalive and ping strikes, concurrent calls), interceptors (token, error mapping), health,
+reflection (optional) and the /metrics endpoint (loopback unless told otherwise, optional HTTPS,
+or none). `start_server(cfg, service)` adds what the encoder and decoder share (registry watch,
+runtime, ModelService) and returns a `RunningServer` with the bound ports (port 0 picks free
+ones). `serve()` runs one until SIGTERM/SIGINT, then drains: health NOT_SERVING, new streams
+refused, open streams get `grace_s` to finish.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from wsgiref.simple_server import WSGIServer
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -27,13 +31,14 @@ from mcrave.atomic import atomic_write_bytes
 from services.common.auth import (
     ConfigError,
     TokenInterceptor,
+    check_metrics_tls,
     check_token_transport,
     read_token,
     server_credentials,
 )
 from services.common.error_mapping import ErrorMappingInterceptor
 from services.common.limits import Limits
-from services.common.metrics import ServiceMetrics
+from services.common.metrics import ServerMetrics, ServiceMetrics, serve_metrics
 from services.common.model_service import ModelServicer
 from services.common.registry_watch import RegistryWatcher
 from services.common.runtime import Runtime
@@ -41,20 +46,30 @@ from services.common.runtime import Runtime
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ServerConfig:
-    models: Path
+@dataclass(frozen=True, kw_only=True)
+class Endpoint:
+    """Where a server listens and who may call it: the options every service shares."""
+
     host: str = "127.0.0.1"
     port: int = 0
-    metrics_port: int = 0
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
     token_file: str | None = None
+    # /metrics is not covered by TLS or the token: loopback unless deliberately exposed
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = 0  # None: no metrics endpoint
+    metrics_tls_cert: str | None = None
+    metrics_tls_key: str | None = None
+    reflection: bool = True
     limits: Limits = field(default_factory=Limits)
+
+
+@dataclass(frozen=True)
+class ServerConfig(Endpoint):
+    models: Path
     poll_interval_s: float = 2.0
     grace_s: float = 10.0
-    reflection: bool = True
 
 
 @dataclass(frozen=True)
@@ -83,30 +98,6 @@ def bind_port(
         raise ConfigError(f"cannot bind gRPC port {address}: {error}") from error
 
 
-def transport(
-    tls_cert: str | None, tls_key: str | None, tls_ca: str | None, token_file: str | None, host: str
-) -> tuple[grpc.ServerCredentials | None, str | None]:
-    """Server credentials and bearer token from the CLI options, refusing a token sent in clear
-    text off loopback (ConfigError)."""
-    creds = server_credentials(tls_cert, tls_key, tls_ca)
-    token = read_token(token_file)
-    check_token_transport(token, creds is not None, host)
-    return creds, token
-
-
-def add_health_and_reflection(
-    server: grpc.aio.Server, service_names: list[str], reflect: bool = True
-) -> health.aio.HealthServicer:
-    """Register gRPC health (for probes) and, if asked, reflection (for grpcurl) on `server`."""
-    servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    if reflect:
-        reflection.enable_server_reflection(
-            [*service_names, reflection.SERVICE_NAME, health.SERVICE_NAME], server
-        )
-    return servicer
-
-
 def write_ready_file(path: Path, ports: dict[str, object]) -> None:
     """Atomically tell a supervisor (or a test) the bound ports and our pid."""
     atomic_write_bytes(path, json.dumps({**ports, "pid": os.getpid()}).encode())
@@ -122,34 +113,137 @@ async def wait_for_stop_signal() -> None:
 
 
 @dataclass
+class GrpcServer:
+    """A built (bound, not yet serving) gRPC server with its health servicer and /metrics."""
+
+    endpoint: Endpoint
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    names: list[str]  # the services it serves (health statuses, reflection)
+    metrics: ServerMetrics
+    port: int
+    metrics_port: int | None = None
+    _httpd: WSGIServer | None = None
+
+    async def start(self) -> None:
+        """Serve /metrics (unless turned off), then gRPC."""
+        ep = self.endpoint
+        if ep.metrics_port is not None:
+            self._httpd, self.metrics_port = serve_metrics(
+                self.metrics.registry,
+                ep.metrics_host,
+                ep.metrics_port,
+                ep.metrics_tls_cert,
+                ep.metrics_tls_key,
+            )
+        await self.server.start()
+
+    async def set_serving(self, serving: bool) -> None:
+        """Health of the server and of each of its services (ignored once draining)."""
+        status = health_pb2.HealthCheckResponse
+        for name in ("", *self.names):
+            await self.health.set(name, status.SERVING if serving else status.NOT_SERVING)
+
+    async def stop(self, grace_s: float) -> None:
+        """Report NOT_SERVING, let open calls finish within `grace_s`, stop serving /metrics."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+
+    def describe(self, service: str) -> str:
+        """The one line a server prints once it serves."""
+        ep = self.endpoint
+        scheme = "grpcs" if ep.tls_cert else "grpc"
+        metrics = "metrics off"
+        if self.metrics_port is not None:
+            web = "https" if ep.metrics_tls_cert else "http"
+            metrics = f"metrics {web}://{grpc_address(ep.metrics_host, self.metrics_port)}/metrics"
+        return f"mcrave {service} ready: {scheme} {grpc_address(ep.host, self.port)}, {metrics}"
+
+    def ready_info(self, service: str) -> dict[str, object]:
+        """The bound ports, for the --ready-file."""
+        return {
+            "service": service,
+            "host": self.endpoint.host,
+            "port": self.port,
+            "metrics_port": self.metrics_port,
+        }
+
+
+def build_server(
+    endpoint: Endpoint,
+    names: list[str],
+    register: Callable[[grpc.aio.Server], None],
+    metrics: ServerMetrics,
+) -> GrpcServer:
+    """Make, configure and bind the gRPC server of a service whose servicers `register` adds and
+    whose service `names` health and reflection report; raises ConfigError for options that
+    cannot work. Nothing is served until `GrpcServer.start()`."""
+    ep = endpoint
+    creds = server_credentials(ep.tls_cert, ep.tls_key, ep.tls_ca)
+    token = read_token(ep.token_file)
+    check_token_transport(token, creds is not None, ep.host)
+    check_metrics_tls(ep.metrics_tls_cert, ep.metrics_tls_key)
+    interceptors: list[grpc.aio.ServerInterceptor] = []
+    if token:
+        unauthenticated = grpc.StatusCode.UNAUTHENTICATED.name
+        interceptors.append(
+            TokenInterceptor(
+                token,
+                lambda method: metrics.errors.labels(
+                    method.rsplit("/", 1)[-1], unauthenticated
+                ).inc(),
+            )
+        )
+    interceptors.append(ErrorMappingInterceptor(metrics))
+    server = grpc.aio.server(
+        interceptors=interceptors,
+        options=ep.limits.grpc_options(),
+        maximum_concurrent_rpcs=ep.limits.max_rpcs,
+    )
+    register(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if ep.reflection:
+        reflection.enable_server_reflection(
+            [*names, reflection.SERVICE_NAME, health.SERVICE_NAME], server
+        )
+    port = bind_port(server, ep.host, ep.port, creds)
+    return GrpcServer(ep, server, health_servicer, names, metrics, port)
+
+
+@dataclass
 class RunningServer:
     service: ServiceDef
-    server: grpc.aio.Server
+    grpc: GrpcServer
     runtime: Runtime
-    health: health.aio.HealthServicer
-    port: int
-    metrics_port: int
-    _httpd: object
     _watch: asyncio.Task
+
+    @property
+    def port(self) -> int:
+        return self.grpc.port
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self.grpc.metrics_port
 
     @property
     def metrics(self) -> ServiceMetrics:
         return self.runtime.metrics
 
     async def stop(self, grace_s: float) -> None:
-        """Drain: report NOT_SERVING, refuse new streams, give open ones `grace_s`, then stop."""
-        await self.health.enter_graceful_shutdown()
+        """Drain: refuse new streams, report NOT_SERVING, give open ones `grace_s`, then stop."""
         self.runtime.draining = True
-        await self.server.stop(grace_s)
+        await self.grpc.stop(grace_s)
         self._watch.cancel()
-        self._httpd.shutdown()
-        self._httpd.server_close()
         self.runtime.close()
 
 
 async def start_server(cfg: ServerConfig, service: ServiceDef) -> RunningServer:
-    """Build and start a server; raises ConfigError for options that cannot work."""
-    creds, token = transport(cfg.tls_cert, cfg.tls_key, cfg.tls_ca, cfg.token_file, cfg.host)
+    """Build and start an encoder or decoder server; raises ConfigError for options that cannot
+    work (checked before any model is loaded)."""
     metrics = ServiceMetrics(service.name)
     watcher = RegistryWatcher(
         cfg.models,
@@ -159,54 +253,29 @@ async def start_server(cfg: ServerConfig, service: ServiceDef) -> RunningServer:
         on_unloaded=lambda lv: metrics.model_info.remove(lv.name, str(lv.version), lv.fingerprint),
         on_corrupt=lambda name, version, why: metrics.corrupt_versions.labels(name).inc(),
     )
+    runtime = Runtime(watcher, cfg.limits, metrics)
+
+    def register(server: grpc.aio.Server) -> None:
+        service.register(server, runtime)
+        models_pb2_grpc.add_ModelServiceServicer_to_server(
+            ModelServicer(watcher, cfg.limits), server
+        )
+
+    names = [service.full_name, models_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name]
+    built = build_server(cfg, names, register, metrics)
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, watcher.poll)
     if not watcher.models():
         log.warning("no loadable model in %s yet (watching it)", cfg.models)
-    runtime = Runtime(watcher, cfg.limits, metrics)
-
-    interceptors: list[grpc.aio.ServerInterceptor] = []
-    if token:
-        interceptors.append(
-            TokenInterceptor(
-                token,
-                lambda method: metrics.errors.labels(
-                    method.rsplit("/", 1)[-1], grpc.StatusCode.UNAUTHENTICATED.name
-                ).inc(),
-            )
-        )
-    interceptors.append(ErrorMappingInterceptor(metrics))
-    size = cfg.limits.max_message_bytes
-    server = grpc.aio.server(
-        interceptors=interceptors,
-        options=[
-            ("grpc.max_receive_message_length", size),
-            ("grpc.max_send_message_length", size),
-            # long audio streams: let clients ping every 30 s without being told to calm down
-            ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
-            ("grpc.keepalive_permit_without_calls", 1),
-        ],
-    )
-    service.register(server, runtime)
-    models_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(watcher, cfg.limits), server)
-    names = [service.full_name, models_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name]
-    health_servicer = add_health_and_reflection(server, names, cfg.reflection)
-    port = bind_port(server, cfg.host, cfg.port, creds)
-    httpd, metrics_port = metrics.serve_http(cfg.host, cfg.metrics_port)
-    await server.start()
+    await built.start()
 
     async def readiness() -> None:
         """Ready = some model loaded (health ignores this once draining has begun)."""
-        serving = health_pb2.HealthCheckResponse.SERVING
-        status = serving if watcher.models() else health_pb2.HealthCheckResponse.NOT_SERVING
-        for name in ("", *names):
-            await health_servicer.set(name, status)
+        await built.set_serving(bool(watcher.models()))
 
     await readiness()
     watch = loop.create_task(runtime.watch(cfg.poll_interval_s, readiness))
-    return RunningServer(
-        service, server, runtime, health_servicer, port, metrics_port, httpd, watch
-    )
+    return RunningServer(service, built, runtime, watch)
 
 
 async def serve(cfg: ServerConfig, service: ServiceDef, ready_file: Path | None = None) -> None:
@@ -216,22 +285,9 @@ async def serve(cfg: ServerConfig, service: ServiceDef, ready_file: Path | None 
         ", ".join(f"{n} v{max(v)}" for n, v in sorted(running.runtime.watcher.models().items()))
         or "none"
     )
-    scheme = "grpcs" if cfg.tls_cert else "grpc"
-    print(
-        f"mcrave {service.name} ready: {scheme} {grpc_address(cfg.host, running.port)}, "
-        f"metrics http://{grpc_address(cfg.host, running.metrics_port)}/metrics, models: {models}",
-        flush=True,
-    )
+    print(f"{running.grpc.describe(service.name)}, models: {models}", flush=True)
     if ready_file is not None:
-        write_ready_file(
-            ready_file,
-            {
-                "service": service.name,
-                "host": cfg.host,
-                "port": running.port,
-                "metrics_port": running.metrics_port,
-            },
-        )
+        write_ready_file(ready_file, running.grpc.ready_info(service.name))
     await wait_for_stop_signal()
     log.info("draining (grace %.1f s, %d open streams)", cfg.grace_s, running.runtime.open_streams)
     await running.stop(cfg.grace_s)

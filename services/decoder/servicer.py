@@ -14,7 +14,7 @@ from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.limits import FLOAT_BYTES
 from services.common.model_service import stream_started
 from services.common.protocol import StreamSpec, bind, read_f32, update
-from services.common.runtime import Runtime
+from services.common.runtime import Runtime, peer_address
 from services.common.server import ServiceDef
 from services.common.stream_loop import run_stream
 from services.decoder.session import DecoderSession
@@ -111,9 +111,9 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServiceServicer):
         return stream_pb2.AudioChunk(seq=chunk.seq, pcm=pcm, ack=chunk.seq)
 
     # StreamHandler
-    def open(self, config: stream_pb2.StreamConfig) -> DecoderSession:
+    def open(self, config: stream_pb2.StreamConfig, peer: str) -> DecoderSession:
         spec = bind(config, self.rt.watcher, self.rt.limits, encoder=False)
-        return DecoderSession(self.rt.open(spec.model), spec)
+        return DecoderSession(self.rt.open(spec.model, peer), spec)
 
     def started(self, session: DecoderSession) -> decoder_pb2.DecodeResponse:
         return decoder_pb2.DecodeResponse(
@@ -153,7 +153,7 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServiceServicer):
     ) -> decoder_pb2.DecodeClipResponse:
         spec = bind(request.config, self.rt.watcher, self.rt.limits, encoder=False, clip=True)
         engine = spec.model.engine
-        session = DecoderSession(self.rt.open(spec.model), spec)
+        session = DecoderSession(self.rt.open(spec.model, peer_address(context)), spec)
         try:
             max_frames = (
                 self.rt.limits.max_clip_frames(engine.channels, engine.sample_rate) // engine.ratio

@@ -12,7 +12,7 @@ from mcrave_client.proto import encoder_pb2, encoder_pb2_grpc, stream_pb2
 from services.common.errors import FailedPrecondition
 from services.common.model_service import stream_started
 from services.common.protocol import bind, read_f32, update
-from services.common.runtime import Runtime
+from services.common.runtime import Runtime, peer_address
 from services.common.server import ServiceDef
 from services.common.stream_loop import run_stream
 from services.encoder.session import EncoderSession
@@ -53,9 +53,9 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
         return audio
 
     # StreamHandler
-    def open(self, config: stream_pb2.StreamConfig) -> EncoderSession:
+    def open(self, config: stream_pb2.StreamConfig, peer: str) -> EncoderSession:
         spec = bind(config, self.rt.watcher, self.rt.limits, encoder=True)
-        return EncoderSession(self.rt.open(spec.model), spec)
+        return EncoderSession(self.rt.open(spec.model, peer), spec)
 
     def started(self, session: EncoderSession) -> encoder_pb2.EncodeResponse:
         return encoder_pb2.EncodeResponse(
@@ -101,7 +101,7 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
     ) -> encoder_pb2.EncodeClipResponse:
         spec = bind(request.config, self.rt.watcher, self.rt.limits, encoder=True, clip=True)
         engine = spec.model.engine
-        session = EncoderSession(self.rt.open(spec.model), spec)
+        session = EncoderSession(self.rt.open(spec.model, peer_address(context)), spec)
         try:
             started = time.perf_counter()
             max_frames = self.rt.limits.max_clip_frames(engine.channels, engine.sample_rate)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from services.common.auth import ConfigError
+from services.common.options import add_endpoint_options, endpoint_options
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,14 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", type=Path, required=True, help="model registry to publish into")
     p.add_argument("--runs-dir", type=Path, help="run folders (default JOBS_DIR/runs)")
     p.add_argument("--backend", default="local", choices=("local", "kubernetes"))
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (gRPC and metrics)")
-    p.add_argument("--port", type=int, default=50053, help="gRPC port (0 = any free)")
-    p.add_argument("--metrics-port", type=int, default=9453, help="Prometheus port (0 = any)")
+    add_endpoint_options(p, port=50053, metrics_port=9453, ports_help="default 50053, metrics 9453")
     p.add_argument("--health-port", type=int, help="plaintext grpc.health.v1-only port (probes)")
-    p.add_argument("--tls-cert", help="server certificate (PEM); enables TLS")
-    p.add_argument("--tls-key", help="server private key (PEM)")
-    p.add_argument("--tls-ca", help="CA (PEM) client certificates must chain to: enables mTLS")
-    p.add_argument("--token-file", help="file holding the bearer token clients must send")
     p.add_argument("--threads", type=int, help="torch threads per local job")
     p.add_argument("--cancel-grace", type=float, default=120.0, help="seconds to checkpoint")
     p.add_argument("--max-active", type=int, default=4, help="jobs running at once (default 4)")
@@ -68,19 +63,13 @@ def main(argv: list[str]) -> int:
                 args.k8s_namespace, args.k8s_image, args.k8s_volumes
             )
         cfg = TrainerConfig(
+            **endpoint_options(args),
             jobs_dir=args.jobs_dir,
             data_root=args.data_root,
             models=args.models,
             runs_dir=args.runs_dir,
             backend=args.backend,
-            host=args.host,
-            port=args.port,
-            metrics_port=args.metrics_port,
             health_port=args.health_port,
-            tls_cert=args.tls_cert,
-            tls_key=args.tls_key,
-            tls_ca=args.tls_ca,
-            token_file=args.token_file,
             sd_file=args.sd_file,
             sd_host=args.sd_host,
             threads=args.threads,

@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from services.trainer.store import ACTIVE, FINAL
 
@@ -39,10 +39,6 @@ class TrainerMetrics:
     def set_counts(self, counts: dict[str, int]) -> None:
         for state in STATES:
             self.jobs.labels(state).set(counts.get(state, 0))
-
-    def serve_http(self, host: str, port: int) -> tuple[object, int]:
-        httpd, _thread = start_http_server(port, addr=host, registry=self.registry)
-        return httpd, httpd.server_address[1]
 
 
 def write_sd_file(path: Path, targets: list[str]) -> None:
