@@ -11,6 +11,8 @@ quiet python3 -m pip install --quiet --upgrade pip
 # torch first and pinned: this CPU wheel lies on local disk here; a bare `torch` would pull CUDA builds
 quiet python3 -m pip install --quiet torch==2.13.0
 quiet python3 -m pip install --quiet -e clients/python -e '.[dev]'
+# protoc for protos/generate.py (and its currency test), in its own folder: see protos/README.md
+quiet python3 protos/generate.py --install-tools
 rm -f "$log"
 pkgs=$(grep -v '^#' scripts/apt-packages.txt | xargs || true)
 if [ -n "$pkgs" ] && [ "$(id -u)" = 0 ]; then

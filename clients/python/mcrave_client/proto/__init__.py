@@ -1,1 +1,1 @@
-"""Generated gRPC code for protos/mcrave/v1 (do not edit; run `python protos/generate.py`)."""
+"""Generated gRPC code for protos/ (do not edit; run `python protos/generate.py`)."""

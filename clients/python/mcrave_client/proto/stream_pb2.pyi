@@ -2,8 +2,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -44,7 +43,7 @@ class AudioChunk(_message.Message):
     pcm: bytes
     ack: int
     final: bool
-    def __init__(self, seq: _Optional[int] = ..., pcm: _Optional[bytes] = ..., ack: _Optional[int] = ..., final: _Optional[bool] = ...) -> None: ...
+    def __init__(self, seq: _Optional[int] = ..., pcm: _Optional[bytes] = ..., ack: _Optional[int] = ..., final: bool = ...) -> None: ...
 
 class LatentChunk(_message.Message):
     __slots__ = ("seq", "data", "model", "version", "fingerprint", "ack", "final", "audio")
@@ -64,7 +63,7 @@ class LatentChunk(_message.Message):
     ack: int
     final: bool
     audio: bytes
-    def __init__(self, seq: _Optional[int] = ..., data: _Optional[bytes] = ..., model: _Optional[str] = ..., version: _Optional[int] = ..., fingerprint: _Optional[str] = ..., ack: _Optional[int] = ..., final: _Optional[bool] = ..., audio: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, seq: _Optional[int] = ..., data: _Optional[bytes] = ..., model: _Optional[str] = ..., version: _Optional[int] = ..., fingerprint: _Optional[str] = ..., ack: _Optional[int] = ..., final: bool = ..., audio: _Optional[bytes] = ...) -> None: ...
 
 class StreamStarted(_message.Message):
     __slots__ = ("model", "credit", "latency", "ratio", "latent_size")

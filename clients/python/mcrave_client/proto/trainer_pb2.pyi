@@ -2,8 +2,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -103,7 +102,7 @@ class Job(_message.Message):
     backend: str
     published: _containers.RepeatedScalarFieldContainer[str]
     resumable: bool
-    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., step: _Optional[int] = ..., max_steps: _Optional[int] = ..., losses: _Optional[_Mapping[str, float]] = ..., x_realtime: _Optional[float] = ..., eta_seconds: _Optional[float] = ..., checkpoint_step: _Optional[int] = ..., message: _Optional[str] = ..., created: _Optional[float] = ..., updated: _Optional[float] = ..., backend: _Optional[str] = ..., published: _Optional[_Iterable[str]] = ..., resumable: _Optional[bool] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., step: _Optional[int] = ..., max_steps: _Optional[int] = ..., losses: _Optional[_Mapping[str, float]] = ..., x_realtime: _Optional[float] = ..., eta_seconds: _Optional[float] = ..., checkpoint_step: _Optional[int] = ..., message: _Optional[str] = ..., created: _Optional[float] = ..., updated: _Optional[float] = ..., backend: _Optional[str] = ..., published: _Optional[_Iterable[str]] = ..., resumable: bool = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("spec", "job_id")
@@ -173,7 +172,7 @@ class PublishModelRequest(_message.Message):
     name: str
     best: bool
     torchscript: bool
-    def __init__(self, job_id: _Optional[str] = ..., name: _Optional[str] = ..., best: _Optional[bool] = ..., torchscript: _Optional[bool] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., name: _Optional[str] = ..., best: bool = ..., torchscript: bool = ...) -> None: ...
 
 class PublishModelResponse(_message.Message):
     __slots__ = ("name", "version", "step")
