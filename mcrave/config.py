@@ -1,7 +1,7 @@
 """One configuration dataclass for a model and its training recipe, with named presets.
 
 A checkpoint stores the full config, so a model is always rebuilt from the file, never from flags
-(RAVE #273/#275: the channel count was lost between training and export).
+(github.com/acids-ircam/RAVE issues 273 and 275: the channel count was lost between training and export).
 """
 
 from __future__ import annotations
@@ -259,3 +259,31 @@ def preset(
         channel_names=tuple(channel_names),
     )
     return Config(model=model, train=base.train)
+
+
+def _coerce(old: object, text: str) -> object:
+    if isinstance(old, bool):
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"expected true/false, got {text!r}")
+        return text.lower() in ("true", "1")
+    if isinstance(old, tuple):
+        return tuple(type(old[0])(v) if old else v for v in text.split(",") if v)
+    return type(old)(text)
+
+
+def apply_overrides(cfg: Config, items: list[str]) -> Config:
+    """Apply `section.key=value` overrides, typed like the field they replace (ValueError naming
+    the item otherwise): `mcrave train --set`, and the trainer service checking a job's
+    overrides against this schema before it launches anything."""
+    sections = {"model": cfg.model, "train": cfg.train}
+    for item in items:
+        key, sep, text = item.partition("=")
+        section, _, name = key.partition(".")
+        if not sep or section not in sections or not hasattr(sections[section], name):
+            raise ValueError(f"--set {item!r}: expected model.KEY=VALUE or train.KEY=VALUE")
+        old = getattr(sections[section], name)
+        try:
+            sections[section] = dataclasses.replace(sections[section], **{name: _coerce(old, text)})
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"--set {item!r}: {exc}") from exc
+    return Config(model=sections["model"], train=sections["train"])

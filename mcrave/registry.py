@@ -110,6 +110,13 @@ def resolve_model(source: str | Path) -> ResolvedModel:
     return resolve_model(path / str(found[-1]))
 
 
+def check_model_name(name: str) -> None:
+    """A model name is one folder right under the registry root, never a version number:
+    RegistryError for anything that could point elsewhere (`..`, a separator, a hidden name)."""
+    if not name or "/" in name or "\\" in name or name.startswith(".") or name.isdigit():
+        raise RegistryError(f"invalid model name {name!r}")
+
+
 def publish_version(
     root: str | Path,
     name: str,
@@ -119,8 +126,7 @@ def publish_version(
     info: dict[str, Any] | None = None,
 ) -> int:
     """Copy a checkpoint (and optional .ts) into `root/name/<next version>` atomically."""
-    if not name or "/" in name or name.startswith(".") or name.isdigit():
-        raise RegistryError(f"invalid model name {name!r}")
+    check_model_name(name)
     entry = Path(root) / name
     entry.mkdir(parents=True, exist_ok=True)
     staging = entry / f".staging-{os.getpid()}-{time.monotonic_ns()}"

@@ -2,8 +2,10 @@
 
 import os
 import pickle
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -47,16 +49,22 @@ def test_no_silent_overwrite(tmp_path):
 
 
 class Evil:
+    """Unpickling this creates `marker` (an absolute path: `touch` must not depend on the cwd)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
     def __reduce__(self):
-        return (os.system, ("touch pwned",))
+        return (os.system, (f"touch {shlex.quote(str(self.marker))}",))
 
 
 def test_pickled_code_is_never_executed(tmp_path):
+    marker = tmp_path / "pwned"
     path = tmp_path / "evil.ckpt"
-    torch.save({"format": "mcrave-checkpoint", "payload": Evil()}, path)
+    torch.save({"format": "mcrave-checkpoint", "payload": Evil(marker)}, path)
     with pytest.raises(ValueError, match="not an mcrave checkpoint"):
         load_checkpoint(path)
-    assert not (tmp_path / "pwned").exists()
+    assert not marker.exists()
     (tmp_path / "junk.ckpt").write_bytes(pickle.dumps([1, 2]))
     with pytest.raises(ValueError, match="junk.ckpt"):
         load_checkpoint(tmp_path / "junk.ckpt")

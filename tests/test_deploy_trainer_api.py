@@ -5,6 +5,8 @@ job. Health answers on the plaintext health-only port, also when the data port n
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from deploy_helpers import make_data_root
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from mcrave_client.proto import trainer_pb2, trainer_pb2_grpc
 
+from services.trainer.backend import RunStatus
 from services.trainer.server import TrainerConfig, start_trainer
 
 Code = grpc.StatusCode
@@ -42,7 +45,26 @@ BAD_SPECS = [
     (dict(dataset="ds", backend="slurm"), Code.INVALID_ARGUMENT, "not available"),
     (dict(dataset="ds", overrides=["steps=3"]), Code.INVALID_ARGUMENT, "model.KEY=VALUE"),
     (dict(dataset="ds", model_name="../x"), Code.INVALID_ARGUMENT, "model_name"),
+    # checked against the config schema: before, anything shaped like section.key=value passed
+    (dict(dataset="ds", overrides=["train.nope=1"]), Code.INVALID_ARGUMENT, "train.nope"),
+    (dict(dataset="ds", overrides=["train.lr=fast"]), Code.INVALID_ARGUMENT, "train.lr"),
+    (dict(dataset="ds", overrides=["model.bands=3"]), Code.INVALID_ARGUMENT, "powers of two"),
+    # bounded resources: before, any size was launched
+    (dict(dataset="ds", resources=dict(nproc_per_node=64)), Code.INVALID_ARGUMENT, "limit of 8"),
+    (dict(dataset="ds", resources=dict(nnodes=2)), Code.INVALID_ARGUMENT, "local backend"),
+    (dict(dataset="ds", resources=dict(gpus_per_node=9)), Code.INVALID_ARGUMENT, "limit of 8"),
+    (dict(dataset="ds", resources=dict(cpu="lots")), Code.INVALID_ARGUMENT, "quantity"),
+    (dict(dataset="ds", resources=dict(cpu="65")), Code.INVALID_ARGUMENT, "cpu <= 64"),
+    (dict(dataset="ds", resources=dict(memory="1Ti")), Code.INVALID_ARGUMENT, "memory <= 256"),
 ]
+
+
+def plant_version(folder: Path) -> None:
+    """A version folder that passes its sha256 check (FetchModel would send it)."""
+    folder.mkdir(parents=True)
+    (folder / "model.ckpt").write_bytes(b"weights")
+    digest = hashlib.sha256(b"weights").hexdigest()
+    (folder / "manifest.json").write_text(json.dumps({"sha256": {"model.ckpt": digest}}))
 
 
 async def _exercise(tmp: Path) -> None:
@@ -94,11 +116,19 @@ async def _exercise(tmp: Path) -> None:
                 (stub.PublishModel, trainer_pb2.PublishModelRequest(job_id="nope")),
                 (stub.WatchJob, trainer_pb2.WatchJobRequest(job_id="nope")),
                 (stub.FetchModel, trainer_pb2.FetchModelRequest(name="nope")),
-                (stub.FetchModel, trainer_pb2.FetchModelRequest(name="../..")),
             ]
             for call, request in unknown:
                 got = await status(call, request)
-                assert got[0] == Code.NOT_FOUND and ("nope" in got[1] or ".." in got[1]), got
+                assert got[0] == Code.NOT_FOUND and "nope" in got[1], got
+            # the refused watch left nothing behind (before: an entry per unknown id)
+            assert not running.manager._watchers
+
+            # a real published version outside the registry: a broken name check would serve it
+            plant_version(tmp / "escaped" / "1")
+            for name in ("../escaped", "..", "a/b", ".hidden", "7"):
+                request = trainer_pb2.FetchModelRequest(name=name)
+                got = await status(stub.FetchModel, request)
+                assert got[0] == Code.INVALID_ARGUMENT and "invalid model name" in got[1], got
 
             no_token = await status(stub.ListJobs, trainer_pb2.ListJobsRequest(), metadata=())
             assert no_token[0] == Code.UNAUTHENTICATED and "bearer token" in no_token[1]
@@ -162,5 +192,51 @@ def test_trainer_off_loopback_only_with_auth_or_insecure(tmp_path):
             await start_trainer(TrainerConfig(**cfg, host="0.0.0.0"))
         running = await start_trainer(TrainerConfig(**cfg, host="0.0.0.0", insecure=True))
         await running.stop(0)
+
+    asyncio.run(run())
+
+
+class FakeBackend:
+    """Starts nothing; every job stays RUNNING (capacity is what is tested)."""
+
+    name, metrics_port = "fake", 0
+
+    def start(self, record, train_args) -> dict:
+        return {"pid": 0}
+
+    def status(self, record) -> RunStatus:
+        return RunStatus(running=True)
+
+    def stop(self, record) -> None: ...
+    def kill(self, record) -> None: ...
+    def cleanup(self, record) -> None: ...
+
+    def log_tail(self, record, lines) -> list[str]:
+        return []
+
+
+def test_capacity_holds_under_concurrent_submits(tmp_path):
+    """Twelve submits at once against --max-active 3: exactly three are admitted."""
+    root = make_data_root(tmp_path)
+    (tmp_path / "models").mkdir()
+    cfg = TrainerConfig(
+        jobs_dir=tmp_path / "jobs", data_root=root, models=tmp_path / "models",
+        backend="fake", extra_backends={"fake": FakeBackend()}, max_active=3,
+    )  # fmt: skip
+
+    async def run() -> None:
+        running = await start_trainer(cfg)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+                stub = trainer_pb2_grpc.TrainerServiceStub(channel)
+                request = trainer_pb2.SubmitJobRequest(spec=trainer_pb2.JobSpec(dataset="ds"))
+                calls = [stub.SubmitJob(request) for _ in range(12)]
+                results = await asyncio.gather(*calls, return_exceptions=True)
+            refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+            assert len(results) - len(refused) == 3, results
+            assert {r.code() for r in refused} == {Code.RESOURCE_EXHAUSTED}
+            assert len(running.manager.store.list(("PENDING", "RUNNING"), limit=100)) == 3
+        finally:
+            await running.stop(0)
 
     asyncio.run(run())

@@ -55,6 +55,7 @@ def env(tmp_path_factory):
         "enc": encoder_pb2_grpc.EncoderServiceStub(enc_ch),
         "dec": decoder_pb2_grpc.DecoderServiceStub(dec_ch),
         "lat_v1": lat_v1,
+        "servers": (enc, dec),
     }
     yield env
     # the servers survived everything: still serving, nothing leaked, same results
@@ -311,10 +312,21 @@ def test_sequence_gaps(env) -> None:
             expect(env["dec"].Decode, requests, CODE.FAILED_PRECONDITION)
 
 
+def _slots_freed(server: ServerThread, within_s: float = 5.0) -> bool:
+    """Whether the server holds no stream (a cancel reaches it a moment after the client)."""
+    deadline = time.monotonic() + within_s
+    while server.running.runtime.open_streams and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return server.running.runtime.open_streams == 0
+
+
 def test_abrupt_cancel(env) -> None:
+    """Each cancelled stream gives its slot back (checked after every case, not just at the end:
+    a leak would otherwise hide until the stream limit)."""
     rng = np.random.default_rng(9)
     for i in range(CASES):
         sent = int(rng.integers(0, 4))
+        server = env["servers"][i % 2 == 0]
         if i % 2:
             stream = OpenStream(env["enc"].Encode)
             requests = [encoder_pb2.EncodeRequest(config=config())]
@@ -331,6 +343,8 @@ def test_abrupt_cancel(env) -> None:
         with pytest.raises(grpc.RpcError) as err:
             stream.recv()
         assert err.value.code() == CODE.CANCELLED
+        assert _slots_freed(server), f"case {i}: the cancelled stream kept its slot"
+        assert server.sample("mcrave_active_streams", {"model": "tiny"}) == 0
 
 
 def test_version_mismatch(env) -> None:

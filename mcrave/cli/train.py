@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from mcrave.config import PRESET_NAMES, PROJECTIONS, Config, preset
+from mcrave.config import PRESET_NAMES, PROJECTIONS, Config, apply_overrides, preset
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,32 +51,6 @@ def _parser() -> argparse.ArgumentParser:
         help="override a config field, e.g. --set train.phase1_steps=20 (repeatable)",
     )
     return p
-
-
-def _coerce(old: object, text: str) -> object:
-    if isinstance(old, bool):
-        if text.lower() not in ("true", "false", "1", "0"):
-            raise ValueError(f"expected true/false, got {text!r}")
-        return text.lower() in ("true", "1")
-    if isinstance(old, tuple):
-        return tuple(type(old[0])(v) if old else v for v in text.split(",") if v)
-    return type(old)(text)
-
-
-def apply_overrides(cfg: Config, items: list[str]) -> Config:
-    """Apply `section.key=value` overrides, typed like the field they replace."""
-    sections = {"model": cfg.model, "train": cfg.train}
-    for item in items:
-        key, sep, text = item.partition("=")
-        section, _, name = key.partition(".")
-        if not sep or section not in sections or not hasattr(sections[section], name):
-            raise ValueError(f"--set {item!r}: expected model.KEY=VALUE or train.KEY=VALUE")
-        old = getattr(sections[section], name)
-        try:
-            sections[section] = dataclasses.replace(sections[section], **{name: _coerce(old, text)})
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"--set {item!r}: {exc}") from exc
-    return Config(model=sections["model"], train=sections["train"])
 
 
 def fault_options() -> dict:

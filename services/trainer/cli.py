@@ -12,6 +12,7 @@ from pathlib import Path
 
 from services.common.auth import ConfigError
 from services.common.options import add_endpoint_options, endpoint_options
+from services.trainer.jobs import JobLimits
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +29,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch threads per local job")
     p.add_argument("--cancel-grace", type=float, default=120.0, help="seconds to checkpoint")
     p.add_argument("--max-active", type=int, default=4, help="jobs running at once (default 4)")
+    limits = p.add_argument_group("what one job may ask for (more: INVALID_ARGUMENT)")
+    d = JobLimits()
+    limits.add_argument("--job-max-nodes", type=int, default=d.max_nodes, help="nnodes")
+    limits.add_argument(
+        "--job-max-procs", type=int, default=d.max_procs_per_node, help="nproc_per_node"
+    )
+    limits.add_argument("--job-max-gpus", type=int, default=d.max_gpus_per_node, help="per node")
+    limits.add_argument("--job-max-cpu", type=float, default=d.max_cpu, help="cores per node")
+    limits.add_argument(
+        "--job-max-memory-gib", type=float, default=d.max_memory_gib, help="GiB per node"
+    )
     p.add_argument("--sd-file", type=Path, help="write running jobs' metrics targets (file_sd)")
     p.add_argument("--sd-host", default="127.0.0.1", help="host Prometheus reaches jobs on")
     p.add_argument(
@@ -75,6 +87,13 @@ def main(argv: list[str]) -> int:
             threads=args.threads,
             cancel_grace_s=args.cancel_grace,
             max_active=args.max_active,
+            job_limits=JobLimits(
+                max_nodes=args.job_max_nodes,
+                max_procs_per_node=args.job_max_procs,
+                max_gpus_per_node=args.job_max_gpus,
+                max_cpu=args.job_max_cpu,
+                max_memory_gib=args.job_max_memory_gib,
+            ),
             insecure=args.insecure,
             extra_backends=extra,
         )

@@ -21,7 +21,7 @@ from typing import Any
 
 import grpc
 
-from mcrave.config import PRESET_NAMES, PROJECTIONS
+from mcrave.config import PRESET_NAMES, PROJECTIONS, apply_overrides, preset
 from services.common.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -36,11 +36,61 @@ from services.trainer.store import ACTIVE, DuplicateJob, JobRecord, JobStore
 log = logging.getLogger(__name__)
 
 JOB_ID = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
-OVERRIDE = re.compile(r"^(model|train)\.[a-z_0-9]+=[^\s]*$")
+# Kubernetes quantities: "2", "500m", "1.5", "4Gi", "512M"
+QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(m|k|M|G|T|P|Ki|Mi|Gi|Ti|Pi)?$")
+SCALE = {"m": 1e-3, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15}
+SCALE |= {f"{p}i": 1024.0 ** (i + 1) for i, p in enumerate("KMGTP")}
+GIB = 1024**3
 
 
 class AlreadyExists(ServiceError):
     code = grpc.StatusCode.ALREADY_EXISTS
+
+
+@dataclass(frozen=True)
+class JobLimits:
+    """The most one job may ask for (`mcrave serve trainer --job-max-*`); more is refused with
+    INVALID_ARGUMENT before anything is launched. A job is code run on the trainer's machines:
+    without bounds one submit could ask for every core, GPU and byte of memory there is."""
+
+    max_nodes: int = 8
+    max_procs_per_node: int = 8
+    max_gpus_per_node: int = 8
+    max_cpu: float = 64.0  # cores per node
+    max_memory_gib: float = 256.0  # per node
+
+    def check(self, resources: dict[str, Any], backend: str) -> None:
+        """Check a JobSpec.resources (proto JSON field names)."""
+        counts = (
+            ("nnodes", 1 if backend == "local" else self.max_nodes),
+            ("nproc_per_node", self.max_procs_per_node),
+            ("gpus_per_node", self.max_gpus_per_node),
+        )
+        for name, most in counts:
+            value = int(resources.get(name, 0))
+            if value > most:
+                where = " (the local backend runs on this machine)" if most == 1 else ""
+                raise InvalidArgument(
+                    f"resources.{name} {value} is over the limit of {most}{where}", "resources"
+                )
+        amounts = (("cpu", self.max_cpu, 1, ""), ("memory", self.max_memory_gib, GIB, " GiB"))
+        for name, most, unit, shown in amounts:
+            text = resources.get(name, "")
+            if not text:
+                continue
+            match = QUANTITY.match(text)
+            if not match or (name == "cpu" and match[2] not in (None, "m")):
+                raise InvalidArgument(
+                    f"resources.{name} {text!r} is not a Kubernetes quantity (e.g. "
+                    f"{'2 or 500m' if name == 'cpu' else '4Gi'})",
+                    "resources",
+                )
+            amount = float(match[1]) * SCALE[match[2] or ""] / unit
+            if not 0 < amount <= most:
+                raise InvalidArgument(
+                    f"resources.{name} {text!r} is outside 0 < {name} <= {most:g}{shown}",
+                    "resources",
+                )
 
 
 @dataclass(frozen=True)
@@ -69,7 +119,9 @@ def resolve_dataset(data_root: Path, dataset: str) -> Path:
     return path
 
 
-def validate_spec(spec: dict[str, Any], paths: Paths, backends: dict[str, Backend]) -> Path:
+def validate_spec(
+    spec: dict[str, Any], paths: Paths, backends: dict[str, Backend], limits: JobLimits
+) -> Path:
     """Check a submitted JobSpec (proto field names); returns the dataset folder."""
     dataset = resolve_dataset(paths.data_root, spec.get("dataset", ""))
     if spec.get("config", "cpu-small") not in PRESET_NAMES:
@@ -82,11 +134,7 @@ def validate_spec(spec: dict[str, Any], paths: Paths, backends: dict[str, Backen
         raise InvalidArgument(
             f"backend {spec.get('backend')!r} is not available here: {sorted(backends)}", "backend"
         )
-    bad = [o for o in spec.get("overrides", []) if not OVERRIDE.match(o)]
-    if bad:
-        raise InvalidArgument(
-            f"overrides {bad}: expected model.KEY=VALUE or train.KEY=VALUE", "set"
-        )
+    limits.check(spec.get("resources", {}), spec["backend"])
     try:
         manifest = json.loads((dataset / "manifest.json").read_text())
         channels = int(manifest["channels"])
@@ -99,6 +147,15 @@ def validate_spec(spec: dict[str, Any], paths: Paths, backends: dict[str, Backen
         raise InvalidArgument(
             f"spec.channels is {wanted} but dataset {spec['dataset']!r} has {channels}", "channels"
         )
+    try:  # the config `mcrave train` will build: unknown keys, bad values and types refused here
+        base = preset(
+            spec.get("config", "cpu-small"),
+            channels=channels,
+            projection=spec.get("projection", "identity"),
+        )
+        apply_overrides(base, list(spec.get("overrides", [])))
+    except ValueError as exc:
+        raise InvalidArgument(str(exc), "set") from None
     name = spec.get("model_name", "")
     if name and (not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", name) or name.isdigit()):
         raise InvalidArgument(f"model_name {name!r}: letters, digits, '.', '_', '-'", "model-name")
@@ -138,6 +195,7 @@ class JobManager:
         poll_s: float = 0.5,
         cancel_grace_s: float = 120.0,
         max_active: int = 4,
+        job_limits: JobLimits = JobLimits(),
         on_change: Callable[[JobManager], None] | None = None,
         on_steps: Callable[[int], None] | None = None,
     ) -> None:
@@ -148,11 +206,13 @@ class JobManager:
         self.poll_s = poll_s
         self.cancel_grace_s = cancel_grace_s
         self.max_active = max_active  # jobs running at once (a machine has so many cores)
+        self.job_limits = job_limits
         self.on_change = on_change  # metrics and service discovery refresh
         self.on_steps = on_steps
         self._tails: dict[str, ProgressTail] = {}
         self._watchers: dict[str, set[asyncio.Queue]] = {}
         self._task: asyncio.Task | None = None
+        # held from a capacity check to the record that takes the place (and by cancel/resume)
         self._lock = asyncio.Lock()
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -190,8 +250,11 @@ class JobManager:
             raise InvalidArgument(
                 f"job_id {job_id!r}: lowercase letters, digits and '-', 2-32 long", "job-id"
             )
-        dataset = validate_spec(spec, self.paths, self.backends)
-        self._check_capacity()
+        loop = asyncio.get_running_loop()
+        # file system reads (the data root may be a network mount): off the event loop
+        dataset = await loop.run_in_executor(
+            None, validate_spec, spec, self.paths, self.backends, self.job_limits
+        )
         job_id = job_id or f"j{time.strftime('%m%d%H%M')}-{secrets.token_hex(3)}"
         record = JobRecord(
             id=job_id,
@@ -200,10 +263,12 @@ class JobManager:
             run_dir=str(self.paths.runs_dir / job_id),
             max_steps=int(spec.get("max_steps", 0)),
         )
-        try:
-            self.store.insert(record)
-        except DuplicateJob:
-            raise AlreadyExists(f"job {job_id!r} exists already", "duplicate-job") from None
+        async with self._lock:  # concurrent submits: each sees the places the others took
+            self._check_capacity()
+            try:
+                self.store.insert(record)  # PENDING counts as active from here on
+            except DuplicateJob:
+                raise AlreadyExists(f"job {job_id!r} exists already", "duplicate-job") from None
         await self._launch(record, dataset, resume=False)
         return record
 
@@ -282,16 +347,24 @@ class JobManager:
 
     async def watch(self, job_id: str) -> AsyncIterator[tuple[str, JobRecord]]:
         """The job now, then each event, until (and including) its final state."""
+        record = self.get(job_id)  # NOT_FOUND before anything is registered
         queue: asyncio.Queue = asyncio.Queue(maxsize=256)
-        self._watchers.setdefault(job_id, set()).add(queue)
+        watchers = self._watchers.setdefault(job_id, set())
+        watchers.add(queue)
         try:
-            record = self.get(job_id)
             yield "snapshot", record
             while not record.final:
                 kind, record = await queue.get()
                 yield kind, record
         finally:
-            self._watchers[job_id].discard(queue)
+            watchers.discard(queue)
+            if not watchers:
+                self._watchers.pop(job_id, None)
+
+    @property
+    def watching(self) -> int:
+        """Open WatchJob streams (queues registered for events)."""
+        return sum(len(queues) for queues in self._watchers.values())
 
     # ---- supervision -----------------------------------------------------------------------
     async def tick(self, reconciling: bool = False) -> None:

@@ -9,7 +9,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from mcrave.registry import MANIFEST, RegistryError, latest_version, list_models, read_manifest
+from mcrave.registry import (
+    MANIFEST,
+    RegistryError,
+    check_model_name,
+    latest_version,
+    list_models,
+    read_manifest,
+)
+from services.common.errors import InvalidArgument
 
 CHUNK_BYTES = 1 << 20  # well under the 4 MiB default message limit
 
@@ -49,10 +57,18 @@ def published_versions(models: Path, name: str = "") -> list[tuple[str, int, dic
     return out
 
 
+def require_model_name(name: str) -> None:
+    """INVALID_ARGUMENT for a requested name that is not one folder under the registry."""
+    try:
+        check_model_name(name)
+    except RegistryError as exc:
+        raise InvalidArgument(str(exc), "model-name") from None
+
+
 def version_dir(models: Path, name: str, version: int) -> Path:
-    """A published version's folder (`version` 0 = latest); RegistryError if there is none."""
-    if not name or "/" in name or name.startswith("."):
-        raise RegistryError(f"invalid model name {name!r}")
+    """A published version's folder (`version` 0 = latest); RegistryError if there is none,
+    InvalidArgument for a name that is not one folder under the registry."""
+    require_model_name(name)
     version = version or (latest_version(models, name) or 0)
     path = models / name / str(version)
     if not version or not (path / MANIFEST).is_file():

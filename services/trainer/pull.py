@@ -2,8 +2,10 @@
 machine that shares no volume with the trainer: `mcrave serve decoder --pull-from HOST:PORT`.
 
 A background thread asks the trainer for its versions every few seconds and fetches the missing
-ones (staged, sha256-checked, renamed into place by the SDK's `TrainerClient.fetch`); the
-decoder's own registry polling then loads them, exactly as it would a local publish.
+ones (names and file names checked, every file sha256-checked, size capped, staged and renamed
+into place by the SDK's `TrainerClient.fetch`); the decoder's own registry polling then loads
+them, exactly as it would a local publish. Weights fetched in plaintext off loopback could be
+swapped on the way, so that takes `--insecure`.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ import logging
 import threading
 from pathlib import Path
 
-from mcrave_client.connection import Connection
+from mcrave_client.connection import Connection, is_loopback
 from mcrave_client.errors import ClientError
-from mcrave_client.trainer import TrainerClient
+from mcrave_client.trainer import TrainerClient, check_model_name
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +33,15 @@ class RegistryMirror:
         """Fetch every version the trainer has and this folder lacks; returns what was added."""
         added = []
         for v in self.client.versions():
-            if not (self.models / v.name / str(v.version)).is_dir():
+            try:
+                check_model_name(v.name)
+                if (self.models / v.name / str(v.version)).is_dir():
+                    continue
                 added.append(self.client.fetch(v.name, v.version, self.models))
-                log.info("pulled %s/%d from %s", v.name, v.version, self.client.connection.target)
+            except ClientError as err:  # one bad version must not stop the others
+                log.warning("not pulling %r v%d: %s", v.name, v.version, err)
+                continue
+            log.info("pulled %s/%d from %s", v.name, v.version, self.client.connection.target)
         return added
 
     def _run(self) -> None:
@@ -63,6 +71,8 @@ def start_mirror(
     tls_cert: str | None = None,
     tls_key: str | None = None,
     token_file: str | None = None,
+    *,
+    insecure: bool = False,
 ) -> RegistryMirror:
     """Pull once now (so the decoder starts with the published models), then keep pulling.
 
@@ -71,6 +81,11 @@ def start_mirror(
     from mcrave_client.connection import read_token
 
     path = lambda p: Path(p) if p else None  # noqa: E731
+    if not tls_ca and not insecure and ":" in target and not is_loopback(target):
+        raise ValueError(
+            f"--pull-from {target}: plaintext off loopback (models could be swapped on the way): "
+            "give --tls-ca (the trainer's CA), or --insecure to pull anyway"
+        )
     try:
         token = read_token(Path(token_file)) if token_file else None
         conn = Connection(target, path(tls_ca), path(tls_cert) if tls_ca else None,

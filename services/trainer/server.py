@@ -24,7 +24,7 @@ from services.common.server import (
     write_ready_file,
 )
 from services.trainer.backend import Backend
-from services.trainer.jobs import JobManager, Paths
+from services.trainer.jobs import JobLimits, JobManager, Paths
 from services.trainer.local_backend import LocalBackend
 from services.trainer.metrics import TrainerMetrics, write_sd_file
 from services.trainer.servicer import FULL_NAME, TrainerServicer
@@ -46,6 +46,7 @@ class TrainerConfig(Endpoint):
     threads: int | None = None  # torch threads per local job
     cancel_grace_s: float = 120.0
     max_active: int = 4
+    job_limits: JobLimits = JobLimits()
     insecure: bool = False  # allow listening off loopback without a token or mTLS
     poll_s: float = 0.5
     extra_backends: dict[str, Backend] = field(default_factory=dict)  # e.g. kubernetes
@@ -117,6 +118,7 @@ async def start_trainer(cfg: TrainerConfig) -> RunningTrainer:
         poll_s=cfg.poll_s,
         cancel_grace_s=cfg.cancel_grace_s,
         max_active=cfg.max_active,
+        job_limits=cfg.job_limits,
         on_change=refresh,
         on_steps=metrics.steps.inc,
     )

@@ -10,9 +10,15 @@ from google.protobuf.json_format import MessageToDict, ParseDict
 from mcrave_client.proto import trainer_pb2, trainer_pb2_grpc
 
 from mcrave.registry import RegistryError, read_manifest
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.errors import FailedPrecondition, NotFound
 from services.trainer.jobs import JobManager
-from services.trainer.publish import iter_files, publish_checkpoint, published_versions, version_dir
+from services.trainer.publish import (
+    iter_files,
+    publish_checkpoint,
+    published_versions,
+    require_model_name,
+    version_dir,
+)
 from services.trainer.store import JobRecord
 
 FULL_NAME = trainer_pb2.DESCRIPTOR.services_by_name["TrainerService"].full_name
@@ -77,8 +83,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
                 f"job {record.id} has no {which} checkpoint yet", "no-checkpoint"
             )
         name = request.name or record.spec.get("model_name") or record.id
-        if "/" in name or name.startswith(".") or name.isdigit():
-            raise InvalidArgument(f"invalid model name {name!r}", "model-name")
+        require_model_name(name)
         loop = asyncio.get_running_loop()
         version, step = await loop.run_in_executor(
             None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
 import sys
@@ -28,6 +29,26 @@ from mcrave_client.proto import trainer_pb2, trainer_pb2_grpc
 
 T = TypeVar("T")
 FINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELLED", "INTERRUPTED")
+MANIFEST = "manifest.json"  # a version's file list and digests (mcrave.registry writes it)
+MAX_FETCH_BYTES = 4 << 30  # one version's files together: far above any model, far below a disk
+
+
+def _check_component(value: str, what: str) -> None:
+    """Names a trainer sends become path components here: nothing that could leave the folder."""
+    if (
+        not value
+        or value.startswith(".")  # "..", hidden and staging names
+        or any(c in value for c in "/\\\0")
+        or os.path.isabs(value)
+    ):
+        raise ClientError(f"bad {what} {value!r}: one path component, not hidden")
+
+
+def check_model_name(name: str) -> None:
+    """A registry model name: one path component that is not a version number (ClientError)."""
+    _check_component(name, "model name")
+    if name.isdigit():
+        raise ClientError(f"bad model name {name!r}: digits only name a version")
 
 
 class TrainerClient:
@@ -129,16 +150,20 @@ class TrainerClient:
             self._unary("ListVersions", trainer_pb2.ListVersionsRequest(name=name)).versions
         )
 
-    def fetch(self, name: str, version: int, models: Path) -> Path:
+    def fetch(
+        self, name: str, version: int, models: Path, max_bytes: int = MAX_FETCH_BYTES
+    ) -> Path:
         """Download a published version into `models/name/<version>`, atomically: files land in
-        a hidden staging folder, are checked against the manifest's sha256, then renamed."""
+        a hidden staging folder, every one is checked against the version's sha256 (none more,
+        none less, at most `max_bytes` in all), then the folder is renamed into place."""
+        check_model_name(name)
         request = trainer_pb2.FetchModelRequest(name=name, version=version)
         entry = Path(models) / name
         entry.mkdir(parents=True, exist_ok=True)
         staging = entry / f".pull-{os.getpid()}-{time.monotonic_ns()}"
         staging.mkdir()
         try:
-            meta = self._receive(request, staging)
+            meta = self._receive(request, staging, max_bytes)
             target = entry / str(meta.version)
             if target.exists():
                 return target  # another puller got there first
@@ -148,8 +173,10 @@ class TrainerClient:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    def _receive(self, request: trainer_pb2.FetchModelRequest, staging: Path):
-        meta, out, current = None, None, ""
+    def _receive(
+        self, request: trainer_pb2.FetchModelRequest, staging: Path, max_bytes: int
+    ) -> trainer_pb2.ModelVersion:
+        meta, out, current, total = None, None, "", 0
         digests: dict[str, Any] = {}
         chunks = self._call(
             lambda: iter(self._stub.FetchModel(request, metadata=self.connection.metadata()))
@@ -161,13 +188,20 @@ class TrainerClient:
                 if chunk.file:
                     if out:
                         _close(out)
-                    if "/" in chunk.file or chunk.file.startswith("."):
-                        raise ClientError(f"trainer sent a bad file name {chunk.file!r}")
+                        out = None
+                    _check_component(chunk.file, "file name from the trainer")
+                    if chunk.file in digests:
+                        raise ClientError(f"trainer sent {chunk.file!r} twice")
                     current = chunk.file
-                    out = open(staging / current, "wb")  # noqa: SIM115 - closed by _close
+                    out = open(staging / current, "xb")  # noqa: SIM115 - closed by _close
                     digests[current] = hashlib.sha256()
                 if out is None:
                     raise ClientError("trainer sent data before a file name")
+                total += len(chunk.data)
+                if total > max_bytes:
+                    raise ClientError(
+                        f"{request.name}: the trainer sent over {max_bytes} bytes (the cap)"
+                    )
                 out.write(chunk.data)
                 digests[current].update(chunk.data)
         finally:
@@ -175,10 +209,22 @@ class TrainerClient:
                 _close(out)
         if meta is None:
             raise ClientError(f"trainer sent no version for {request.name}")
-        for fname, expected in meta.sha256.items():
-            got = digests.get(fname)
-            if got is None or got.hexdigest() != expected:
-                raise ClientError(f"{request.name}/{meta.version}: {fname} failed its sha256 check")
+        where = f"{request.name}/{meta.version}"
+        expected = dict(meta.sha256)
+        if set(digests) != {*expected, MANIFEST}:
+            raise ClientError(
+                f"{where}: the trainer sent files {sorted(digests)}, its manifest lists "
+                f"{sorted(expected)} (+ {MANIFEST})"
+            )
+        for fname, digest in expected.items():
+            if digests[fname].hexdigest() != digest:
+                raise ClientError(f"{where}: {fname} failed its sha256 check")
+        try:
+            listed = json.loads((staging / MANIFEST).read_bytes()).get("sha256")
+        except (ValueError, AttributeError):
+            listed = None
+        if listed != expected:
+            raise ClientError(f"{where}: {MANIFEST} disagrees with the digests the trainer sent")
         _fsync_dir(staging)
         return meta
 
