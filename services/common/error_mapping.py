@@ -35,7 +35,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        if handler is None or not details.method.startswith("/mcrave."):
+        if handler is None or not details.method.startswith(("/mcrave.", "/inference.")):
             return handler
         method = details.method.rsplit("/", 1)[-1]
         if handler.response_streaming:

@@ -40,6 +40,7 @@ from services.common.error_mapping import ErrorMappingInterceptor
 from services.common.limits import Limits
 from services.common.metrics import ServerMetrics, ServiceMetrics, serve_metrics
 from services.common.model_service import ModelServicer
+from services.common.oip import reflection_pool
 from services.common.registry_watch import RegistryWatcher
 from services.common.runtime import Runtime
 
@@ -79,6 +80,7 @@ class ServiceDef:
     name: str  # "encoder" | "decoder"
     full_name: str  # e.g. "mcrave.v1.EncoderService" (health + reflection)
     register: Callable[[grpc.aio.Server, Runtime], None]
+    also_serves: tuple[str, ...] = ()  # other services `register` adds (health + reflection)
 
 
 def grpc_address(host: str, port: int) -> str:
@@ -207,9 +209,8 @@ def build_server(
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if ep.reflection:
-        reflection.enable_server_reflection(
-            [*names, reflection.SERVICE_NAME, health.SERVICE_NAME], server
-        )
+        reflected = [*names, reflection.SERVICE_NAME, health.SERVICE_NAME]
+        reflection.enable_server_reflection(reflected, server, pool=reflection_pool(reflected))
     port = bind_port(server, ep.host, ep.port, creds)
     return GrpcServer(ep, server, health_servicer, names, metrics, port)
 
@@ -261,7 +262,11 @@ async def start_server(cfg: ServerConfig, service: ServiceDef) -> RunningServer:
             ModelServicer(watcher, cfg.limits), server
         )
 
-    names = [service.full_name, models_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name]
+    names = [
+        service.full_name,
+        *service.also_serves,
+        models_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
+    ]
     built = build_server(cfg, names, register, metrics)
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, watcher.poll)

@@ -13,10 +13,13 @@ from mcrave_client.proto import decoder_pb2, decoder_pb2_grpc, stream_pb2
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.limits import FLOAT_BYTES
 from services.common.model_service import stream_started
+from services.common.oip import SERVICE_NAME as OIP_SERVICE
+from services.common.oip import add_inference_service
 from services.common.protocol import StreamSpec, bind, read_f32, update
 from services.common.runtime import Runtime, peer_address
 from services.common.server import ServiceDef
 from services.common.stream_loop import run_stream
+from services.decoder.oip import DecoderClips
 from services.decoder.session import DecoderSession
 
 
@@ -166,11 +169,14 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServiceServicer):
 
 
 def _register(server: grpc.aio.Server, runtime: Runtime) -> None:
-    decoder_pb2_grpc.add_DecoderServiceServicer_to_server(DecoderServicer(runtime), server)
+    servicer = DecoderServicer(runtime)
+    decoder_pb2_grpc.add_DecoderServiceServicer_to_server(servicer, server)
+    add_inference_service(server, runtime, DecoderClips(servicer.DecodeClip))
 
 
 SERVICE = ServiceDef(
     name="decoder",
     full_name=decoder_pb2.DESCRIPTOR.services_by_name["DecoderService"].full_name,
     register=_register,
+    also_serves=(OIP_SERVICE,),
 )

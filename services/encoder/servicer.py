@@ -11,10 +11,13 @@ from mcrave_client.proto import encoder_pb2, encoder_pb2_grpc, stream_pb2
 
 from services.common.errors import FailedPrecondition
 from services.common.model_service import stream_started
+from services.common.oip import SERVICE_NAME as OIP_SERVICE
+from services.common.oip import add_inference_service
 from services.common.protocol import bind, read_f32, update
 from services.common.runtime import Runtime, peer_address
 from services.common.server import ServiceDef
 from services.common.stream_loop import run_stream
+from services.encoder.oip import EncoderClips
 from services.encoder.session import EncoderSession
 
 
@@ -116,11 +119,14 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
 
 
 def _register(server: grpc.aio.Server, runtime: Runtime) -> None:
-    encoder_pb2_grpc.add_EncoderServiceServicer_to_server(EncoderServicer(runtime), server)
+    servicer = EncoderServicer(runtime)
+    encoder_pb2_grpc.add_EncoderServiceServicer_to_server(servicer, server)
+    add_inference_service(server, runtime, EncoderClips(servicer.EncodeClip))
 
 
 SERVICE = ServiceDef(
     name="encoder",
     full_name=encoder_pb2.DESCRIPTOR.services_by_name["EncoderService"].full_name,
     register=_register,
+    also_serves=(OIP_SERVICE,),
 )
