@@ -48,7 +48,10 @@ def proto_files() -> list[Path]:
 
 
 def install_tools() -> None:
-    """Install TOOLS (without its protobuf < 5 pin) into TOOLS_DIR."""
+    """Install TOOLS (without its protobuf < 5 pin) into TOOLS_DIR, unless it is there."""
+    name, version = TOOLS.split("==")
+    if (TOOLS_DIR / f"{name.replace('-', '_')}-{version}.dist-info").is_dir():
+        return
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--upgrade"]
         + ["--target", str(TOOLS_DIR), TOOLS],

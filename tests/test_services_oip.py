@@ -145,6 +145,7 @@ BAD_ENCODER = [
     (_request("nope", audio=_f32(512, 2)), "NOT_FOUND", "unknown model 'nope'"),
     (_request(version="7", audio=_f32(512, 2)), "NOT_FOUND", "no loadable version 7"),
     (_request(version="v1", audio=_f32(512, 2)), "INVALID_ARGUMENT", "positive integer"),
+    (_request(version="\u0661", audio=_f32(512, 2)), "INVALID_ARGUMENT", "positive integer"),
     (_request(audio=("FP64", [512, 2], bytes(8192))), "INVALID_ARGUMENT", "must be FP32"),
     (_request(audio=_f32(512, 3)), "INVALID_ARGUMENT", "[frames, 2]"),
     (_request(audio=("FP32", [512, 2], bytes(100))), "INVALID_ARGUMENT", "needs 4096 raw bytes"),

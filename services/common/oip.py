@@ -105,10 +105,10 @@ class ClipModel(Protocol):
 
 
 def parse_version(version: str) -> int:
-    """ "" -> 0 (latest), else a positive registry version."""
+    """Empty -> 0 (latest), else a positive registry version (ASCII digits)."""
     if version == "":
         return 0
-    if not version.isdigit() or int(version) < 1:
+    if not (version.isascii() and version.isdigit()) or int(version) < 1:
         raise InvalidArgument(
             f"model version {version!r}: a registry version is a positive integer ('' = latest)",
             "bad-version",
