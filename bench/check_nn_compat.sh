@@ -12,7 +12,8 @@ harness="${NN_HARNESS_DIR:-$repo/../shared/tools/nn_harness}"
 torch_root="$root/torch-2.5.1/x/torch"
 mkdir -p "$root"
 
-# 1. libtorch 2.5.1 + the shared nn~ contract harness (which checks methods, attributes, batch > 1)
+# 1. libtorch 2.5.1 + an nn~ contract harness (checks methods, attributes, batch > 1; not shipped:
+#    NN_HARNESS_DIR names it, default ../shared/tools/nn_harness beside the repository)
 if [ ! -x "$root/torch-2.5.1/build/nn_harness" ]; then
   BUILD_ROOT="$root" bash "$harness/build_against_release.sh" 2.5.1
 fi

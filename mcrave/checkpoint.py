@@ -50,9 +50,11 @@ def save_checkpoint(
     config: Config | None = None,
     force: bool = False,
     before_rename: Callable[[], None] | None = None,
+    latent_pca: dict[str, Any] | None = None,
 ) -> Path:
     """Write `model` (and optional training state in `extra`) to `path` atomically
-    (`before_rename`: see `mcrave.atomic.atomic_write`).
+    (`before_rename`: see `mcrave.atomic.atomic_write`). `latent_pca` (`LatentPCA.to_dict()`)
+    ranks the latents for the nn~ export.
 
     `config` defaults to the model's config with default training settings; trainers pass theirs.
     """
@@ -76,6 +78,8 @@ def save_checkpoint(
         "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "extra": extra or {},
     }
+    if latent_pca is not None:
+        payload["latent_pca"] = latent_pca
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     return atomic_write(

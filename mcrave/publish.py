@@ -32,14 +32,20 @@ def publish_checkpoint(
     work = Path(work_dir) if work_dir is not None else Path(models)
     work.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=work, prefix=".publish-") as tmp:
+        pca = payload.get("latent_pca")
         slim = save_checkpoint(
-            Path(tmp) / "model.ckpt", model, step=step, config=Config.from_dict(payload["config"])
+            Path(tmp) / "model.ckpt",
+            model,
+            step=step,
+            config=Config.from_dict(payload["config"]),
+            latent_pca=pca,
         )
         ts = None
         if torchscript:
-            from mcrave.export import export_nn_tilde
+            from mcrave.export import LatentPCA, export_nn_tilde
 
-            ts = export_nn_tilde(model, Path(tmp) / "model.ts")
+            ranking = LatentPCA.from_dict(pca) if pca is not None else None
+            ts = export_nn_tilde(model, Path(tmp) / "model.ts", pca=ranking)
         version = publish_version(
             models, name, slim, torchscript=ts, info={"step": step, **(info or {})}
         )

@@ -4,7 +4,7 @@ import pytest
 import torch
 from core_helpers import relative_error, tiny_model
 
-from mcrave.export import export_nn_tilde
+from mcrave.export import LatentPCA, export_nn_tilde
 from mcrave.streaming import StreamingEngine
 
 
@@ -78,3 +78,29 @@ def test_batch_change_restarts_caches(exported):
     a = ts.forward(x)
     b = ts.forward(torch.cat([x, x]))  # new batch size: fresh streams
     assert torch.allclose(b[0], a[0], atol=1e-6) and torch.allclose(b[1], a[0], atol=1e-6)
+
+
+def test_export_ranks_latents_by_explained_variance(tmp_path):
+    """With a fitted ranking, `encode` gives principal-axis latents (most variance first) and
+    `decode` undoes the rotation, so the audio is what the model's own latents decode to."""
+    model = tiny_model(channels=2)
+    engine = StreamingEngine(model, "cpu", runtime="eager")
+    g = torch.Generator().manual_seed(1)
+    t = torch.arange(16 * model.ratio) / 44100.0
+    tone = torch.sin(2 * torch.pi * 220 * t * (1 + t))  # a sweep: latents that move
+    x = (torch.stack([tone, 0.5 * tone]) + 0.05 * torch.randn(2, t.numel(), generator=g))[None]
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    _, z = engine.encode_step(engine.new_encoder_state(1), x, mask)
+    pca = LatentPCA.fit(z)
+    assert torch.all(pca.explained[:-1] >= pca.explained[1:] - 1e-6)
+    assert abs(float(pca.explained.sum()) - 1) < 1e-5
+    eye = torch.eye(model.latent_size)
+    assert torch.allclose(pca.components @ pca.components.T, eye, atol=1e-5)
+    ts = torch.jit.load(str(export_nn_tilde(model, tmp_path / "m.ts", pca=pca)))
+    z_ts = ts.encode(x)
+    assert relative_error(z_ts, pca.rotate(z)) < 1e-4
+    spread = z_ts[0].var(dim=-1)
+    assert torch.all(spread[:-1] >= spread[1:] - 1e-5)  # dimension 0 moves the most
+    _, y = engine.decode_step(engine.new_decoder_state(1, [0]), z)
+    assert relative_error(ts.decode(z_ts), y) < 1e-4
+    assert ts.encode_output_labels[0].startswith("latent 0 (")

@@ -103,6 +103,7 @@ def test_submit_watch_publish_hot_reload_pull_and_dashboard(tmp_path):
         assert listed(dec, "demo") == 0
         published = trainer_client.publish(job_id)
         assert (published.name, published.version, published.step) == ("demo", 1, 10)
+        assert (models / "demo" / "1" / "model.ts").is_file()  # nn~ export by default
         wait_for(lambda: listed(dec, "demo") == 1 and listed(enc, "demo") == 1, 60, "hot reload")
         assert svc.alive("decoder") and svc.alive("encoder")  # the same processes: no restart
 
@@ -114,7 +115,7 @@ def test_submit_watch_publish_hot_reload_pull_and_dashboard(tmp_path):
         )
 
         # a second publish reaches both, still without restarts
-        assert trainer_client.publish(job_id).version == 2
+        assert trainer_client.publish(job_id, torchscript=False).version == 2
         wait_for(lambda: listed(dec, "demo") == 2 and listed(dec_b, "demo") == 2, 60, "v2")
         assert trainer_client.get(job_id).published == ["demo/1", "demo/2"]
 

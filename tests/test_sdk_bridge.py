@@ -187,15 +187,15 @@ def test_file_to_oscdump_complete_in_order_and_decoded(stack):
                 "--decoder",
                 stack.dec.target,
                 "--present",
-                "1",
+                "R",
                 "--file",
                 str(tmp / "in.wav"),
                 "--send",
                 f"127.0.0.1:{dump.port}",
                 "--osc-port",
                 "0",
-                "--chunk-frames",
-                "2",
+                "--chunk",
+                "512",
                 "--start",
                 "--exit-at-end",
                 "--decoded-out",
@@ -235,10 +235,14 @@ def test_file_to_oscdump_complete_in_order_and_decoded(stack):
     assert len(distinct) + overruns == ref.shape[1] and distinct[-1] == ref.shape[1] - 1
     for index, row in zip(indices, values, strict=True):  # oscdump prints 6 decimals
         np.testing.assert_allclose(row, ref[:, index], atol=2e-6)
+    # the decoded file lines up with the input (the model latency trimmed), with the usual mode
     got, _ = sf.read(decoded, dtype="float32", always_2d=True)
-    assert got.shape[0] == ref_audio.shape[1]
-    assert np.abs(got.T - ref_audio).max() < 1e-4
-    assert np.abs(got.T - latent_audio).max() > 1e-2  # not the latent-only output
+    assert got.shape[0] == ref_audio.shape[1] - info.latency
+    assert np.abs(got.T - ref_audio[:, info.latency :]).max() < 1e-4
+    assert np.abs(got.T - latent_audio[:, info.latency :]).max() > 1e-2  # not latent-only
+    umask = os.umask(0)
+    os.umask(umask)
+    assert decoded.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def _udp(datagram: bytes, port: int) -> None:
@@ -272,9 +276,11 @@ def test_present_change_offsets_and_malformed_messages_over_liblo(stack):
     server.start()
     x = stack.audio[:, : 8 * chunk]
     try:
+        _oscsend(port, "/mcrave/status")  # before anything else: already one flag per channel
+        assert dump.wait_for("/mcrave/status", 1)[0][1] == ["idle", "tiny", 0, 0, 0, 0, 0, 0, 1]
         _oscsend(port, "/mcrave/offset", "if", 1, 0.5)
         _oscsend(port, "/mcrave/start")
-        dump.wait_for("/mcrave/status", 2)
+        dump.wait_for("/mcrave/status", 3)
 
         def feed(blocks: range) -> None:
             for i in blocks:
@@ -289,7 +295,7 @@ def test_present_change_offsets_and_malformed_messages_over_liblo(stack):
 
         feed(range(0, 4))
         _oscsend(port, "/mcrave/present", "ii", 1, 1)
-        assert dump.wait_for("/mcrave/status", 3)[-1][1][-2:] == [1, 1]  # offset, start, present
+        assert dump.wait_for("/mcrave/status", 4)[-1][1][-2:] == [1, 1]  # offset, start, present
         feed(range(4, 8))
         _oscsend(port, "/mcrave/stop")
         assert bridge.ended.wait(20)
@@ -301,7 +307,7 @@ def test_present_change_offsets_and_malformed_messages_over_liblo(stack):
         _udp(b"\x01\x02not osc", port)
         errors = dump.wait_for("/mcrave/error", 5)
         _oscsend(port, "/mcrave/status")
-        assert dump.wait_for("/mcrave/status", 6)[-1][1][0] == "stopped"  # +stop, +end, +status
+        assert dump.wait_for("/mcrave/status", 7)[-1][1][0] == "stopped"  # +stop, +end, +status
     finally:
         bridge.close()
         server.join(timeout=5)

@@ -158,3 +158,32 @@ def test_watch_shows_the_main_losses_first():
         "kl=9",
         "adversarial=1",
     ]
+
+
+@pytest.mark.parametrize(
+    ("spec", "want"),
+    [("R", (1,)), ("1", (1,)), ("L,R", (0, 1)), ("ch2,L", (0, 2)), (" 2 , 0 ", (0, 2))],
+)
+def test_present_by_name_or_index_same_rule_as_the_core(spec, want):
+    """The SDK's `--present` parser (torch-free) and the core's agree on every case."""
+    from mcrave_client.channels import parse_channel_set as sdk_parse
+
+    from mcrave.inference import parse_channel_set as core_parse
+
+    names = ("L", "R", "ch2")
+    assert sdk_parse(spec, 3, names) == tuple(core_parse(spec, 3, names)) == want
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [("", "empty"), ("X", "'X' is neither"), ("5", "out of range"), ("1,R", "given twice")],
+)
+def test_present_errors_name_the_token_in_both_parsers(spec, message):
+    from mcrave_client.channels import parse_channel_set as sdk_parse
+
+    from mcrave.inference import parse_channel_set as core_parse
+
+    with pytest.raises(ClientError, match=message):
+        sdk_parse(spec, 2, ("L", "R"))
+    with pytest.raises(ValueError, match=message):
+        core_parse(spec, 2, ("L", "R"))

@@ -64,7 +64,7 @@ def test_init_from_copies_every_matching_tensor(tmp_path):
     stereo = write_dataset(tmp_path / "stereo", channels=2, files=1)
     three = write_dataset(tmp_path / "three", channels=3, files=1)
     run = lambda *a: subprocess.run(a, capture_output=True, text=True, env=run_env(), timeout=300)  # noqa: E731
-    assert run(*train_cmd(stereo, tmp_path / "a", "--max-steps", "2")).returncode == 0
+    assert run(*train_cmd(stereo, tmp_path / "a", "--steps", "2")).returncode == 0
     source = tmp_path / "a" / "last.ckpt"
     proc = run(*train_cmd(three, tmp_path / "b", "--max-steps", "0", "--init-from", str(source)))
     assert proc.returncode == 0, proc.stderr

@@ -25,7 +25,7 @@ ARGS = [
     "1",
     "--seed",
     "5",
-    "--max-steps",
+    "--steps",
     "8",
     "--set",
     "train.phase1_steps=3",

@@ -45,11 +45,11 @@ def _assert_same_state(a, b):
 
 def test_sigterm_at_odd_step_past_phase_switch_then_resume_is_exact(dataset, tmp_path):
     full, split = tmp_path / "full", tmp_path / "split"
-    proc = _run(train_cmd(dataset, full, "--max-steps", "18"))
+    proc = _run(train_cmd(dataset, full, "--steps", "18"))
     assert proc.returncode == 0, proc.stderr
 
     # the trainer sends itself a real SIGTERM after step 13 (phase 2 began at 10; D steps 10, 14)
-    proc = _run(train_cmd(dataset, split, "--max-steps", "18"), MCRAVE_FAULT="sigterm_at:13")
+    proc = _run(train_cmd(dataset, split, "--steps", "18"), MCRAVE_FAULT="sigterm_at:13")
     assert proc.returncode == 0, proc.stderr
     assert "stopped by SIGTERM at step 13" in proc.stderr
     stop = progress(split)[-1]
@@ -57,11 +57,14 @@ def test_sigterm_at_odd_step_past_phase_switch_then_resume_is_exact(dataset, tmp
     interrupted = load_checkpoint(split / "last.ckpt")
     assert interrupted["step"] == 13 and interrupted["extra"]["phase"] == 2
 
-    proc = _run(train_cmd(dataset, split, "--max-steps", "18", "--resume"))
+    proc = _run(train_cmd(dataset, split, "--steps", "18", "--resume"))
     assert proc.returncode == 0, proc.stderr
     a, b = load_checkpoint(full / "last.ckpt"), load_checkpoint(split / "last.ckpt")
     assert a["step"] == b["step"] == 18
     _assert_same_state(a, b)
+    # the validation's latent ranking (for the nn~ export) travels with the run and its resume
+    for key in ("mean", "components", "explained"):
+        assert torch.equal(a["latent_pca"][key], b["latent_pca"][key])
     # and the run really trained: weights moved away from the step-13 state
     assert any(
         not torch.equal(a["model_state"][k], interrupted["model_state"][k])
@@ -72,7 +75,7 @@ def test_sigterm_at_odd_step_past_phase_switch_then_resume_is_exact(dataset, tmp
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_external_signal_writes_a_checkpoint_and_exits_zero(dataset, tmp_path, sig):
     run_dir = tmp_path / "run"
-    cmd = train_cmd(dataset, run_dir, "--max-steps", "100000", "--metrics-port", "0")
+    cmd = train_cmd(dataset, run_dir, "--steps", "100000", "--metrics-port", "0")
     proc = subprocess.Popen(
         cmd, env=run_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -114,10 +117,10 @@ def test_external_signal_writes_a_checkpoint_and_exits_zero(dataset, tmp_path, s
 
 def test_kill_during_checkpoint_keeps_the_previous_one(dataset, tmp_path):
     run_dir = tmp_path / "run"
-    assert _run(train_cmd(dataset, run_dir, "--max-steps", "5")).returncode == 0
+    assert _run(train_cmd(dataset, run_dir, "--steps", "5")).returncode == 0
     # SIGKILL between fsync and rename of the step-10 checkpoint
     proc = _run(
-        train_cmd(dataset, run_dir, "--max-steps", "10", "--resume"),
+        train_cmd(dataset, run_dir, "--steps", "10", "--resume"),
         MCRAVE_FAULT="kill_before_rename",
     )
     assert proc.returncode == -signal.SIGKILL
@@ -125,7 +128,7 @@ def test_kill_during_checkpoint_keeps_the_previous_one(dataset, tmp_path):
     assert sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt")) == [
         "step-00000005.ckpt"
     ]
-    proc = _run(train_cmd(dataset, run_dir, "--max-steps", "10", "--resume"))
+    proc = _run(train_cmd(dataset, run_dir, "--steps", "10", "--resume"))
     assert proc.returncode == 0, proc.stderr
     assert load_checkpoint(run_dir / "last.ckpt")["step"] == 10
 
@@ -145,7 +148,7 @@ def test_bad_input_exits_2_with_one_line(dataset, tmp_path, capsys):
     code, err = run("--set", "train.crop_frames=1000")
     assert code == 2 and "not a multiple of the model ratio" in err
     assert not (tmp_path / "run").exists()
-    assert run("--max-steps", "1")[0] == 0
+    assert run("--steps", "1")[0] == 0
     bigger = write_dataset(tmp_path / "bigger", files=5)
     code = train_main(["train", str(bigger), "-o", str(tmp_path / "run"), "--resume"])
     err = capsys.readouterr().err

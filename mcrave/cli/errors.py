@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from typing import Any
 
 
 class CLIError(Exception):
@@ -41,3 +42,16 @@ def apply_threads(threads: int | None) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+def add_old_spelling(parser: argparse.ArgumentParser, old: str, dest: str, **kwargs: Any) -> None:
+    """Keep a renamed option working without showing it: --help lists one vocabulary (the
+    README's table), scripts written against the old name still run."""
+    parser.add_argument(old, dest=dest, help=argparse.SUPPRESS, **kwargs)
+
+
+def require_option(parser: argparse.ArgumentParser, args: argparse.Namespace, dest: str) -> None:
+    """argparse's own 'required' cannot see an old spelling that fills the same field."""
+    if getattr(args, dest) is None:
+        flag = "-o/--output" if dest == "output" else "--" + dest.replace("_", "-")
+        parser.error(f"the following arguments are required: {flag}")

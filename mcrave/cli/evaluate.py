@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mcrave.cli.errors import CLIError, add_threads_option, apply_threads, run_command
+from mcrave.cli.errors import (
+    CLIError,
+    add_old_spelling,
+    add_threads_option,
+    apply_threads,
+    require_option,
+    run_command,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -20,7 +27,8 @@ def _parser() -> argparse.ArgumentParser:
         nargs="+",
         help="multichannel audio files or prepared dataset folders (their 'valid' split)",
     )
-    p.add_argument("-o", "--out", required=True, type=Path, help="report folder")
+    p.add_argument("-o", "--output", type=Path, help="report folder (required)")
+    add_old_spelling(p, "--out", "output", type=Path)
     p.add_argument(
         "--present",
         action="append",
@@ -47,7 +55,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv[1:])
+    parser = _parser()
+    args = parser.parse_args(argv[1:])
+    require_option(parser, args, "output")
     return run_command("eval", lambda: _run(args))
 
 
@@ -61,7 +71,7 @@ def _run(args: argparse.Namespace) -> int:
     apply_threads(args.threads)
     if args.max_seconds is not None and args.max_seconds <= 0:
         raise CLIError(f"--max-seconds must be positive, got {args.max_seconds}")
-    if args.out.exists() and not args.out.is_dir():
+    if args.output.exists() and not args.output.is_dir():
         raise CLIError(f"{args.out}: exists and is not a folder")
     try:
         model, _ = load_model(args.model)
@@ -78,7 +88,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.chunk is not None:
         engine.check_chunk(args.chunk)  # ValueError naming the chunk -> one line, exit 2
     report = run_evaluation(
-        engine, args.model, files, present_sets, args.out, args.passthrough, args.chunk
+        engine, args.model, files, present_sets, args.output, args.passthrough, args.chunk
     )
-    print(f"wrote {args.out / 'report.md'} ({len(report['rows'])} scored cases)")
+    print(f"wrote {args.output / 'report.md'} ({len(report['rows'])} scored cases)")
     return 0

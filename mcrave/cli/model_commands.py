@@ -102,20 +102,42 @@ def _export(argv: list[str]) -> int:
     p.add_argument("model", help="checkpoint file or registry entry")
     p.add_argument("-o", "--output", required=True, help="output .ts path")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.add_argument(
+        "--pca-data",
+        nargs="+",
+        metavar="AUDIO",
+        help="rank the latent dimensions by their variance on these N-channel files or folders "
+        "(default: the ranking the trainer stored in the checkpoint, if any)",
+    )
     args = p.parse_args(argv)
 
     def body() -> int:
+        from mcrave.audio import audio_files
         from mcrave.checkpoint import load_model
-        from mcrave.export import export_nn_tilde
+        from mcrave.export import LatentPCA, export_nn_tilde
+        from mcrave.export.latent_pca import fit_on_audio
 
         if not args.output.endswith(".ts"):
             raise CLIError(f"{args.output}: nn~ loads .ts files; name the output *.ts")
-        model, _ = load_model(args.model)
-        path = export_nn_tilde(model, args.output, force=args.force)
+        model, meta = load_model(args.model)
+        if args.pca_data:
+            files = [f for spec in args.pca_data for f in audio_files(spec)]
+            pca = fit_on_audio(model, files)
+        else:
+            pca = LatentPCA.from_dict(meta["latent_pca"]) if "latent_pca" in meta else None
+        path = export_nn_tilde(model, args.output, pca=pca, force=args.force)
         print(
             f"wrote {path}: encode [{model.channels},1,{model.latent_size},{model.ratio}] "
             f"decode [{model.latent_size},{model.ratio},{model.channels},1] forward, attribute present"
         )
+        if pca is None:
+            print("latents in the model's own order (no ranking stored: pass --pca-data)")
+        else:
+            top = min(4, model.latent_size)
+            print(
+                f"latents ranked by variance: the first {top} carry "
+                f"{100 * float(pca.explained[:top].sum()):.1f} % of it"
+            )
         return 0
 
     return run_command("export", body)

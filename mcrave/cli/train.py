@@ -1,7 +1,7 @@
 """`mcrave train DATASET --config NAME -o RUN_DIR`: two-phase masked training (see training/README).
 
 The channel count, rate and channel names come from the dataset manifest only (one source of
-truth, RAVE #273); a resumed run takes its whole config from the checkpoint.
+truth; github.com/acids-ircam/RAVE issue 273); a resumed run takes its whole config from the checkpoint.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from mcrave.cli.errors import add_old_spelling, require_option
 from mcrave.config import PRESET_NAMES, PROJECTIONS, Config, apply_overrides, preset
 
 
@@ -21,8 +22,10 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mcrave train", description=__doc__.splitlines()[0])
     p.add_argument("dataset", type=Path, help="prepared dataset folder (manifest.json + shards)")
     p.add_argument("--config", default="cpu-small", choices=PRESET_NAMES, help="preset name")
-    p.add_argument("-o", "--out", type=Path, required=True, help="run folder")
-    p.add_argument("--max-steps", type=int, help="stop after this many steps (default: preset)")
+    p.add_argument("-o", "--output", type=Path, help="run folder (required)")
+    add_old_spelling(p, "--out", "output", type=Path)
+    p.add_argument("--steps", type=int, help="stop after this many steps (default: preset)")
+    add_old_spelling(p, "--max-steps", "steps", type=int)
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.ckpt")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics here (0 = any)")
@@ -68,7 +71,9 @@ def fault_options() -> dict:
 
 
 def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv[1:])
+    parser = _parser()
+    args = parser.parse_args(argv[1:])
+    require_option(parser, args, "output")
     # heavy imports after argument parsing so `--help` stays fast
     from mcrave.atomic import atomic_write_bytes
     from mcrave.checkpoint import load_checkpoint
@@ -77,7 +82,7 @@ def main(argv: list[str]) -> int:
     from mcrave.training.distributed import init_from_env, shutdown
     from mcrave.training.trainer import RunOptions, Trainer
 
-    last, resumed = args.out / "last.ckpt", None
+    last, resumed = args.output / "last.ckpt", None
     try:
         manifest = load_manifest(args.dataset)
         warm = None
@@ -102,7 +107,7 @@ def main(argv: list[str]) -> int:
                 )
         else:
             if last.exists():
-                raise ValueError(f"{args.out}: already holds a run (pass --resume to continue)")
+                raise ValueError(f"{args.output}: already holds a run (pass --resume to continue)")
             cfg = preset(
                 args.config,
                 channels=int(manifest["channels"]),
@@ -111,9 +116,9 @@ def main(argv: list[str]) -> int:
                 channel_names=tuple(manifest.get("channel_names") or ()),
             )
             cfg = apply_overrides(cfg, args.set)
-        if args.max_steps is not None:
+        if args.steps is not None:
             cfg = dataclasses.replace(
-                cfg, train=dataclasses.replace(cfg.train, max_steps=args.max_steps)
+                cfg, train=dataclasses.replace(cfg.train, max_steps=args.steps)
             )
         if cfg.train.crop_frames % cfg.model.ratio:
             raise ValueError(
@@ -136,10 +141,12 @@ def main(argv: list[str]) -> int:
         device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
     if info.is_main and not args.resume:
-        args.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(args.out / "config.json", json.dumps(cfg.to_dict(), indent=2).encode())
+        args.output.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(
+            args.output / "config.json", json.dumps(cfg.to_dict(), indent=2).encode()
+        )
     opts = RunOptions(
-        args.out,
+        args.output,
         cfg.train.max_steps,
         args.seed,
         args.metrics_port,

@@ -6,7 +6,8 @@ takes the latent-only path. nn~ calls a method once per audio buffer with a [B, 
 expects it to continue the stream, so the caches live inside the scripted module (one set per method, re-created when the
 batch size changes, e.g. for mc.nn~). The `present` attribute holds N int flags (1 = channel fed)
 and is settable from Max with `set present 0 1 ...`; nn~ passes one positional int per flag, so
-the setter's arity is generated for N (see `_present_setter`).
+the setter's arity is generated for N (see `_present_setter`). `encode` outputs and `decode` takes
+latents rotated onto their principal axes (mcrave/export/latent_pca.py), most variance first.
 """
 
 import importlib.util
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from mcrave.export.latent_pca import LatentPCA
 from mcrave.model import MCRave
 from mcrave.runtime import SCRIPTING_LOCK
 from mcrave.streaming import inference_copy
@@ -40,7 +42,7 @@ class NNTildeModel(nn.Module):
     fwd_enc_states: list[Tensor]
     fwd_dec_states: list[Tensor]
 
-    def __init__(self, model: MCRave) -> None:
+    def __init__(self, model: MCRave, pca: LatentPCA | None = None) -> None:
         super().__init__()
         twin = inference_copy(model)
         cfg = model.cfg
@@ -54,7 +56,12 @@ class NNTildeModel(nn.Module):
         self.register_buffer("forward_params", torch.tensor([n, 1, n, 1]))
         self.register_buffer("present_params", torch.ones(n, dtype=torch.long))  # n ints
         names = list(cfg.names)
-        latents = [f"latent {i}" for i in range(d)]
+        pca = pca if pca is not None else LatentPCA.identity(d)
+        if pca.components.shape != (d, d):
+            raise ValueError(f"latent PCA is {tuple(pca.components.shape)}, the model has D={d}")
+        self.register_buffer("latent_mean", pca.mean.clone()[:, None])
+        self.register_buffer("latent_components", pca.components.clone())
+        latents = [f"latent {i} ({100 * float(v):.1f} % var)" for i, v in enumerate(pca.explained)]
         self.encode_input_labels = names
         self.encode_output_labels = latents
         self.decode_input_labels = latents
@@ -93,7 +100,7 @@ class NNTildeModel(nn.Module):
 
     def _encode(self, x: Tensor, states: list[Tensor]) -> Tensor:
         mean, scale = self.encoder(x, self._mask(x), states)
-        return mean
+        return self.latent_components @ (mean - self.latent_mean)
 
     @torch.jit.export
     def encode(self, x: Tensor) -> Tensor:
@@ -105,7 +112,7 @@ class NNTildeModel(nn.Module):
     @torch.jit.export
     def decode(self, z: Tensor) -> Tensor:
         states = self._fresh(self.dec_states, self.dec_shapes, self.dec_integer, z)
-        y = self.decoder(z, states)
+        y = self.decoder(self.latent_components.t() @ z + self.latent_mean, states)
         self.dec_states = states
         return y
 
@@ -174,22 +181,24 @@ def _present_setter(channels: int):
     return torch.jit.export(module.set_present)
 
 
-def script_nn_tilde(model: MCRave) -> torch.jit.ScriptModule:
-    """The scripted nn~ module for `model`; one plain forward runs first so caches are sized."""
+def script_nn_tilde(model: MCRave, pca: LatentPCA | None = None) -> torch.jit.ScriptModule:
+    """The scripted nn~ module for `model`, latents ranked by `pca` (None: the model's own)."""
     cls = type(
         f"NNTildeModel{model.cfg.channels}",
         (NNTildeModel,),
         {"set_present": _present_setter(model.cfg.channels), "__module__": NNTildeModel.__module__},
     )
     with SCRIPTING_LOCK:  # one TorchScript compilation at a time (see mcrave/runtime.py)
-        scripted = torch.jit.script(cls(model).eval())
+        scripted = torch.jit.script(cls(model, pca).eval())
     scripted.reset()
     return scripted
 
 
-def export_nn_tilde(model: MCRave, path: "str | Path", *, force: bool = False) -> Path:
+def export_nn_tilde(
+    model: MCRave, path: "str | Path", *, pca: LatentPCA | None = None, force: bool = False
+) -> Path:
     """Script and save atomically to `path`."""
     from mcrave.atomic import atomic_write
 
-    scripted = script_nn_tilde(model)
+    scripted = script_nn_tilde(model, pca)
     return atomic_write(path, lambda f: torch.jit.save(scripted, f), force=force)

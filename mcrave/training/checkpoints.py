@@ -41,7 +41,14 @@ class RunCheckpoints:
     def best(self) -> Path:
         return self.run_dir / "best.ckpt"
 
-    def save(self, model: MCRave, config: Config, step: int, extra: dict[str, Any]) -> Path:
+    def save(
+        self,
+        model: MCRave,
+        config: Config,
+        step: int,
+        extra: dict[str, Any],
+        latent_pca: dict[str, Any] | None = None,
+    ) -> Path:
         """Write step-N.ckpt atomically, point last.ckpt at it, and drop the oldest ones."""
         path = save_checkpoint(
             self.folder / f"step-{step:08d}.ckpt",
@@ -51,6 +58,7 @@ class RunCheckpoints:
             config=config,
             force=True,
             before_rename=self.before_rename,
+            latent_pca=latent_pca,
         )
         self._link(path, self.last)
         for old in sorted(self.folder.glob("step-*.ckpt"))[: -self.keep_last]:

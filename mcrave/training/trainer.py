@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from mcrave.config import Config
+from mcrave.export.latent_pca import LatentPCA
 from mcrave.model import MCRave
 from mcrave.training import schedules
 from mcrave.training.checkpoints import RunCheckpoints, restore_rng_state, rng_state
@@ -68,6 +69,7 @@ class Trainer:
         self.valid = valid
         self.step = 0
         self.best_valid: float | None = None
+        self.latent_pca: dict[str, Any] | None = None  # fitted at each validation
         self.checkpoints = RunCheckpoints(opts.run_dir, self.tc.keep_last, opts.before_rename)
         self._stop_signal: str | None = None
 
@@ -96,6 +98,7 @@ class Trainer:
         restore_rng_state(extra["rng"])
         self.step = int(payload["step"])
         self.best_valid = extra["best_valid"]
+        self.latent_pca = payload.get("latent_pca")
 
     def warm_start(self, payload: dict[str, Any]) -> tuple[int, int]:
         """Copy every weight of another model's checkpoint whose name and shape match (a model
@@ -277,6 +280,8 @@ class Trainer:
         for mask in masks:
             m = mask.to(self.device).expand(audio.shape[0], n)
             mean, _ = self.model.encode(audio, m)
+            if bool(m.all()):  # the latents nn~ users see: ranked by variance in the export
+                self.latent_pca = LatentPCA.fit(mean).to_dict()
             if bool(m.all()) or self.model.decoder.spatial is None:
                 # the codec's own reconstruction (the stage would only pass the input through)
                 x, y = self._aligned(audio, self.model.decode_latent(mean))
@@ -302,7 +307,9 @@ class Trainer:
     def _save(self, monitor: Monitor | None) -> Path | None:
         if not self.info.is_main:
             return None
-        path = self.checkpoints.save(self.model, self.cfg, self.step, self.training_state())
+        path = self.checkpoints.save(
+            self.model, self.cfg, self.step, self.training_state(), self.latent_pca
+        )
         if monitor:
             monitor.event("checkpoint", step=self.step, path=str(path))
         return path

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import soundfile as sf
@@ -19,14 +20,9 @@ from mcrave_client.framing import FramingError
 from mcrave_client.infer import infer_file
 from mcrave_client.pipeline import Pipeline
 
-
-def parse_present(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--present takes comma-separated channel indices (0-based), got {text!r}"
-        ) from None
+# the audio files a folder argument stands for (the same suffixes `mcrave infer` reads)
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".aif", ".aiff", ".w64", ".caf", ".mp3", ".opus"}
+PRESENT_HELP = "present channels: 0-based indices or the model's channel names, e.g. 1, R or 0,2"
 
 
 def add_connection_args(parser: argparse.ArgumentParser) -> None:
@@ -39,19 +35,21 @@ def add_connection_args(parser: argparse.ArgumentParser) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mcrave-client", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    infer = sub.add_parser("infer", help="infer all channels of IN from its present channels")
-    infer.add_argument("input", type=Path, metavar="IN")
-    infer.add_argument("output", type=Path, metavar="OUT")
-    infer.add_argument(
-        "--present",
-        type=parse_present,
-        required=True,
-        help="present channel indices, 0-based, comma-separated (e.g. 1 or 0,2)",
+    infer = sub.add_parser(
+        "infer", help="infer all channels of IN (a file or a folder) from its present channels"
     )
+    infer.add_argument("input", type=Path, metavar="IN", help="audio file, or a folder of them")
+    infer.add_argument(
+        "output", type=Path, metavar="OUT", help="output file; a folder when IN is one"
+    )
+    infer.add_argument("--present", required=True, help=PRESENT_HELP)
     infer.add_argument("--encoder", required=True, metavar="HOST:PORT")
     infer.add_argument("--decoder", required=True, metavar="HOST:PORT")
     infer.add_argument("--model", help="model name (default: the servers' only model)")
-    infer.add_argument("--chunk", type=int, help="frames per chunk (multiple of the model ratio)")
+    infer.add_argument("--version", type=int, default=0, help="model version (0 = latest)")
+    infer.add_argument(
+        "--chunk", type=int, help="samples per channel per chunk (a multiple of the model ratio)"
+    )
     infer.add_argument("--seed", type=int, default=0, help="decoder noise seed")
     infer.add_argument(
         "--latent-only",
@@ -76,35 +74,64 @@ def connection(target: str, args: argparse.Namespace) -> Connection:
 
 
 def _infer(args: argparse.Namespace) -> None:
+    pairs = _input_output_pairs(args.input, args.output)
     encoder = EncoderClient(connection(args.encoder, args))
     decoder = DecoderClient(connection(args.decoder, args))
     with Pipeline(encoder, decoder) as pipeline:
-        frames, rate = _frames_and_rate(args.input)
-        bar = tqdm(
-            total=round(frames / rate, 2),
-            unit="s",
-            unit_scale=True,
-            disable=args.quiet,
-            desc=args.input.name,
-            file=sys.stderr,
-        )
-        with bar:
-            info = infer_file(
-                pipeline,
-                args.input,
-                args.output,
-                args.present,
-                model=args.model,
-                chunk=args.chunk,
-                seed=args.seed,
-                progress=lambda frames: bar.update(frames / rate),
-                latent_only=args.latent_only,
+        info = pipeline.model(args.model, args.version)
+        for i, (source, target) in enumerate(pairs, 1):
+            frames, rate = _frames_and_rate(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            bar = tqdm(
+                total=round(frames / rate, 2),
+                unit="s",
+                unit_scale=True,
+                disable=args.quiet or not sys.stderr.isatty(),
+                desc=f"[{i}/{len(pairs)}] {source.name}",
+                file=sys.stderr,
             )
-    mode = "latent-only" if args.latent_only else "spatial"
-    print(
-        f"wrote {args.output} ({info.channels} channels, model {info.ref.name} "
-        f"v{info.ref.version}, present {list(args.present)}, {mode})"
+            with bar:
+                info, present = infer_file(
+                    pipeline,
+                    source,
+                    target,
+                    args.present,
+                    model=info.ref.name,
+                    version=args.version,
+                    chunk=args.chunk,
+                    seed=args.seed,
+                    progress=lambda done, bar=bar, rate=info.sample_rate: bar.update(done / rate),
+                    latent_only=args.latent_only,
+                )
+            mode = "latent-only" if args.latent_only else "spatial"
+            say(
+                f"[{i}/{len(pairs)}] wrote {target} ({info.channels} channels at {rate} Hz, "
+                f"model {info.ref.name} v{info.ref.version}, present {list(present)}, {mode})"
+            )
+    if args.input.is_dir():
+        say(f"done: {len(pairs)} files from {args.input} into {args.output}")
+
+
+def _input_output_pairs(source: Path, target: Path) -> list[tuple[Path, Path]]:
+    """A file -> [(it, OUT)]; a folder -> each audio file under it, to OUT/<same path>.wav."""
+    if not source.is_dir():
+        return [(source, target)]
+    if target.exists() and not target.is_dir():
+        raise ClientError(f"{target}: the input is a folder, so the output must be one too")
+    found = sorted(
+        p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
     )
+    if not found:
+        raise ClientError(
+            f"{source}: folder has no audio files ({', '.join(sorted(AUDIO_SUFFIXES))})"
+        )
+    return [(p, target / p.relative_to(source).with_suffix(".wav")) for p in found]
+
+
+def say(text: str) -> None:
+    """A result line: plain on a terminal, timestamped when stdout is a log file."""
+    stamp = "" if sys.stdout.isatty() else time.strftime("%Y-%m-%d %H:%M:%S ")
+    print(f"{stamp}{text}", flush=True)
 
 
 def _frames_and_rate(path: Path) -> tuple[int, int]:
@@ -122,7 +149,7 @@ def _models(args: argparse.Namespace) -> None:
             print(
                 f"{m.ref.name}\tv{m.ref.version}\t{m.channels} ch\t{m.sample_rate} Hz\t"
                 f"ratio {m.ratio}\tlatent {m.latent_size}\tlatency {m.latency}\t"
-                f"{m.ref.fingerprint[:12]}"
+                f"{m.ref.fingerprint[:12]}\tchannels {','.join(m.channel_names)}"
             )
 
 

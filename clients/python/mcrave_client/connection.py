@@ -2,7 +2,7 @@
 
 The token rides in `authorization: Bearer ...` call metadata rather than call credentials so it
 works on loopback plaintext too; sending it in clear to any other host is refused here, as the
-servers refuse to accept it (issue 5 item 4).
+servers refuse to accept it (services/common/auth.py).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ import grpc
 import numpy as np
 import soundfile as sf
 
+from mcrave_client.channels import parse_channel_set
 from mcrave_client.errors import ClientError
 from mcrave_client.framing import iter_chunks
 from mcrave_client.pipeline import Pipeline
@@ -132,7 +133,7 @@ def write_audio(path: Path, audio: np.ndarray, rate: int) -> None:
             sf.write(fh, audio.T, rate, subtype=subtype, format=path.suffix.lstrip(".").upper())
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a written file gets the usual mode
+        os.chmod(tmp, default_file_mode())  # mkstemp makes 0600; a written file gets the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -143,47 +144,63 @@ def infer_file(
     pipeline: Pipeline,
     in_path: Path,
     out_path: Path,
-    present: Iterable[int],
+    present: str | Iterable[int],
     *,
     model: str | None = None,
+    version: int = 0,
     chunk: int | None = None,
     seed: int = 0,
     progress: Progress | None = None,
     latent_only: bool = False,
-) -> ModelInfo:
-    """Read `in_path`, infer all channels from `present`, write `out_path`; returns the model."""
+) -> tuple[ModelInfo, tuple[int, ...]]:
+    """Read `in_path`, infer all channels from `present` (indices or the model's channel names),
+    write `out_path` at the input's sample rate; returns the model and the present indices.
+
+    Input at another rate is resampled to the model's (soxr HQ) and the result back, the policy
+    `mcrave infer` follows."""
     audio, rate = read_audio(Path(in_path))
-    info = pipeline.model(model)
-    if rate != info.sample_rate:
-        raise ClientError(
-            f"{in_path}: sample rate {rate} Hz, model {info.ref.name} expects {info.sample_rate} Hz"
-        )
+    info = pipeline.model(model, version)
+    chosen = parse_channel_set(
+        present if isinstance(present, str) else tuple(present),
+        info.channels,
+        info.channel_names,
+    )
     if not np.isfinite(audio).all():
         raise ClientError(f"{in_path}: contains NaN or infinite samples")
     try:
-        select_present(audio, tuple(present), info.channels)
+        select_present(audio, chosen, info.channels)
     except ClientError as err:
         raise ClientError(f"{in_path}: {err}") from None
     if not Path(out_path).parent.is_dir():
         raise ClientError(f"{out_path}: folder {Path(out_path).parent} does not exist")
     out = infer_array(
         pipeline,
-        audio,
-        present,
+        resample(audio, rate, info.sample_rate),
+        chosen,
         model=info,
         chunk=chunk,
         seed=seed,
         progress=progress,
         latent_only=latent_only,
     )
-    write_audio(Path(out_path), out, rate)
-    return info
+    write_audio(Path(out_path), resample(out, info.sample_rate, rate), rate)
+    return info, chosen
 
 
-def _umask() -> int:
+def resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """`(channels, frames)` from `rate` to `target` Hz (soxr HQ, as the core resamples)."""
+    if rate == target:
+        return audio
+    import soxr
+
+    return np.ascontiguousarray(soxr.resample(audio.T, rate, target, quality="HQ").T, np.float32)
+
+
+def default_file_mode() -> int:
+    """The mode `open()` would give a new file (0666 less the umask): temp files start 0600."""
     mask = os.umask(0)
     os.umask(mask)
-    return mask
+    return 0o666 & ~mask
 
 
 def _one_line(exc: BaseException) -> str:

@@ -138,8 +138,10 @@ class TrainerClient:
         return self._unary("ResumeJob", trainer_pb2.ResumeJobRequest(job_id=job_id))
 
     def publish(
-        self, job_id: str, name: str = "", best: bool = False, torchscript: bool = False
+        self, job_id: str, name: str = "", best: bool = False, torchscript: bool = True
     ) -> trainer_pb2.PublishModelResponse:
+        """Add the job's checkpoint to the registry as a new version, with its nn~ `model.ts`
+        unless `torchscript=False` (as `mcrave publish` does)."""
         request = trainer_pb2.PublishModelRequest(
             job_id=job_id, name=name, best=best, torchscript=torchscript
         )
@@ -278,7 +280,11 @@ def _parser() -> argparse.ArgumentParser:
         if name == "publish":
             action.add_argument("--name", default="")
             action.add_argument("--best", action="store_true")
-            action.add_argument("--torchscript", action="store_true")
+            action.add_argument(
+                "--no-ts", action="store_true", help="skip the nn~ model.ts (as `mcrave publish`)"
+            )
+            # the old opt-in, now the default: accepted and ignored
+            action.add_argument("--torchscript", action="store_true", help=argparse.SUPPRESS)
         if name == "watch":
             action.add_argument("--log-lines", type=int, default=0)
     listing = sub.add_parser("list", parents=[common], help="list jobs, newest first")
@@ -338,7 +344,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.action == "watch":
             return _watch(client, args.job_id, args.log_lines)
         if args.action == "publish":
-            done = client.publish(args.job_id, args.name, args.best, args.torchscript)
+            done = client.publish(args.job_id, args.name, args.best, torchscript=not args.no_ts)
             print(f"published {done.name} v{done.version} (step {done.step})")
             return 0
         if args.action == "list":

@@ -15,10 +15,16 @@ import sys
 import threading
 from pathlib import Path
 
-from mcrave_client.bridge.control import DEFAULT_CONTROL_PORT, DEFAULT_SEND_PORT, Bridge
+from mcrave_client.bridge.control import (
+    DEFAULT_CONTROL_PORT,
+    DEFAULT_SEND_PORT,
+    Bridge,
+    lookup_model,
+)
 from mcrave_client.bridge.sinks import DeviceSink, FileSink
 from mcrave_client.bridge.sources import DeviceSource, FileSource, QueueSource
-from mcrave_client.cli import add_connection_args, connection, parse_present
+from mcrave_client.channels import parse_channel_set
+from mcrave_client.cli import PRESENT_HELP, add_connection_args, connection
 from mcrave_client.client import DecoderClient, EncoderClient
 from mcrave_client.errors import ClientError
 from mcrave_client.framing import FramingError
@@ -37,12 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--decoder", metavar="HOST:PORT", help="also decode: audio to a device/file")
     p.add_argument("--model", help="model name (default: the encoder's only model)")
     p.add_argument("--version", type=int, default=0, help="model version (0 = latest)")
-    p.add_argument(
-        "--present",
-        type=parse_present,
-        required=True,
-        help="channels sent to the encoder, 0-based, comma-separated",
-    )
+    p.add_argument("--present", required=True, help=PRESENT_HELP + " (sent to the encoder)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--file", type=Path, help="stream this file, paced in real time")
     src.add_argument("--input-device", metavar="NAME", help="live input (sounddevice/JACK)")
@@ -66,7 +67,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="where latents, status and errors go (Max's udpreceive)",
     )
-    p.add_argument("--chunk-frames", type=int, default=1, help="latent frames per encoder chunk")
+    p.add_argument(
+        "--chunk",
+        type=int,
+        help="samples per channel per encoder chunk, a multiple of the model ratio (default: one "
+        "latent frame)",
+    )
+    # the old spelling, in latent frames; hidden so that one unit shows in --help
+    p.add_argument("--chunk-frames", type=int, help=argparse.SUPPRESS)
     p.add_argument("--jitter", type=int, help="jitter buffer frames (default 2*chunk+2)")
     p.add_argument("--prefill", type=int, help="frames buffered before the clock starts")
     p.add_argument("--start", action="store_true", help="start streaming at once")
@@ -90,11 +98,23 @@ def _source_factory(args: argparse.Namespace):
 
 def _sink_factory(args: argparse.Namespace):
     if args.decoded_out is not None:
-        return lambda info: FileSink(str(args.decoded_out), info.channels, info.sample_rate)
+        # trimmed by the latency, so the file lines up with the input sample for sample
+        return lambda info: FileSink(
+            str(args.decoded_out), info.channels, info.sample_rate, skip=info.latency
+        )
     if args.output_device is not None:
         device = None if args.output_device == "default" else args.output_device
         return lambda info: DeviceSink(info.channels, info.sample_rate, device)
     return None
+
+
+def chunk_frames(args: argparse.Namespace, ratio: int) -> int:
+    """`--chunk` (samples) as latent frames, the unit the bridge streams in."""
+    if args.chunk is None:
+        return args.chunk_frames or 1
+    if args.chunk <= 0 or args.chunk % ratio:
+        raise ClientError(f"--chunk {args.chunk}: must be a positive multiple of the ratio {ratio}")
+    return args.chunk // ratio
 
 
 def run(args: argparse.Namespace) -> None:
@@ -102,18 +122,21 @@ def run(args: argparse.Namespace) -> None:
         raise ClientError("--decoded-out/--output-device/--latent-only need --decoder")
     encoder = EncoderClient(connection(args.encoder, args))
     decoder = DecoderClient(connection(args.decoder, args)) if args.decoder else None
+    info = lookup_model(encoder, args.model, args.version)
+    present = parse_channel_set(args.present, info.channels, info.channel_names)
     bridge = Bridge(
         encoder,
         decoder,
-        model=args.model,
+        model=info.ref.name,
         version=args.version,
-        present=args.present,
+        info=info,
+        present=present,
         make_source=_source_factory(args),
         make_sink=_sink_factory(args),
         send_to=args.send,
         host=args.osc_host,
         port=args.osc_port,
-        chunk_frames=args.chunk_frames,
+        chunk_frames=chunk_frames(args, info.ratio),
         jitter=args.jitter,
         prefill=args.prefill,
         latent_only=args.latent_only,

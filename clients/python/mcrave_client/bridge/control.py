@@ -81,6 +81,7 @@ class Bridge:
         prefill: int | None = None,
         version: int = 0,
         latent_only: bool = False,
+        info: ModelInfo | None = None,
     ) -> None:
         self.encoder, self.decoder = encoder, decoder
         self.latent_only = latent_only  # the decoder gets latents alone, no present audio
@@ -91,7 +92,7 @@ class Bridge:
         self.jitter = jitter or 2 * chunk_frames + 2
         self.prefill = prefill or chunk_frames + 1
         self.endpoint = osc.Endpoint(host, port)
-        self.info: ModelInfo | None = None
+        self.info = info  # looked up at the first need when not given
         self.session: Session | None = None
         self.state = "idle"
         self.stream_id = 0
@@ -181,8 +182,7 @@ class Bridge:
         sent = session.stats.sent_frames if session else 0
         under = session.jitter.underruns if session else 0
         over = session.jitter.overruns if session else 0
-        n = self.info.channels if self.info else len(self.present)
-        flags = [int(i in self.present) for i in range(n)]
+        flags = [int(i in self.present) for i in range(self._channels_if_known())]
         version = session.info.ref.version if session else self.version  # the bound version
         message = osc.build(
             "/mcrave/status",
@@ -334,12 +334,24 @@ class Bridge:
 
     # -- model lookup -------------------------------------------------------------------------
     def _lookup(self, model: str | None, version: int) -> ModelInfo:
-        if model is None:
-            return choose_model(self.encoder.list_models(), self.encoder.connection.target)
-        return self.encoder.get_model(model, version)
+        return lookup_model(self.encoder, model, version)
+
+    def _channels_if_known(self) -> int:
+        """N for the status flags, asking the encoder if need be; 0 while it is unreachable."""
+        try:
+            return self._model_info().channels
+        except ClientError:
+            return 0
 
     def _model_info(self) -> ModelInfo:
         if self.info is None:
             self.info = self._lookup(self.model, self.version)
             self.model = self.info.ref.name
         return self.info
+
+
+def lookup_model(encoder: EncoderClient, model: str | None, version: int) -> ModelInfo:
+    """The named model (version 0 = latest), or the encoder's only one when unnamed."""
+    if model is None:
+        return choose_model(encoder.list_models(), encoder.connection.target)
+    return encoder.get_model(model, version)

@@ -10,13 +10,18 @@ import numpy as np
 import soundfile as sf
 
 from mcrave_client.errors import ClientError
+from mcrave_client.infer import default_file_mode
+
+AUDIO_HINT = "install them with `pip install 'mcrave-client[audio]'` and your system's PortAudio (Debian: libportaudio2)"
 
 
 class FileSink:
-    """Appends decoded blocks to a file that appears (atomically renamed) when closed."""
+    """Appends decoded blocks to a file that appears (atomically renamed) when closed; the first
+    `skip` frames (the model latency) are dropped, so the file lines up with the input."""
 
-    def __init__(self, path: str, channels: int, sample_rate: int) -> None:
+    def __init__(self, path: str, channels: int, sample_rate: int, skip: int = 0) -> None:
         self.path = Path(path)
+        self._skip = skip
         if not self.path.parent.is_dir():
             raise ClientError(f"{path}: folder {self.path.parent} does not exist")
         fd, self._tmp = tempfile.mkstemp(
@@ -29,13 +34,16 @@ class FileSink:
         self.frames = 0
 
     def write(self, block: np.ndarray) -> None:
-        self._file.write(block.T)
-        self.frames += block.shape[1]
+        dropped = min(self._skip, block.shape[1])
+        self._skip -= dropped
+        self._file.write(block[:, dropped:].T)
+        self.frames += block.shape[1] - dropped
 
     def close(self) -> None:
         self._file.close()
         with open(self._tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        os.chmod(self._tmp, default_file_mode())  # mkstemp makes 0600; the file gets the usual mode
         os.replace(self._tmp, self.path)
 
 
@@ -46,7 +54,9 @@ class DeviceSink:
         try:
             import sounddevice
         except (ImportError, OSError) as exc:
-            raise ClientError(f"audio output needs sounddevice and PortAudio ({exc})") from None
+            raise ClientError(
+                f"audio output needs sounddevice and PortAudio ({exc}); {AUDIO_HINT}"
+            ) from None
         self._stream = sounddevice.OutputStream(
             samplerate=sample_rate, channels=channels, dtype="float32", device=device
         )

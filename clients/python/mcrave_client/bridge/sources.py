@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from mcrave_client.bridge.sinks import AUDIO_HINT
 from mcrave_client.errors import ClientError
 from mcrave_client.infer import read_audio
 
@@ -81,7 +82,9 @@ class DeviceSource(QueueSource):
         try:
             import sounddevice
         except (ImportError, OSError) as exc:
-            raise ClientError(f"live input needs sounddevice and PortAudio ({exc})") from None
+            raise ClientError(
+                f"live input needs sounddevice and PortAudio ({exc}); {AUDIO_HINT}"
+            ) from None
         self._stream = sounddevice.InputStream(
             samplerate=sample_rate,
             channels=channels,
