@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 
 import grpc
@@ -215,13 +216,23 @@ class FakeBackend:
         return []
 
 
-def test_capacity_holds_under_concurrent_submits(tmp_path):
-    """Twelve submits at once against --max-active 3: exactly three are admitted."""
+def test_capacity_holds_under_concurrent_submits(tmp_path, monkeypatch):
+    """Five submits at once against --max-active 2: exactly two are admitted. Their validations
+    (in threads) are released together, so all five reach the capacity check at once."""
+    from services.trainer import jobs
+
+    together, validate = threading.Barrier(5), jobs.validate_spec
+
+    def validate_together(*args):
+        together.wait(10)
+        return validate(*args)
+
+    monkeypatch.setattr(jobs, "validate_spec", validate_together)
     root = make_data_root(tmp_path)
     (tmp_path / "models").mkdir()
     cfg = TrainerConfig(
         jobs_dir=tmp_path / "jobs", data_root=root, models=tmp_path / "models",
-        backend="fake", extra_backends={"fake": FakeBackend()}, max_active=3,
+        backend="fake", extra_backends={"fake": FakeBackend()}, max_active=2,
     )  # fmt: skip
 
     async def run() -> None:
@@ -230,12 +241,12 @@ def test_capacity_holds_under_concurrent_submits(tmp_path):
             async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
                 stub = trainer_pb2_grpc.TrainerServiceStub(channel)
                 request = trainer_pb2.SubmitJobRequest(spec=trainer_pb2.JobSpec(dataset="ds"))
-                calls = [stub.SubmitJob(request) for _ in range(12)]
+                calls = [stub.SubmitJob(request) for _ in range(5)]
                 results = await asyncio.gather(*calls, return_exceptions=True)
             refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
-            assert len(results) - len(refused) == 3, results
+            assert len(results) - len(refused) == 2, results
             assert {r.code() for r in refused} == {Code.RESOURCE_EXHAUSTED}
-            assert len(running.manager.store.list(("PENDING", "RUNNING"), limit=100)) == 3
+            assert len(running.manager.store.list(("PENDING", "RUNNING"), limit=100)) == 2
         finally:
             await running.stop(0)
 

@@ -49,7 +49,7 @@ def _chunk(seq: int) -> encoder_pb2.EncodeRequest:
 
 
 def _open(stub: encoder_pb2_grpc.EncoderServiceStub) -> OpenStream:
-    stream = OpenStream(stub.Encode)
+    stream = OpenStream(stub.Encode, timeout=10)  # a regression fails instead of hanging
     stream.send(encoder_pb2.EncodeRequest(config=config(chunk=1024)))
     return stream
 
