@@ -75,10 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="models/demo-stereo")
     p.add_argument("--seconds", type=float, default=40.0, help="length of the test file")
     p.add_argument("--threads", default="default,1,2", help="settings to time (comma-separated)")
-    p.add_argument("--quick", action="store_true", help="smoke run: 2 s file, default threads")
+    p.add_argument(
+        "--quick", action="store_true", help="smoke run: 1 s file, default threads, offline"
+    )
     p.add_argument("-o", "--output", type=Path, default=ROOT / "bench/results/threads_bench.json")
     args = p.parse_args(argv)
-    seconds = 2.0 if args.quick else args.seconds
+    seconds = 1.0 if args.quick else args.seconds
+    chunks = (None,) if args.quick else (None, 2048)
     settings = ["default"] if args.quick else args.threads.split(",")
     rows = []
     print("| load | mode | threads | wall s | x RT |\n|---|---|---|---|---|")
@@ -90,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 if busy:
                     time.sleep(1.0)  # let it start computing
-                for chunk in (None, 2048):
+                for chunk in chunks:
                     for threads in settings:
                         wall = time_infer(args.model, audio, out, threads, chunk)
                         rows.append(

@@ -18,9 +18,14 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # 1. the model: the shipped demo model, or a clearly labelled untrained stand-in in a temp registry
-if [ -f models/demo-stereo/manifest.json ] || ls -d models/demo-stereo/[0-9]* >/dev/null 2>&1; then
-  registry=models
+latest=$(ls models/demo-stereo 2>/dev/null | grep -E '^[0-9]+$' | sort -n | tail -1 || true)
+if [ -n "$latest" ]; then
+  # a registry of just the latest demo-stereo version: the services load every version they
+  # find, and the demo needs one (linked, not copied)
+  registry="$work/models"
   model=demo-stereo
+  mkdir -p "$registry/$model"
+  ln -s "$PWD/models/$model/$latest" "$registry/$model/$latest"
   echo "NOTE: models/demo-stereo is a demo model trained ~1 h on a 2-core CPU (models/README.md):" \
        "the left channel is built by the decoder's spatial stage from the right channel's audio;" \
        "the latent-only left channel (step 5) is a blurry codec output."
@@ -83,9 +88,9 @@ dec_metrics=$(port "$work/decoder.json" metrics_port)
 echo "encoder on $encoder, decoder on $decoder, serving:"
 mcrave-client models --server "$encoder"
 
-# 4. stream it: only channel 1 (right) travels to the encoder, and with the latents to the decoder
+# 4. stream it: only channel R (right) travels to the encoder, and with the latents to the decoder
 #    (its spatial stage builds the left channel from it); the decoder returns both channels
-mcrave-client infer "$input" "$output" --present 1 --model "$model" \
+mcrave-client infer "$input" "$output" --present R --model "$model" \
   --encoder "$encoder" --decoder "$decoder"
 
 echo "Prometheus metrics: encoder http://127.0.0.1:$enc_metrics/metrics," \
@@ -103,6 +108,6 @@ echo "inferred stereo file (spatial stage: the right channel's audio reached the
 
 # 5. for comparison: the decoder from the latents alone (no audio beside them)
 latent_out="${output%.wav}-latent-only.wav"
-mcrave-client infer "$input" "$latent_out" --present 1 --model "$model" --latent-only --quiet \
+mcrave-client infer "$input" "$latent_out" --present R --model "$model" --latent-only --quiet \
   --encoder "$encoder" --decoder "$decoder"
 echo "inferred stereo file (latent-only decoder, for comparison): $latent_out"

@@ -36,37 +36,26 @@ def workdir(tmp_path_factory):
     return d
 
 
-def test_new_export_infer_flow(workdir):
-    info = mcrave("info", "m.ckpt", "--json", cwd=workdir)
-    assert info.returncode == 0, info.stderr
-    facts = json.loads(info.stdout)
+def test_new_export_infer_flow(workdir, capsys, monkeypatch):
+    """In-process (torch is loaded already); the subprocess contract is the folder test's."""
+    monkeypatch.chdir(workdir)
+    assert main(["info", "m.ckpt", "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
     assert facts["channels"] == 2 and facts["ratio"] == 256 and facts["latency_samples"] > 0
-    exp = mcrave("export", "m.ckpt", "-o", "m.ts", cwd=workdir)
-    assert exp.returncode == 0 and (workdir / "m.ts").is_file(), exp.stderr
-    run = mcrave(
-        "infer", "m.ckpt", "stereo.wav", "out.wav", "--present", "1", "--chunk", "512", cwd=workdir
+    assert (workdir / "nn.ts").is_file()  # the fixture's `mcrave export`
+    assert (
+        main(["infer", "m.ckpt", "stereo.wav", "out.wav", "--present", "1", "--chunk", "512"]) == 0
     )
-    assert run.returncode == 0, run.stderr
     out, rate = sf.read(workdir / "out.wav", always_2d=True)
     assert out.shape == (6000, 2) and rate == 44100
-    mono = mcrave(
-        "infer",
-        "m.ckpt",
-        "right.wav",
-        "out_mono.wav",
-        "--present",
-        "R",  # a name works wherever a present set is given
-        "--chunk",
-        "512",
-        cwd=workdir,
+    # a name works wherever a present set is given; one channel in, both out
+    assert (
+        main(["infer", "m.ckpt", "right.wav", "out_mono.wav", "--present", "R", "--chunk", "512"])
+        == 0
     )
-    assert mono.returncode == 0, mono.stderr
     np.testing.assert_allclose(sf.read(workdir / "out_mono.wav", always_2d=True)[0], out, atol=1e-6)
-    bf16 = mcrave(
-        "infer", "m.ckpt", "stereo.wav", "out_bf16.wav", "--present", "1", "--runtime",
-        "torchscript-bf16", cwd=workdir,
-    )  # fmt: skip
-    assert bf16.returncode == 0, bf16.stderr
+    bf16 = ["infer", "m.ckpt", "stereo.wav", "out_bf16.wav", "--present", "1"]
+    assert main([*bf16, "--runtime", "torchscript-bf16"]) == 0
     fast = sf.read(workdir / "out_bf16.wav", always_2d=True)[0]
     assert 0 < np.abs(fast - out).max() < 2e-2 * np.abs(out).max()  # close, not equal
 

@@ -65,7 +65,12 @@ def test_split_encoder_decoder_client(tmp_path: Path) -> None:
         enc_prefix, dec_prefix, enc_ip, dec_ip = ns or ([], [], "127.0.0.1", "127.0.0.1")
         servers = [
             CliServer(
-                service, models, tmp_path / f"{service}.json", prefix=tuple(prefix), host=host
+                service,
+                models,
+                tmp_path / f"{service}.json",
+                prefix=tuple(prefix),
+                host=host,
+                extra=("--metrics-host", host),  # scraped from the other machine
             )
             for service, prefix, host in (
                 ("encoder", enc_prefix, enc_ip),
