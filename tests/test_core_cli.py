@@ -1,6 +1,7 @@
 """`mcrave new/info/export/infer` as a user runs them (real subprocesses, real files)."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -97,7 +98,14 @@ def test_infer_a_folder_into_a_folder_and_ctrl_c(workdir):
         sf.write(src / name, (rng.standard_normal((3000, 2)) * 0.1).astype(np.float32), rate)
     run = mcrave("infer", "m.ckpt", "batch", "batch_out", "--present", "1", cwd=workdir)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.startswith("[1/2] wrote") and "done: 2 files" in run.stdout
+    lines = run.stdout.splitlines()  # no terminal: timestamped lines, one per file, a summary
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d mcrave infer: "
+    assert [bool(re.match(stamp + r"\[\d/2\] wrote ", line)) for line in lines] == [
+        True,
+        True,
+        False,
+    ]
+    assert re.match(stamp + "done: 2 files", lines[-1]), lines
     for name, rate in (("a.wav", 44100), ("sub/b.wav", 48000)):  # written at the input's rate
         out, got = sf.read(workdir / "batch_out" / name, always_2d=True)
         assert got == rate and abs(out.shape[0] - 3000) <= 1 and out.shape[1] == 2
@@ -116,7 +124,7 @@ def test_infer_a_folder_into_a_folder_and_ctrl_c(workdir):
         env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
     )
     first = proc.stdout.readline()  # the first file is done: the second is being computed
-    assert first.startswith("[1/6] wrote"), first
+    assert "mcrave infer: [1/6] wrote" in first, first
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and err.strip() == "mcrave infer: interrupted", err

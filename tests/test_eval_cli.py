@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -73,6 +74,14 @@ def test_eval_writes_report_json_md_png(workdir: Path):
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
+    # no terminal: timestamped lines, a header, one per scored file, then the summary
+    lines = proc.stdout.splitlines()
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d mcrave eval: "
+    assert all(re.match(stamp, line) for line in lines), lines
+    count = len(json.loads((out / "report.json").read_text())["files"])
+    assert len(lines) == count + 2
+    assert all(f"[{k}/{count}] scored " in lines[k] for k in range(1, count + 1)), lines
+    assert "done: wrote" in lines[-1] and "scored cases" in lines[-1]
     report = json.loads((out / "report.json").read_text())
     assert report["format"] == "mcrave-eval-report"
     manifest = json.loads((workdir / "dataset" / "manifest.json").read_text())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -63,3 +64,12 @@ def require_option(parser: argparse.ArgumentParser, args: argparse.Namespace, de
     if getattr(args, dest) is None:
         flag = "-o/--output" if dest == "output" else "--" + dest.replace("_", "-")
         parser.error(f"the following arguments are required: {flag}")
+
+
+def say(command: str, text: str) -> None:
+    """A progress or result line on stdout: plain on a terminal, timestamped and prefixed with
+    the command when stdout is a log (a job's train.log, a CI run), as `mcrave train` does."""
+    if sys.stdout.isatty():
+        print(text, flush=True)
+    else:
+        print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} mcrave {command}: {text}", flush=True)

@@ -12,6 +12,7 @@ from mcrave.cli.errors import (
     apply_threads,
     require_option,
     run_command,
+    say,
 )
 
 
@@ -72,7 +73,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.max_seconds is not None and args.max_seconds <= 0:
         raise CLIError(f"--max-seconds must be positive, got {args.max_seconds}")
     if args.output.exists() and not args.output.is_dir():
-        raise CLIError(f"{args.out}: exists and is not a folder")
+        raise CLIError(f"{args.output}: exists and is not a folder")
     try:
         model, _ = load_model(args.model)
     except (OSError, ValueError, KeyError, RuntimeError) as err:
@@ -87,8 +88,16 @@ def _run(args: argparse.Namespace) -> int:
     engine = StreamingEngine(model, args.device)
     if args.chunk is not None:
         engine.check_chunk(args.chunk)  # ValueError naming the chunk -> one line, exit 2
+    say("eval", f"{len(files)} files, {len(present_sets)} present sets, model {args.model}")
     report = run_evaluation(
-        engine, args.model, files, present_sets, args.output, args.passthrough, args.chunk
+        engine,
+        args.model,
+        files,
+        present_sets,
+        args.output,
+        args.passthrough,
+        args.chunk,
+        progress=lambda done, f: say("eval", f"[{done}/{len(files)}] scored {f.name}"),
     )
-    print(f"wrote {args.output / 'report.md'} ({len(report['rows'])} scored cases)")
+    say("eval", f"done: wrote {args.output / 'report.md'} ({len(report['rows'])} scored cases)")
     return 0

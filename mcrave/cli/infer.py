@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mcrave.cli.errors import CLIError, add_threads_option, apply_threads, run_command
+from mcrave.cli.errors import CLIError, add_threads_option, apply_threads, run_command, say
 from mcrave.config import DEFAULT_RUNTIME, RUNTIMES
 
 if TYPE_CHECKING:  # torch is imported only when the command runs
@@ -77,9 +77,8 @@ def main(argv: list[str]) -> int:
         inputs = audio_files(source)
         for i, path in enumerate(inputs, 1):
             target = Path(args.output) / path.relative_to(source).with_suffix(".wav")
-            print(f"[{i}/{len(inputs)}] ", end="")
-            _infer_file(engine, path, target, present, args)
-        print(f"done: {len(inputs)} files from {source} into {args.output}")
+            _infer_file(engine, path, target, present, args, f"[{i}/{len(inputs)}] ")
+        say("infer", f"done: {len(inputs)} files from {source} into {args.output}")
         return 0
 
     return run_command("infer", body)
@@ -91,6 +90,7 @@ def _infer_file(
     target: Path,
     present: list[int],
     args: argparse.Namespace,
+    counter: str = "",
 ) -> None:
     from mcrave.audio import read_audio, resample, write_audio
     from mcrave.inference import infer_array
@@ -117,8 +117,8 @@ def _infer_file(
     )
     out = resample(out, model.sample_rate, rate)
     write_audio(target, out, rate)
-    print(
-        f"wrote {target}: {model.channels} channels, {out.shape[1]} samples at {rate} Hz, "
+    say(
+        "infer",
+        f"{counter}wrote {target}: {model.channels} channels, {out.shape[1]} samples at {rate} Hz, "
         f"present {present}",
-        flush=True,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -62,11 +63,12 @@ def run_evaluation(
     out_dir: Path,
     passthrough: bool = False,
     chunk: int | None = None,
+    progress: Callable[[int, EvalFile], None] | None = None,
 ) -> dict:
     """Evaluate the engine's model on `files`; writes the report into `out_dir` and returns it.
 
     `chunk` (samples, checked by the caller with `engine.check_chunk`) streams inference in
-    chunks; None runs one offline pass.
+    chunks; None runs one offline pass. `progress(done, file)` follows each scored file.
     """
     model = engine.model
     if model.channels < 2:
@@ -87,19 +89,22 @@ def run_evaluation(
         )
 
     spatial = cfg.spatial
-    results = [
-        evaluate_file(
-            f,
-            infer,
-            present_sets,
-            model.sample_rate,
-            names,
-            passthrough,
-            keep_example=i < SPECTROGRAM_FILES,
-            spatial=spatial,
+    results = []
+    for i, f in enumerate(files):
+        results.append(
+            evaluate_file(
+                f,
+                infer,
+                present_sets,
+                model.sample_rate,
+                names,
+                passthrough,
+                keep_example=i < SPECTROGRAM_FILES,
+                spatial=spatial,
+            )
         )
-        for i, f in enumerate(files)
-    ]
+        if progress is not None:
+            progress(i + 1, f)
     rows = [row for r in results for row in r.rows]
     systems = [
         *BASELINES,
