@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from mcrave_client.proto import encoder_pb2, encoder_pb2_grpc, stream_pb2
 from services_helpers import CliServer, OpenStream, audio, channel, config, publish_tiny
 
-from mcrave.cli.serve import main as serve_main
+from mcrave.cli.main import main as mcrave_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,6 +90,27 @@ def test_bad_options_exit_2_with_one_line(
     ]
     argv = ["serve", "encoder", "--port", "0", "--metrics-port", "0"]
     argv += extra if "--models" in extra else ["--models", str(models), *extra]
-    assert serve_main(argv) == 2
+    assert mcrave_main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and err[0].startswith("mcrave serve encoder: ")
+
+
+def test_mcrave_serve_comes_from_the_services_entry_point(capsys) -> None:
+    """The core lists and runs `serve` only through the `mcrave.commands` entry point."""
+    assert mcrave_main(["--help"]) == 0
+    assert "  serve    run the encoder, decoder or trainer gRPC service" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as done:
+        mcrave_main(["serve", "--help"])
+    assert done.value.code == 0 and "{decoder,encoder,trainer}" in capsys.readouterr().out
+
+
+def test_serve_without_the_grpc_packages_says_what_to_install(monkeypatch, capsys) -> None:
+    import services.cli
+
+    monkeypatch.setattr(services.cli, "SERVE_MODULES", ("grpc", "grpc_nonexistent.v1"))
+    assert mcrave_main(["serve", "encoder", "--models", "m"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "mcrave serve: grpc_nonexistent.v1 not installed: serving needs the serve extra and the "
+        "SDK: pip install -e clients/python -e '.[serve]'"
+    ]

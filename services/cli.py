@@ -1,9 +1,11 @@
-"""`mcrave serve encoder|decoder --models DIR ...`: run one gRPC service until SIGTERM.
+"""`mcrave serve encoder|decoder|trainer ...`: run one gRPC service until SIGTERM.
 
-The only place in `mcrave/` that touches gRPC, and only lazily inside `main`: `services` is
-imported after the arguments are parsed. New services join `SERVICES` (a module exposing a
-`services.common.server.ServiceDef` named SERVICE); where models come from is decided in
-`models_dir` (the hook for `--pull-from`).
+The services own their command line: the core `mcrave` command knows nothing of them and finds
+this module through the `mcrave.commands` entry-point group (pyproject.toml), which gives it
+`HELP` and `main`. Only argparse is imported at the top, so `mcrave --help` stays cheap; gRPC and
+the servers come in once the arguments are parsed. New services join `SERVICES` (a module
+exposing a `services.common.server.ServiceDef` named SERVICE); where models come from is decided
+in `models_dir` (the hook for `--pull-from`).
 """
 
 from __future__ import annotations
@@ -11,9 +13,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import importlib.util
 import logging
 import sys
 from pathlib import Path
+
+HELP = "run the encoder, decoder or trainer gRPC service"
+
+# what serving needs beyond the core: the `serve` extra and the SDK (clients/python)
+SERVE_MODULES = ("grpc", "grpc_health", "grpc_reflection", "google.protobuf", "mcrave_client")
 
 # service -> (module exposing SERVICE, default gRPC port, default metrics port)
 SERVICES: dict[str, tuple[str, int, int]] = {
@@ -80,7 +88,29 @@ def models_dir(args: argparse.Namespace) -> Path:
     return args.models
 
 
+def missing_modules() -> list[str]:
+    """The modules of `SERVE_MODULES` this environment lacks."""
+    missing = []
+    for name in SERVE_MODULES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:  # a parent package is missing
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
+
+
 def main(argv: list[str]) -> int:
+    """`argv`: ["serve", SERVICE, OPTIONS...]; returns the exit code."""
+    missing = missing_modules()
+    if missing:
+        print(
+            f"mcrave serve: {', '.join(missing)} not installed: serving needs the serve extra "
+            "and the SDK: pip install -e clients/python -e '.[serve]'",
+            file=sys.stderr,
+        )
+        return 2
     if argv[1:2] == ["trainer"]:  # the trainer has options of its own
         from services.trainer.cli import main as trainer_main
 
