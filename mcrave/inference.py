@@ -11,49 +11,8 @@ import numpy as np
 import torch
 
 from mcrave.model import MCRave
+from mcrave.present import check_present
 from mcrave.streaming import StreamingEngine
-
-
-def parse_present(present: Sequence[int] | None, channels: int) -> list[int]:
-    """Validated, sorted, de-duplicated present set (None = all channels)."""
-    if present is None:
-        return list(range(channels))
-    chosen = sorted(set(int(i) for i in present))
-    if not chosen:
-        raise ValueError("the present set is empty: at least one channel must be fed")
-    bad = [i for i in chosen if not 0 <= i < channels]
-    if bad:
-        raise ValueError(
-            f"channel index {bad[0]} out of range for a {channels}-channel model (0..{channels - 1})"
-        )
-    return chosen
-
-
-def parse_channel_set(spec: str, channels: int, names: Sequence[str]) -> list[int]:
-    """`--present` text: comma-separated channel indices or names ("1,3", "R", "L,c2") -> sorted
-    indices. Every command that takes a present set parses it here; errors name the bad token."""
-    tokens = [t.strip() for t in spec.split(",") if t.strip()]
-    if not tokens:
-        raise ValueError("--present: the present set is empty: at least one channel must be fed")
-    chosen: list[int] = []
-    for token in tokens:
-        if token in names:
-            index = list(names).index(token)
-        elif token.isdigit():
-            index = int(token)
-        else:
-            raise ValueError(
-                f"--present: {token!r} is neither a channel index nor one of {list(names)}"
-            )
-        if not 0 <= index < channels:
-            raise ValueError(
-                f"--present: channel {index} out of range for a {channels}-channel model "
-                f"(0..{channels - 1})"
-            )
-        if index in chosen:
-            raise ValueError(f"--present: channel {index} given twice")
-        chosen.append(index)
-    return sorted(chosen)
 
 
 def place_channels(audio: np.ndarray, present: list[int], channels: int) -> np.ndarray:
@@ -96,7 +55,7 @@ def infer_array(
     """
     engine = model if isinstance(model, StreamingEngine) else StreamingEngine(model)
     n = engine.channels
-    chosen = parse_present(present, n)
+    chosen = list(range(n) if present is None else check_present(present, n))
     audio = np.asarray(audio)
     if coded and audio.shape[0] != n:
         raise ValueError(f"coded inference encodes all {n} channels; got {audio.shape[0]}")

@@ -9,7 +9,7 @@ from scipy.signal import lfilter
 from mcrave.evaluation.alignment import correlation_matrix, nearest_present, xcorr_peak
 from mcrave.evaluation.baselines import phase_blind_oracle, wiener_baselines
 from mcrave.evaluation.metrics import d_snr, score, si_sdr
-from mcrave.evaluation.present_sets import auto_present_sets, parse_present
+from mcrave.evaluation.present_sets import auto_present_sets, parse_present_sets
 
 SR = 44100
 
@@ -98,8 +98,8 @@ def test_present_sets():
     assert auto_present_sets(3) == [(0,), (1,), (2,), (1, 2), (0, 2), (0, 1), (0, 1, 2)]
     big = auto_present_sets(16)
     assert len(big) == 17 and big[-1] == tuple(range(16)) and big == auto_present_sets(16)
-    assert parse_present("R", 2, ("L", "R")) == [(1,)]
-    assert parse_present("3,1", 4, ("a", "b", "c", "d")) == [(1, 3)]
+    assert parse_present_sets("R", 2, ("L", "R")) == [(1,)]
+    assert parse_present_sets("3,1", 4, ("a", "b", "c", "d")) == [(1, 3)]
     for bad in ("5", "x", "1,1"):
         with pytest.raises(ValueError, match="--present"):
-            parse_present(bad, 4, ("a", "b", "c", "d"))
+            parse_present_sets(bad, 4, ("a", "b", "c", "d"))

@@ -168,10 +168,10 @@ def test_present_by_name_or_index_same_rule_as_the_core(spec, want):
     """The SDK's `--present` parser (torch-free) and the core's agree on every case."""
     from mcrave_client.channels import parse_channel_set as sdk_parse
 
-    from mcrave.inference import parse_channel_set as core_parse
+    from mcrave.present import parse_present as core_parse
 
     names = ("L", "R", "ch2")
-    assert sdk_parse(spec, 3, names) == tuple(core_parse(spec, 3, names)) == want
+    assert sdk_parse(spec, 3, names) == core_parse(spec, 3, names) == want
 
 
 @pytest.mark.parametrize(
@@ -181,7 +181,7 @@ def test_present_by_name_or_index_same_rule_as_the_core(spec, want):
 def test_present_errors_name_the_token_in_both_parsers(spec, message):
     from mcrave_client.channels import parse_channel_set as sdk_parse
 
-    from mcrave.inference import parse_channel_set as core_parse
+    from mcrave.present import parse_present as core_parse
 
     with pytest.raises(ClientError, match=message):
         sdk_parse(spec, 2, ("L", "R"))

@@ -152,8 +152,9 @@ BAD_ENCODER = [
     (_request(audio=("FP32", [512], bytes(2048))), "INVALID_ARGUMENT", "[frames, channels]"),
     (_request(latents=_f32(2, 8)), "INVALID_ARGUMENT", "unknown input 'latents'"),
     (_request(present=_i32(0)), "INVALID_ARGUMENT", "missing input audio"),
-    (_request(audio=_f32(512, 1), present=_i32(2)), "INVALID_ARGUMENT", ">= N=2"),
-    (_request(audio=_f32(512, 1), present=_i32(-1)), "INVALID_ARGUMENT", "negative"),
+    (_request(audio=_f32(512, 1), present=_i32(2)), "INVALID_ARGUMENT", "channel 2 out of range"),
+    (_request(audio=_f32(512, 1), present=_i32(-1)), "INVALID_ARGUMENT", "channel -1 out of range"),
+    (_request(audio=_f32(512, 2), present=_i32(1, 1)), "INVALID_ARGUMENT", "given twice"),
     (_request(audio=_f32(512, 2), present=_i32(1, 0)), "INVALID_ARGUMENT", "strictly increasing"),
     (_request(audio=_f32(512, 2), present=_i32(1)), "INVALID_ARGUMENT", "present channel [1]"),
     (_request(audio=NAN), "INVALID_ARGUMENT", "NaN or Inf"),  # EncodeClip's own check

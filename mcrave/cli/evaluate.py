@@ -65,7 +65,7 @@ def main(argv: list[str]) -> int:
 def _run(args: argparse.Namespace) -> int:
     from mcrave.checkpoint import load_model
     from mcrave.evaluation.pipeline import run_evaluation
-    from mcrave.evaluation.present_sets import parse_present
+    from mcrave.evaluation.present_sets import parse_present_sets
     from mcrave.evaluation.sources import load_inputs
     from mcrave.streaming import StreamingEngine
 
@@ -82,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
         raise CLIError(message) from err
     present_sets: list[tuple[int, ...]] = []
     for spec in args.present or ["auto"]:
-        sets = parse_present(spec, model.channels, tuple(model.cfg.names))
+        sets = parse_present_sets(spec, model.channels, tuple(model.cfg.names))
         present_sets += [s for s in sets if s not in present_sets]
     files = load_inputs(args.data, model.channels, model.sample_rate, args.max_seconds)
     engine = StreamingEngine(model, args.device)

@@ -54,16 +54,12 @@ def main(argv: list[str]) -> int:
     def body() -> int:
         from mcrave.audio import audio_files
         from mcrave.checkpoint import load_model
-        from mcrave.inference import parse_channel_set, parse_present
+        from mcrave.present import parse_present
         from mcrave.streaming import StreamingEngine
 
         apply_threads(args.threads)
         model, _ = load_model(args.model)
-        present = (
-            parse_present(None, model.channels)
-            if args.present is None
-            else parse_channel_set(args.present, model.channels, model.cfg.names)
-        )
+        present = list(parse_present(args.present, model.channels, model.cfg.names))
         engine = StreamingEngine(model, args.device, runtime=args.runtime)
         if args.chunk is not None:
             try:

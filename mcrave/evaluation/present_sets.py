@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mcrave.inference import parse_channel_set
+from mcrave.present import parse_present
 
 # above this many channels, `auto` samples this many singles and leave-one-outs instead of all
 MAX_AUTO_PER_KIND = 8
@@ -47,9 +47,9 @@ def sweep_present_sets(channels: int, per_size: int = 2) -> list[tuple[int, ...]
     return sets
 
 
-def parse_present(spec: str, channels: int, names: tuple[str, ...]) -> list[tuple[int, ...]]:
-    """`auto`, `sweep` or one comma-separated set of channel indices or names ("1,3", "R") ->
-    present sets.
+def parse_present_sets(spec: str, channels: int, names: tuple[str, ...]) -> list[tuple[int, ...]]:
+    """`auto`, `sweep` or one present set as `mcrave.present.parse_present` reads it ("1,3",
+    "R") -> present sets.
 
     Raises ValueError naming the bad token.
     """
@@ -57,4 +57,4 @@ def parse_present(spec: str, channels: int, names: tuple[str, ...]) -> list[tupl
         return auto_present_sets(channels)
     if spec.strip() == "sweep":
         return sweep_present_sets(channels)
-    return [tuple(parse_channel_set(spec, channels, names))]
+    return [parse_present(spec, channels, names)]

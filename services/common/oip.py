@@ -31,7 +31,7 @@ from mcrave_client.proto import stream_pb2
 from mcrave import __version__
 from services.common.errors import InvalidArgument, NotFound
 from services.common.limits import FLOAT_BYTES
-from services.common.protocol import check_present
+from services.common.protocol import check_wire_present
 from services.common.registry_watch import LoadedVersion
 from services.common.runtime import Runtime
 
@@ -197,11 +197,7 @@ def read_present(inputs: dict[str, Tensor], channels: int) -> tuple[int, ...] | 
             "missing-audio",
         )
     values = np.frombuffer(inputs["present"].data, "<i4")
-    if (values < 0).any():
-        raise InvalidArgument(
-            f"present {values.tolist()} has negative channel indices (0-based)", "bad-present"
-        )
-    return check_present(values.tolist(), channels)
+    return check_wire_present(values.tolist(), channels, "input 'present'")
 
 
 def check_widths(

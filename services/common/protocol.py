@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from mcrave_client.proto import stream_pb2
 
+from mcrave.present import check_present
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.limits import FLOAT_BYTES, Limits
 from services.common.registry_watch import LoadedVersion, RegistryWatcher
@@ -37,17 +38,13 @@ def max_chunk(model: LoadedVersion, limits: Limits) -> int:
     return min(limits.max_chunk_frames, engine.max_chunk) // engine.ratio * engine.ratio
 
 
-def check_present(present: Sequence[int], channels: int) -> tuple[int, ...]:
-    p = tuple(int(c) for c in present)
-    if not p:
-        raise InvalidArgument("present set is empty: send at least one channel", "bad-present")
-    if any(c >= channels for c in p):
-        raise InvalidArgument(
-            f"present set {list(p)} has channels >= N={channels} (0-based)", "bad-present"
-        )
-    if any(a >= b for a, b in zip(p, p[1:], strict=False)):
-        raise InvalidArgument(f"present set {list(p)} must be strictly increasing", "bad-present")
-    return p
+def check_wire_present(present: Sequence[int], channels: int, what: str) -> tuple[int, ...]:
+    """The core's present-set rule on a set from the wire (ascending, as the audio's columns);
+    a bad set is INVALID_ARGUMENT `bad-present`."""
+    try:
+        return check_present(present, channels, what=what, ascending=True)
+    except ValueError as error:
+        raise InvalidArgument(str(error), "bad-present") from None
 
 
 def bind(
@@ -90,7 +87,7 @@ def bind(
     # a decoder's present set names the channels whose audio travels with the latents (the
     # spatial stage); empty means latent-only
     if encoder or cfg.present:
-        present = check_present(cfg.present, engine.channels)
+        present = check_wire_present(cfg.present, engine.channels, "config.present")
     else:
         present = ()
     return StreamSpec(model, cfg.chunk_frames, present, cfg.seed, cfg)
@@ -117,7 +114,7 @@ def update(spec: StreamSpec, cfg: stream_pb2.StreamConfig, *, encoder: bool = Tr
                 "config-change",
             )
     if encoder or cfg.present:
-        present = check_present(cfg.present, spec.model.engine.channels)
+        present = check_wire_present(cfg.present, spec.model.engine.channels, "config.present")
     else:
         present = ()
     return StreamSpec(spec.model, spec.chunk_frames, present, spec.seed, first)

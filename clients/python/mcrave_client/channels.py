@@ -1,7 +1,7 @@
 """`--present` for the client CLIs: channel indices or the model's channel names.
 
 The SDK cannot import the core (no torch here), so the one rule every CLI follows is written
-down twice, here and in `mcrave.inference.parse_channel_set`; `tests/test_sdk_units.py` feeds both
+down twice, here and in `mcrave.present.parse_present`; `tests/test_sdk_units.py` feeds both
 the same cases. Names come from the server (`ModelInfo.channel_names`).
 """
 
