@@ -5,7 +5,11 @@ Measures, with each service in its own `mcrave serve` process on loopback:
   StreamingEngine encode+decode in this process (same chunk, same threads per model call);
   speed is x realtime (audio seconds per wall second), and their ratio;
 - added latency per chunk: one stream paced in real time; round trip from a chunk being sent to
-  its decoded audio arriving, minus the in-process compute time of a chunk (p50/p99);
+  its decoded audio arriving, minus that chunk's compute (its encoder and decoder forwards, as
+  the services' batchers time them: `MCRAVE_STEP_TRACE`, services/common/batcher.py), p50/p99,
+  with where the rest goes (client pacing, the way to and from each service, batcher wait,
+  executor hops) and, beside it, the same model in-process paced the same way (a step after
+  ~40 ms asleep runs slower than back to back, so the paced run is the fair baseline);
 - concurrent real-time streams: K paced streams (starts spread over one chunk period); the largest
   K where every stream keeps real time (finishes < `--max-lag` after its audio ends), with the
   dynamic batcher (`--max-batch 16`) and without it (`--max-batch 1`), plus the mean batch size
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import sys
 import tempfile
@@ -47,24 +52,32 @@ def test_audio(channels: int, frames: int, seed: int = 0) -> np.ndarray:
     return (0.1 * rng.standard_normal((channels, frames))).astype(np.float32)
 
 
-def in_process(model_dir: Path, audio: np.ndarray, present: list[int], chunk: int) -> dict:
-    """StreamingEngine encode+decode over `audio` in chunks: x realtime and per-chunk times."""
+def in_process(
+    model_dir: Path, audio: np.ndarray, present: list[int], chunk: int, paced: bool = False
+) -> dict:
+    """StreamingEngine encode + decode over `audio` in chunks, the decoder fed the present
+    channels' audio as the services' pipeline does: x realtime and per-chunk compute times.
+    `paced`: one chunk per chunk period (sleeping in between, like a real-time stream)."""
     model, _ = load_model(str(model_dir))
     engine = StreamingEngine(model)
     mask = torch.zeros(1, engine.channels, dtype=torch.bool)
     mask[0, present] = True
     x = torch.from_numpy(audio)[None]
+    x_present = x * mask[..., None]  # what the decoder gets: absent channels silent
     frames = x.shape[-1] - x.shape[-1] % chunk
+    period = chunk / engine.sample_rate
     es, ds = engine.new_encoder_state(1), engine.new_decoder_state(1)
     es, z = engine.encode_step(es, x[..., :chunk], mask)  # warm-up
-    engine.decode_step(ds, z)
+    engine.decode_step(ds, z, x_present[..., :chunk], mask)
     es, ds = engine.new_encoder_state(1), engine.new_decoder_state(1)
     times = []
     start = time.perf_counter()
-    for s in range(0, frames, chunk):
+    for i, s in enumerate(range(0, frames, chunk)):
+        if paced:
+            time.sleep(max(0.0, start + (i + 1) * period - time.perf_counter()))
         t = time.perf_counter()
         es, z = engine.encode_step(es, x[..., s : s + chunk], mask)
-        ds, _ = engine.decode_step(ds, z)
+        ds, _ = engine.decode_step(ds, z, x_present[..., s : s + chunk], mask)
         times.append(time.perf_counter() - t)
     wall = time.perf_counter() - start
     return {"xrt": frames / engine.sample_rate / wall, "chunk_s": times}
@@ -93,36 +106,103 @@ async def paced_streams(
     chunk: int,
     streams: int,
 ) -> dict:
-    """`streams` concurrent real-time streams; per-chunk round trips and end lags."""
+    """`streams` concurrent real-time streams: per chunk the time it was due, sent, its latents
+    reached the client (to go on to the decoder) and its decoded audio arrived; end lags."""
     pipe = AsyncPipeline(AsyncEncoderClient(encoder), AsyncDecoderClient(decoder))
     info = await pipe.model(name)
     period = chunk / info.sample_rate
     x = audio[present]
     n_chunks = x.shape[1] // chunk
 
-    async def one(offset: float) -> tuple[list[float], float]:
+    async def one(offset: float) -> tuple[list[dict], float]:
         stream = await pipe.stream(info, present, chunk)
         t0 = time.perf_counter() + 0.2 + offset
-        sent: dict[int, float] = {}
+        stamps = [{"due": t0 + (i + 1) * period} for i in range(n_chunks)]
 
         async def paced():
             for i, block in enumerate(iter_chunks(x[:, : n_chunks * chunk], chunk)):
-                await asyncio.sleep(max(0.0, t0 + (i + 1) * period - time.perf_counter()))
-                sent[i] = time.perf_counter()
+                await asyncio.sleep(max(0.0, stamps[i]["due"] - time.perf_counter()))
+                stamps[i]["sent"] = time.perf_counter()
                 yield block
 
-        rtts = []
-        async for block in stream.run(paced()):
-            if not block.final and block.ack in sent:
-                rtts.append(time.perf_counter() - sent[block.ack])
-        return rtts, time.perf_counter() - (t0 + n_chunks * period)
+        async def encoded(latents):  # PipelineStream.run, with a stamp between the two streams
+            async for item in latents:
+                if not item.final:
+                    stamps[item.chunk.ack]["encoded"] = time.perf_counter()
+                yield item
+
+        async for block in stream.decoder.run(encoded(stream.encoder.run(paced()))):
+            if block.ack < n_chunks:  # not the decoded tail flush nor the end marker
+                stamps[block.ack]["decoded"] = time.perf_counter()
+        return stamps, time.perf_counter() - (t0 + n_chunks * period)
 
     try:
         results = await asyncio.gather(*(one(i * period / streams) for i in range(streams)))
     finally:
         await pipe.close()
-    rtts = [r for rs, _ in results for r in rs]
-    return {"rtts": rtts, "end_lags": [lag for _, lag in results], "period": period}
+    chunks = [c for stamps, _ in results for c in stamps]
+    rtts = [c["decoded"] - c["sent"] for c in chunks]
+    return {"chunks": chunks, "rtts": rtts, "end_lags": [lag for _, lag in results]}
+
+
+def read_trace(path: Path, pid: int) -> list[dict]:
+    """The batcher's step records (MCRAVE_STEP_TRACE) of the service with process id `pid`."""
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line]
+    return sorted((r for r in rows if r["pid"] == pid), key=lambda r: r["submitted"])
+
+
+# the parts of one chunk's round trip, in order (name, what)
+PARTS = (
+    ("pacing", "client pacing: sent - due (not in the round trip)"),
+    ("to_encoder", "client -> encoder step submitted (client, gRPC, server read)"),
+    ("encoder_wait", "encoder batcher wait"),
+    ("encoder_hops", "encoder executor hops (to the worker and back)"),
+    ("encoder_compute", "encoder forward"),
+    ("from_encoder", "encoder step done -> latents at the client (reply, gRPC, client)"),
+    ("to_decoder", "client -> decoder step submitted"),
+    ("decoder_wait", "decoder batcher wait"),
+    ("decoder_hops", "decoder executor hops"),
+    ("decoder_compute", "decoder forward"),
+    ("from_decoder", "decoder step done -> audio at the client"),
+    ("round_trip", "round trip: sent -> decoded audio at the client"),
+    ("added", "added = round trip - this chunk's encoder and decoder forwards"),
+)
+
+
+def breakdown(chunks: list[dict], enc_steps: list[dict], dec_steps: list[dict]) -> dict:
+    """Each chunk's round trip cut into PARTS (ms lists) by the services' step records: a chunk's
+    encoder steps are those submitted between its send and its latents reaching the client, its
+    decoder steps those between that and its decoded audio arriving (one stream, in order)."""
+
+    def within(steps: list[dict], lo: float, hi: float) -> list[dict]:
+        return [s for s in steps if lo <= s["submitted"] <= hi]
+
+    parts: dict[str, list[float]] = {name: [] for name, _ in PARTS}
+    for c in chunks:
+        enc = within(enc_steps, c["sent"], c["encoded"])
+        dec = within(dec_steps, c["encoded"], c["decoded"])
+        if not enc or not dec:
+            continue
+        row = {
+            "pacing": c["sent"] - c["due"],
+            "to_encoder": enc[0]["submitted"] - c["sent"],
+            "from_encoder": c["encoded"] - enc[-1]["resumed"],
+            "to_decoder": dec[0]["submitted"] - c["encoded"],
+            "from_decoder": c["decoded"] - dec[-1]["resumed"],
+            "round_trip": c["decoded"] - c["sent"],
+        }
+        for side, steps in (("encoder", enc), ("decoder", dec)):
+            row[f"{side}_wait"] = sum(s["dispatched"] - s["submitted"] for s in steps)
+            row[f"{side}_hops"] = sum(
+                s["started"] - s["dispatched"] + s["resumed"] - s["ended"] for s in steps
+            )
+            row[f"{side}_compute"] = sum(s["ended"] - s["started"] for s in steps)
+        row["added"] = row["round_trip"] - row["encoder_compute"] - row["decoder_compute"]
+        for name, value in row.items():
+            parts[name].append(1e3 * value)
+    return parts
 
 
 def mean_batch(metrics_port: int) -> float:
@@ -183,11 +263,21 @@ def markdown(result: dict) -> str:
     lat = result["latency"]
     lines += [
         "",
-        "| per-chunk (ms) | p50 | p99 |",
+        f"| per chunk, one real-time stream ({lat['chunks_traced']} of {lat['chunks']} chunks "
+        "traced), ms | p50 | p99 |",
         "|---|---|---|",
-        f"| round trip (paced, 1 stream) | {lat['rtt_p50_ms']:.2f} | {lat['rtt_p99_ms']:.2f} |",
-        f"| in-process compute | {lat['compute_p50_ms']:.2f} | {lat['compute_p99_ms']:.2f} |",
-        f"| **added by the services** | {lat['added_p50_ms']:.2f} | {lat['added_p99_ms']:.2f} |",
+    ]
+    for name, what in PARTS:
+        part = lat["parts_ms"][name]
+        bold = "**" if name == "added" else ""
+        lines.append(f"| {bold}{what}{bold} | {part['p50']:.2f} | {part['p99']:.2f} |")
+    lines += [
+        f"| in-process compute, paced like the stream | {lat['inprocess_paced_p50_ms']:.2f} | "
+        f"{lat['inprocess_paced_p99_ms']:.2f} |",
+        f"| in-process compute, back to back | {lat['inprocess_hot_p50_ms']:.2f} | "
+        f"{lat['inprocess_hot_p99_ms']:.2f} |",
+        f"| round trip - in-process paced compute p50 | {lat['added_vs_inprocess_p50_ms']:.2f} | "
+        f"{lat['added_vs_inprocess_p99_ms']:.2f} |",
     ]
     lines += ["", "| batching | max real-time streams | mean batch (enc/dec) |", "|---|---|---|"]
     for c in result["concurrency"]:
@@ -196,7 +286,14 @@ def markdown(result: dict) -> str:
             f"| max_batch={c['max_batch']} | {c['max_streams_realtime']} | "
             f"{mb['encoder']:.2f} / {mb['decoder']:.2f} |"
         )
-    lines.append(f"\nbatched / unbatched real-time streams: {result['batching_gain']:.2f}x")
+    ratios = ", ".join(f"N={r['channels']} {r['ratio']:.2f}" for r in result["throughput"])
+    lines += [
+        "",
+        f"- added latency per chunk: p50 {lat['added_p50_ms']:.2f} ms, p99 "
+        f"{lat['added_p99_ms']:.2f} ms (target p99 <= 3 ms)",
+        f"- service / in-process throughput: {ratios} (target >= 0.95)",
+        f"- batched / unbatched real-time streams: {result['batching_gain']:.2f}x (target >= 3x)",
+    ]
     return "\n".join(lines)
 
 
@@ -236,8 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         # two pairs started together: with the dynamic batcher (max 16) and without it (max 1)
         flags = (("--max-batch", "16"),) * 2 + (("--max-batch", "1"),) * 2
-        # two pairs started together: with the dynamic batcher (max 16) and without it (max 1)
-        flags = (("--max-batch", "16"),) * 2 + (("--max-batch", "1"),) * 2
+        trace = work / "steps.jsonl"
         with services(
             models,
             work,
@@ -246,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             threads=args.threads,
             names=("encoder", "decoder") * 2,
             per_service=flags,
+            env={"MCRAVE_STEP_TRACE": str(trace)},
         ) as running:
             enc, dec, enc1, dec1 = running
             pipeline = Pipeline(EncoderClient(enc.target), DecoderClient(dec.target))
@@ -268,13 +365,17 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
                 if n == channel_list[0]:
-                    compute = local["chunk_s"]
+                    hot = local["chunk_s"]
             pipeline.close()
             n = channel_list[0]
             present = list(range(1, n)) if n > 1 else [0]
             audio = test_audio(n, int(args.paced_seconds * sr), seed=1)
+            local = in_process(models / f"n{n}", audio, present, args.chunk, paced=True)
             paced = asyncio.run(
                 paced_streams(enc.target, dec.target, f"n{n}", audio, present, args.chunk, 1)
+            )
+            parts = breakdown(
+                paced["chunks"], read_trace(trace, enc.proc.pid), read_trace(trace, dec.proc.pid)
             )
             ladder = [int(k) for k in args.streams.split(",")]
             audio = test_audio(n, int(args.paced_seconds * sr), seed=2)
@@ -282,16 +383,26 @@ def main(argv: list[str] | None = None) -> int:
                 max_sustained(e, d, f"n{n}", audio, present, args.chunk, ladder, mb, args.max_lag)
                 for e, d, mb in ((enc1, dec1, 1), (enc, dec, 16))
             ]
-        base = statistics.median(compute)
-        added = [r - base for r in paced["rtts"]]
+        base = statistics.median(local["chunk_s"])
+        vs_local = [r - base for r in paced["rtts"]]
         result["latency"] = {
+            "chunk_ms": 1e3 * args.chunk / sr,
+            "chunks": len(paced["rtts"]),
+            "chunks_traced": len(parts["added"]),
             "rtt_p50_ms": 1e3 * quantile(paced["rtts"], 0.5),
             "rtt_p99_ms": 1e3 * quantile(paced["rtts"], 0.99),
-            "compute_p50_ms": 1e3 * quantile(compute, 0.5),
-            "compute_p99_ms": 1e3 * quantile(compute, 0.99),
-            "added_p50_ms": 1e3 * quantile(added, 0.5),
-            "added_p99_ms": 1e3 * quantile(added, 0.99),
-            "chunk_ms": 1e3 * args.chunk / sr,
+            "added_p50_ms": quantile(parts["added"], 0.5),
+            "added_p99_ms": quantile(parts["added"], 0.99),
+            "added_vs_inprocess_p50_ms": 1e3 * quantile(vs_local, 0.5),
+            "added_vs_inprocess_p99_ms": 1e3 * quantile(vs_local, 0.99),
+            "inprocess_paced_p50_ms": 1e3 * quantile(local["chunk_s"], 0.5),
+            "inprocess_paced_p99_ms": 1e3 * quantile(local["chunk_s"], 0.99),
+            "inprocess_hot_p50_ms": 1e3 * quantile(hot, 0.5),
+            "inprocess_hot_p99_ms": 1e3 * quantile(hot, 0.99),
+            "parts_ms": {
+                name: {"p50": quantile(v, 0.5), "p99": quantile(v, 0.99)}
+                for name, v in parts.items()
+            },
         }
     unbatched, batched = (c["max_streams_realtime"] for c in result["concurrency"])
     result["batching_gain"] = batched / unbatched if unbatched else float("nan")

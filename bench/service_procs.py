@@ -61,11 +61,12 @@ def services(
     threads: int = 1,
     timeout: float = 120,
     per_service: tuple[tuple[str, ...], ...] | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[list[Service]]:
     """Start `mcrave serve NAME` for each name in its own process, all at once (`extra` flags for
-    all, `per_service[i]` for the i-th); yield them when every one is serving; SIGTERM them
-    (drain) and reap them on exit."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    all, `per_service[i]` for the i-th, `env` added to the environment); yield them when every
+    one is serving; SIGTERM them (drain) and reap them on exit."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1", **(env or {})}
     started = []
     try:
         ports = ports or (0,) * len(names)

@@ -72,6 +72,31 @@ def test_batch_group_waits_at_most_max_wait_and_skips_cancelled() -> None:
     asyncio.run(main())
 
 
+def test_batch_group_lone_stream_never_waits() -> None:
+    """One open stream: its step runs at once, however long max_wait is (the test would hang
+    for an hour otherwise); a second open stream brings the wait back until both have a step
+    pending, and then they run as one batch."""
+
+    def sizes(payloads):
+        return [len(payloads)] * len(payloads)
+
+    async def main() -> None:
+        group = BatchGroup("t", max_batch=8, max_wait_s=3600, observe=lambda *a: None)
+        group.join()
+        assert await asyncio.wait_for(group.submit("k", sizes, 0, 0.1), 30) == 1
+        group.join()
+        first = asyncio.ensure_future(group.submit("k", sizes, 0, 0.1))
+        await asyncio.sleep(0.05)
+        assert not first.done()  # waits for the other open stream
+        second = group.submit("k", sizes, 1, 0.1)
+        assert await asyncio.wait_for(asyncio.gather(first, second), 30) == [2, 2]
+        group.leave()
+        assert await asyncio.wait_for(group.submit("k", sizes, 0, 0.1), 30) == 1
+        group.close()
+
+    asyncio.run(main())
+
+
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
     root = tmp_path_factory.mktemp("reg") / "models"

@@ -3,24 +3,47 @@
 Streams of one model version register with its `BatchGroup`. A submitted step waits until the
 group's worker is free and then runs together with every other pending step that has the same
 key (step kind and chunk size), up to `max_batch`. It also waits for more streams to join, but no
-longer than `max_wait_s`, and not at all once every open stream of the group has a step pending.
-Forwards run in one worker thread per model version, so the event loop never blocks and one
-model never runs two forwards at once (a busy worker makes the next batch larger instead).
+longer than `max_wait_s`, and not at all once every open stream of the group has a step pending
+(so a lone stream never waits). Forwards run in one worker thread per model version, so the
+event loop never blocks and one model never runs two forwards at once (a busy worker makes the
+next batch larger instead).
+
+A step costs two thread hops: the loop hands the batch straight to the worker, and the worker
+hands the results back with one `call_soon_threadsafe` that resolves every step of the batch
+(no task in between, which would add a loop pass on each side of the forward).
+
+`MCRAVE_STEP_TRACE=FILE` (off by default; bench/service_bench.py sets it) appends one JSON line
+per step to FILE: process id, group, batch size and the `time.perf_counter()` stamps submitted,
+dispatched (to the worker), started and ended (the forward, in the worker) and resumed (the
+stream's coroutine has the result). On Linux that clock is CLOCK_MONOTONIC, shared by every
+process of the machine, so a client on the same machine can lay its own stamps beside them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import time
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 # run(payloads) -> results, one per payload, in order; executed in the group's worker thread
 RunFn = Callable[[Sequence[Any]], Sequence[Any]]
 # observe(batch_size, queue_waits_s, compute_s, audio_s) after each forward
 ObserveFn = Callable[[int, Sequence[float], float, float], None]
+
+_TRACE_PATH = os.environ.get("MCRAVE_STEP_TRACE")
+_trace: TextIO | None = None
+
+
+def _trace_file() -> TextIO:
+    global _trace
+    if _trace is None:
+        _trace = open(_TRACE_PATH, "a", buffering=1)  # noqa: SIM115 - kept for the process' life
+    return _trace
 
 
 @dataclass
@@ -29,6 +52,9 @@ class _Step:
     audio_s: float
     future: asyncio.Future
     submitted: float = field(default_factory=time.perf_counter)
+    dispatched: float = 0.0
+    batch: int = 0
+    forward: tuple[float, float] = (0.0, 0.0)  # started, ended in the worker
 
 
 class BatchGroup:
@@ -61,7 +87,10 @@ class BatchGroup:
         step = _Step(payload, audio_s, asyncio.get_running_loop().create_future())
         self._pending.setdefault(key, (run, []))[1].append(step)
         self._maybe_dispatch()
-        return await step.future
+        result = await step.future
+        if _TRACE_PATH:
+            self._write_trace(step, time.perf_counter())
+        return result
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -81,7 +110,8 @@ class BatchGroup:
             return
         key = min(self._pending, key=lambda k: self._pending[k][1][0].submitted)
         run, steps = self._pending[key]
-        waited = time.perf_counter() - steps[0].submitted
+        now = time.perf_counter()
+        waited = now - steps[0].submitted
         if (
             len(steps) < self._max_batch
             and self._waiting() < self._streams
@@ -97,33 +127,67 @@ class BatchGroup:
             self._pending[key] = (run, rest)
         else:
             del self._pending[key]
+        for s in batch:
+            s.dispatched = now
         self._busy = True
-        asyncio.get_running_loop().create_task(self._run(run, batch))
+        self._executor.submit(self._forward, asyncio.get_running_loop(), run, batch)
 
     def _on_timer(self) -> None:
         self._timer = None
         self._maybe_dispatch()
 
-    async def _run(self, run: RunFn, batch: list[_Step]) -> None:
-        start = time.perf_counter()
-        waits = [start - s.submitted for s in batch]
+    def _forward(self, loop: asyncio.AbstractEventLoop, run: RunFn, batch: list[_Step]) -> None:
+        """In the worker thread: one forward, then one hop back to the loop with its outcome."""
+        started = time.perf_counter()
+        results: Sequence[Any] = ()
+        error: Exception | None = None
         try:
-            results = await asyncio.get_running_loop().run_in_executor(
-                self._executor, run, [s.payload for s in batch]
-            )
-        except Exception as error:  # noqa: BLE001 - handed to every waiting stream
-            for s in batch:
-                if not s.future.done():
-                    s.future.set_exception(error)
-        else:
-            compute = time.perf_counter() - start
-            self._observe(len(batch), waits, compute, sum(s.audio_s for s in batch))
-            for s, result in zip(batch, results, strict=True):
-                if not s.future.done():
-                    s.future.set_result(result)
-        finally:
-            self._busy = False
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            self._maybe_dispatch()
+            results = run([s.payload for s in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"batch of {len(batch)} steps gave {len(results)} results")
+        except Exception as exc:  # noqa: BLE001 - handed to every waiting stream
+            error = exc
+        ended = time.perf_counter()
+        try:
+            loop.call_soon_threadsafe(self._finished, batch, results, error, started, ended)
+        except RuntimeError:  # the loop is closed (server gone): nobody waits for this batch
+            pass
+
+    def _finished(
+        self,
+        batch: list[_Step],
+        results: Sequence[Any],
+        error: Exception | None,
+        started: float,
+        ended: float,
+    ) -> None:
+        self._busy = False
+        if error is None:
+            waits = [started - s.submitted for s in batch]
+            self._observe(len(batch), waits, ended - started, sum(s.audio_s for s in batch))
+        for i, s in enumerate(batch):
+            s.batch, s.forward = len(batch), (started, ended)
+            if s.future.done():  # its stream was cancelled meanwhile
+                continue
+            if error is not None:
+                s.future.set_exception(error)
+            else:
+                s.future.set_result(results[i])
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._maybe_dispatch()
+
+    def _write_trace(self, step: _Step, resumed: float) -> None:
+        started, ended = step.forward
+        record = {
+            "pid": os.getpid(),
+            "group": self.name,
+            "batch": step.batch,
+            "submitted": step.submitted,
+            "dispatched": step.dispatched,
+            "started": started,
+            "ended": ended,
+            "resumed": resumed,
+        }
+        _trace_file().write(json.dumps(record) + "\n")
