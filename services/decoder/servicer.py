@@ -15,7 +15,7 @@ from services.common.limits import FLOAT_BYTES
 from services.common.model_service import stream_started
 from services.common.oip import SERVICE_NAME as OIP_SERVICE
 from services.common.oip import add_inference_service
-from services.common.protocol import StreamSpec, bind, read_f32, update
+from services.common.protocol import StreamSpec, read_f32, update
 from services.common.runtime import Runtime, peer_address
 from services.common.server import ServiceDef
 from services.common.stream_loop import run_stream
@@ -115,8 +115,7 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServiceServicer):
 
     # StreamHandler
     def open(self, config: stream_pb2.StreamConfig, peer: str) -> DecoderSession:
-        spec = bind(config, self.rt.watcher, self.rt.limits, encoder=False)
-        return DecoderSession(self.rt.open(spec.model, peer), spec)
+        return DecoderSession.open(self.rt, config, peer)
 
     def started(self, session: DecoderSession) -> decoder_pb2.DecodeResponse:
         return decoder_pb2.DecodeResponse(
@@ -154,17 +153,13 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServiceServicer):
     async def DecodeClip(
         self, request: decoder_pb2.DecodeClipRequest, context: grpc.aio.ServicerContext
     ) -> decoder_pb2.DecodeClipResponse:
-        spec = bind(request.config, self.rt.watcher, self.rt.limits, encoder=False, clip=True)
-        engine = spec.model.engine
-        session = DecoderSession(self.rt.open(spec.model, peer_address(context)), spec)
-        try:
+        with DecoderSession.clip(self.rt, request.config, peer_address(context)) as session:
+            engine = session.engine
             max_frames = (
                 self.rt.limits.max_clip_frames(engine.channels, engine.sample_rate) // engine.ratio
             )
             # a clip is a whole signal with its tail flush: its audio may stop early
             audio = await self._decode(session, request.latents, max_frames, "clip latents", True)
-        finally:
-            session.stream.close()
         return decoder_pb2.DecodeClipResponse(started=self.started(session).started, audio=audio)
 
 

@@ -13,7 +13,7 @@ from services.common.errors import FailedPrecondition
 from services.common.model_service import stream_started
 from services.common.oip import SERVICE_NAME as OIP_SERVICE
 from services.common.oip import add_inference_service
-from services.common.protocol import bind, read_f32, update
+from services.common.protocol import read_f32, update
 from services.common.runtime import Runtime, peer_address
 from services.common.server import ServiceDef
 from services.common.stream_loop import run_stream
@@ -57,8 +57,7 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
 
     # StreamHandler
     def open(self, config: stream_pb2.StreamConfig, peer: str) -> EncoderSession:
-        spec = bind(config, self.rt.watcher, self.rt.limits, encoder=True)
-        return EncoderSession(self.rt.open(spec.model, peer), spec)
+        return EncoderSession.open(self.rt, config, peer)
 
     def started(self, session: EncoderSession) -> encoder_pb2.EncodeResponse:
         return encoder_pb2.EncodeResponse(
@@ -102,17 +101,13 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
     async def EncodeClip(
         self, request: encoder_pb2.EncodeClipRequest, context: grpc.aio.ServicerContext
     ) -> encoder_pb2.EncodeClipResponse:
-        spec = bind(request.config, self.rt.watcher, self.rt.limits, encoder=True, clip=True)
-        engine = spec.model.engine
-        session = EncoderSession(self.rt.open(spec.model, peer_address(context)), spec)
-        try:
+        with EncoderSession.clip(self.rt, request.config, peer_address(context)) as session:
             started = time.perf_counter()
+            engine = session.engine
             max_frames = self.rt.limits.max_clip_frames(engine.channels, engine.sample_rate)
             audio = self._read(session, request.pcm, max_frames, "clip")
             z = np.concatenate([await session.encode(audio), await session.flush()], axis=0)
             latents = self._latents(session, z, 0, True, started)
-        finally:
-            session.stream.close()
         return encoder_pb2.EncodeClipResponse(
             started=self.started(session).started, latents=latents
         )
