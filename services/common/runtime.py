@@ -120,8 +120,9 @@ class Runtime:
         more is read from it: HTTP/2 flow control then holds the client back (the `credit` in
         StreamStarted tells well-behaved clients to stay far below that).
         """
-        try:
-            await asyncio.wait_for(context.write(reply), self.limits.reply_timeout_s)
+        try:  # a timeout scope, not wait_for: that wraps the write in a task (2 loop passes more)
+            async with asyncio.timeout(self.limits.reply_timeout_s):
+                await context.write(reply)
         except TimeoutError:
             raise ResourceExhausted(
                 f"client read no reply for {self.limits.reply_timeout_s:g} s: keep at most `credit` chunks "
