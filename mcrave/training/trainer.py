@@ -63,8 +63,14 @@ class Trainer:
         torch.manual_seed(mix_seed(opts.seed, 0x1417))  # same initial weights on every rank
         self.model = MCRave(cfg.model).to(device)
         self.disc = Discriminator(cfg.model.channels, self.tc.disc_capacity).to(device)
-        self.opt_g = torch.optim.Adam(self.model.parameters(), lr=self.tc.lr, betas=self.tc.betas)
-        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=self.tc.d_lr, betas=self.tc.betas)
+        # fused Adam: one kernel over all parameters instead of ~8 ops per tensor (v2, 211
+        # tensors, 35 M weights on 2 CPU threads: 26 ms a step instead of 80 ms)
+        self.opt_g = torch.optim.Adam(
+            self.model.parameters(), lr=self.tc.lr, betas=self.tc.betas, fused=True
+        )
+        self.opt_d = torch.optim.Adam(
+            self.disc.parameters(), lr=self.tc.d_lr, betas=self.tc.betas, fused=True
+        )
         self.plan = BatchPlan(train, self.tc.batch_size, opts.seed, info)
         self.valid = valid
         self.step = 0
