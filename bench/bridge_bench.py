@@ -8,7 +8,8 @@ Max's `udpreceive` and timestamps every `/mcrave/latent` packet. Reported:
 - end-to-end latency from an audio frame being available at the source to (a) its latent
   frame arriving over OSC and (b) its decoded audio arriving (model latency included),
   p50/p99, next to the target: model latency + one buffer + jitter buffer (prefill) + 10 ms;
-- underruns/overruns, idle and with a loaded decoder (`--load` extra streams hammering it).
+- underruns/overruns, idle and with a loaded decoder (`--load` extra streams hammering it from
+  another process).
 
     python bench/bridge_bench.py            # cpu-small model, 20 s per scenario
     python bench/bridge_bench.py --quick    # smoke run
@@ -17,6 +18,7 @@ Max's `udpreceive` and timestamps every `/mcrave/latent` packet. Reported:
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import shutil
 import socket
 import subprocess
@@ -98,9 +100,13 @@ class Receiver:
 
 
 def load_decoder(
-    decoder: str, encoder: str, model: str, streams: int, stop: threading.Event, seconds: float
+    decoder: str, encoder: str, model: str, streams: int, running, stop, seconds: float
 ) -> None:
-    """Background streams through the decoder as fast as credit allows, until `stop`."""
+    """Background streams through encoder and decoder as fast as credit allows, until `stop`;
+    `running` is set once every one has had a reply. Run in its own process, as other clients
+    of the services would be (load threads in the bridge's process would also take the GIL
+    from its pacer)."""
+    replied = threading.Barrier(streams, action=running.set)
 
     def hammer() -> None:
         with Pipeline(EncoderClient(encoder), DecoderClient(decoder)) as pipe:
@@ -109,19 +115,30 @@ def load_decoder(
             while not stop.is_set():
                 with pipe.stream(info, (1,), 8 * info.ratio) as stream:
                     for _ in stream.run(iter_chunks(x, 8 * info.ratio)):
+                        if not running.is_set():
+                            replied.wait()
                         if stop.is_set():
                             break
 
-    for _ in range(streams):
-        threading.Thread(target=hammer, daemon=True).start()
+    threads = [threading.Thread(target=hammer, daemon=True) for _ in range(streams)]
+    for thread in threads:
+        thread.start()
+    stop.wait()
+    for thread in threads:
+        thread.join(10)
 
 
 def scenario(enc, dec, path: Path, chunk_frames: int, load: int, seconds: float) -> dict:
     receiver = Receiver(path.parent)
-    stop_load = threading.Event()
+    spawn = multiprocessing.get_context("spawn")
+    load_running, stop_load = spawn.Event(), spawn.Event()
+    loader = None
     if load:
-        load_decoder(dec.target, enc.target, "bench", load, stop_load, seconds)
-        time.sleep(1.0)
+        args = (dec.target, enc.target, "bench", load, load_running, stop_load, seconds)
+        loader = spawn.Process(target=load_decoder, args=args, daemon=True)
+        loader.start()
+        if not load_running.wait(60):
+            raise RuntimeError("the decoder load did not start")
     sources = []
 
     def make_source(info, chunk):
@@ -146,6 +163,10 @@ def scenario(enc, dec, path: Path, chunk_frames: int, load: int, seconds: float)
         time.sleep(0.3)
     finally:
         stop_load.set()
+        if loader is not None:
+            loader.join(15)
+            if loader.is_alive():
+                loader.kill()
         bridge.close()
         server.join()
         receiver.close()

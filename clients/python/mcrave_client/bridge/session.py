@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import queue
+import sys
 import threading
 import time
 from collections import deque
@@ -99,6 +100,7 @@ class Session:
         ]
 
     def start(self) -> Session:
+        sys.setswitchinterval(min(sys.getswitchinterval(), _SWITCH_INTERVAL_S))
         for thread in self._threads:
             thread.start()
         threading.Thread(target=self._finish, name="bridge-finish", daemon=True).start()
@@ -184,35 +186,45 @@ class Session:
                 self.sink.write(block.audio)
 
     def _pace(self) -> None:
+        """One message per frame period on the steady clock: sleep until just before the tick,
+        take the frame and build its packets, spin to the tick, send."""
         while len(self.jitter) < self.prefill and not self._encoded_all.wait(0.001):
             pass
         self._last_index = -1
         tick = time.perf_counter()
         while not self._aborted and not (self._encoded_all.is_set() and len(self.jitter) == 0):
+            _sleep_until(tick - _SPIN_S)
             item = self.jitter.pop()
+            packets = () if item is None else latent_packets(self.stream_id, item[0], item[1])
+            _spin_until(tick)
+            for packet in packets:
+                self._send(packet)
             if item is not None:
-                index, frame = item
-                for packet in latent_packets(self.stream_id, index, frame):
-                    self._send(packet)
-                if index > self._last_index:  # a new frame, not a held one
-                    self.stats.sent_times.append((index, time.perf_counter()))
-                    self._last_index = index
+                if item[0] > self._last_index:  # a new frame, not a held one
+                    self.stats.sent_times.append((item[0], time.perf_counter()))
+                    self._last_index = item[0]
                 self.stats.sent_frames += 1
             tick += self.period
-            delay = tick - time.perf_counter()
-            if delay < -self.period:  # stalled (e.g. the machine paused us): re-sync the clock
+            if tick < time.perf_counter() - self.period:
+                # stalled (e.g. the machine paused us): re-sync the clock
                 self.stats.late_ticks += 1
                 tick = time.perf_counter()
-            elif delay > 0:
-                _sleep_until(tick)
 
 
-_SPIN_S = 0.0015  # the last stretch before a tick is spun, not slept: sleep overshoots by ~1 ms
+# time.sleep overshoots by up to ~1 ms on a busy machine: the pacer wakes this long before a tick
+# and spins the rest (on sleep(0), which releases the GIL)
+_SPIN_S = 0.001
+# a thread waiting for the GIL gets it after at most this long (Python's default is 5 ms,
+# which a pacer thread waking up behind a busy reader thread would feel as jitter)
+_SWITCH_INTERVAL_S = 0.0005
 
 
 def _sleep_until(deadline: float) -> None:
-    """Sleep, then spin on `sleep(0)` (which releases the GIL) for the last 1.5 ms."""
-    if deadline - time.perf_counter() > _SPIN_S:
-        time.sleep(deadline - time.perf_counter() - _SPIN_S)
+    delay = deadline - time.perf_counter()
+    if delay > 0:
+        time.sleep(delay)
+
+
+def _spin_until(deadline: float) -> None:
     while time.perf_counter() < deadline:
         time.sleep(0)
