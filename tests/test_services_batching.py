@@ -97,6 +97,44 @@ def test_batch_group_lone_stream_never_waits() -> None:
     asyncio.run(main())
 
 
+def test_batch_group_runs_the_servers_only_stream_on_the_loop_one_step_at_a_time() -> None:
+    """The server's only stream runs its forwards on the loop thread (no thread hops), but each
+    result comes on a later loop pass, so other tasks run between the steps of a long clip; with
+    a second stream open, forwards go back to the worker thread."""
+    threads: list[int] = []
+
+    def run(payloads):
+        threads.append(threading.get_ident())
+        return list(payloads)
+
+    async def main() -> None:
+        group = BatchGroup("t", 8, 0.02, lambda *a: None, alone=lambda: group.streams == 1)
+        group.join()
+        passes = 0
+
+        async def other_task() -> None:
+            nonlocal passes
+            while True:
+                passes += 1
+                await asyncio.sleep(0)
+
+        ticker = asyncio.create_task(other_task())
+        seen = []
+        for i in range(3):
+            assert await group.submit("k", run, i, 0.1) == i
+            seen.append(passes)
+        assert seen[0] < seen[1] < seen[2]
+        group.join()
+        both = [group.submit("k", run, i, 0.1) for i in range(2)]
+        assert await asyncio.wait_for(asyncio.gather(*both), 30) == [0, 1]
+        ticker.cancel()
+        group.close()
+
+    asyncio.run(main())
+    loop_thread = threading.get_ident()
+    assert threads[:3] == [loop_thread] * 3 and threads[3] != loop_thread
+
+
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
     root = tmp_path_factory.mktemp("reg") / "models"

@@ -8,9 +8,15 @@ longer than `max_wait_s`, and not at all once every open stream of the group has
 event loop never blocks and one model never runs two forwards at once (a busy worker makes the
 next batch larger instead).
 
-A step costs two thread hops: the loop hands the batch straight to the worker, and the worker
-hands the results back with one `call_soon_threadsafe` that resolves every step of the batch
-(no task in between, which would add a loop pass on each side of the forward).
+A batch goes straight to the worker, and the worker hands the results back with one
+`call_soon_threadsafe` that resolves every step of the batch (no task in between, which would
+add a loop pass on each side of the forward). Those two thread hops cost ~0.1-0.3 ms each on a
+small machine, and a forward in the worker hands the GIL back and forth with the loop thread
+dozens of times (each handoff may wait for Python's switch interval), so when the server has a
+single open stream (`alone()`) its forward runs on the loop instead: nothing else is there to
+serve meanwhile but health checks and new calls, which wait at most one step. The result is
+still delivered on the next loop pass, so a clip of many steps never holds the loop for more
+than one.
 
 `MCRAVE_STEP_TRACE=FILE` (off by default; bench/service_bench.py sets it) appends one JSON line
 per step to FILE: process id, group, batch size and the `time.perf_counter()` stamps submitted,
@@ -60,8 +66,17 @@ class _Step:
 class BatchGroup:
     """The streams of one model version and their pending steps."""
 
-    def __init__(self, name: str, max_batch: int, max_wait_s: float, observe: ObserveFn) -> None:
+    def __init__(
+        self,
+        name: str,
+        max_batch: int,
+        max_wait_s: float,
+        observe: ObserveFn,
+        alone: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """`alone()`: whether this group's stream is the only open stream of the server."""
         self.name = name
+        self._alone = alone
         self._max_batch = max_batch
         self._max_wait = max_wait_s
         self._observe = observe
@@ -130,26 +145,20 @@ class BatchGroup:
         for s in batch:
             s.dispatched = now
         self._busy = True
-        self._executor.submit(self._forward, asyncio.get_running_loop(), run, batch)
+        loop = asyncio.get_running_loop()
+        if self._streams == 1 and self._alone():
+            loop.call_soon(self._finished, batch, *_forward(run, batch))
+        else:
+            self._executor.submit(self._in_worker, loop, run, batch)
 
     def _on_timer(self) -> None:
         self._timer = None
         self._maybe_dispatch()
 
-    def _forward(self, loop: asyncio.AbstractEventLoop, run: RunFn, batch: list[_Step]) -> None:
-        """In the worker thread: one forward, then one hop back to the loop with its outcome."""
-        started = time.perf_counter()
-        results: Sequence[Any] = ()
-        error: Exception | None = None
+    def _in_worker(self, loop: asyncio.AbstractEventLoop, run: RunFn, batch: list[_Step]) -> None:
+        outcome = _forward(run, batch)
         try:
-            results = run([s.payload for s in batch])
-            if len(results) != len(batch):
-                raise RuntimeError(f"batch of {len(batch)} steps gave {len(results)} results")
-        except Exception as exc:  # noqa: BLE001 - handed to every waiting stream
-            error = exc
-        ended = time.perf_counter()
-        try:
-            loop.call_soon_threadsafe(self._finished, batch, results, error, started, ended)
+            loop.call_soon_threadsafe(self._finished, batch, *outcome)
         except RuntimeError:  # the loop is closed (server gone): nobody waits for this batch
             pass
 
@@ -191,3 +200,19 @@ class BatchGroup:
             "resumed": resumed,
         }
         _trace_file().write(json.dumps(record) + "\n")
+
+
+def _forward(
+    run: RunFn, batch: list[_Step]
+) -> tuple[Sequence[Any], Exception | None, float, float]:
+    """One forward of `batch`: (results, error, started, ended)."""
+    started = time.perf_counter()
+    results: Sequence[Any] = ()
+    error: Exception | None = None
+    try:
+        results = run([s.payload for s in batch])
+        if len(results) != len(batch):
+            raise RuntimeError(f"batch of {len(batch)} steps gave {len(results)} results")
+    except Exception as exc:  # noqa: BLE001 - handed to every waiting stream
+        error = exc
+    return results, error, started, time.perf_counter()

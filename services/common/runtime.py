@@ -109,7 +109,11 @@ class Runtime:
                     m.speed.labels(name).set(audio_s / compute)
 
             self._groups[model] = BatchGroup(
-                f"{name}-{model.version}", self.limits.max_batch, self.limits.max_wait_s, observe
+                f"{name}-{model.version}",
+                self.limits.max_batch,
+                self.limits.max_wait_s,
+                observe,
+                alone=lambda: self._open == 1,
             )
         return self._groups[model]
 
