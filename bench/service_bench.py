@@ -158,12 +158,12 @@ PARTS = (
     ("pacing", "client pacing: sent - due (not in the round trip)"),
     ("to_encoder", "client -> encoder step submitted (client, gRPC, server read)"),
     ("encoder_wait", "encoder batcher wait"),
-    ("encoder_hops", "encoder executor hops (to the worker and back)"),
+    ("encoder_hops", "encoder hand-offs (to the worker and back; one loop pass when on the loop)"),
     ("encoder_compute", "encoder forward"),
     ("from_encoder", "encoder step done -> latents at the client (reply, gRPC, client)"),
     ("to_decoder", "client -> decoder step submitted"),
     ("decoder_wait", "decoder batcher wait"),
-    ("decoder_hops", "decoder executor hops"),
+    ("decoder_hops", "decoder hand-offs"),
     ("decoder_compute", "decoder forward"),
     ("from_decoder", "decoder step done -> audio at the client"),
     ("round_trip", "round trip: sent -> decoded audio at the client"),
@@ -374,15 +374,16 @@ def main(argv: list[str] | None = None) -> int:
             paced = asyncio.run(
                 paced_streams(enc.target, dec.target, f"n{n}", audio, present, args.chunk, 1)
             )
-            parts = breakdown(
-                paced["chunks"], read_trace(trace, enc.proc.pid), read_trace(trace, dec.proc.pid)
-            )
             ladder = [int(k) for k in args.streams.split(",")]
             audio = test_audio(n, int(args.paced_seconds * sr), seed=2)
             result["concurrency"] = [
                 max_sustained(e, d, f"n{n}", audio, present, args.chunk, ladder, mb, args.max_lag)
                 for e, d, mb in ((enc1, dec1, 1), (enc, dec, 16))
             ]
+        # the services write their step records when they stop
+        parts = breakdown(
+            paced["chunks"], read_trace(trace, enc.proc.pid), read_trace(trace, dec.proc.pid)
+        )
         base = statistics.median(local["chunk_s"])
         vs_local = [r - base for r in paced["rtts"]]
         result["latency"] = {

@@ -18,10 +18,14 @@ serve meanwhile but health checks and new calls, which wait at most one step. Th
 still delivered on the next loop pass, so a clip of many steps never holds the loop for more
 than one.
 
+Metrics are observed on the loop pass after the results are handed out, so they never delay
+a stream's reply.
+
 `MCRAVE_STEP_TRACE=FILE` (off by default; bench/service_bench.py sets it) appends one JSON line
 per step to FILE: process id, group, batch size and the `time.perf_counter()` stamps submitted,
-dispatched (to the worker), started and ended (the forward, in the worker) and resumed (the
-stream's coroutine has the result). On Linux that clock is CLOCK_MONOTONIC, shared by every
+dispatched, started and ended (the forward) and resumed (the stream's coroutine has the
+result). Records are kept in memory and written when the group has no stream left or closes,
+so writing them costs a stream nothing. On Linux that clock is CLOCK_MONOTONIC, shared by every
 process of the machine, so a client on the same machine can lay its own stamps beside them.
 """
 
@@ -34,7 +38,7 @@ import time
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any
 
 # run(payloads) -> results, one per payload, in order; executed in the group's worker thread
 RunFn = Callable[[Sequence[Any]], Sequence[Any]]
@@ -42,14 +46,6 @@ RunFn = Callable[[Sequence[Any]], Sequence[Any]]
 ObserveFn = Callable[[int, Sequence[float], float, float], None]
 
 _TRACE_PATH = os.environ.get("MCRAVE_STEP_TRACE")
-_trace: TextIO | None = None
-
-
-def _trace_file() -> TextIO:
-    global _trace
-    if _trace is None:
-        _trace = open(_TRACE_PATH, "a", buffering=1)  # noqa: SIM115 - kept for the process' life
-    return _trace
 
 
 @dataclass
@@ -85,6 +81,7 @@ class BatchGroup:
         self._streams = 0
         self._busy = False
         self._timer: asyncio.TimerHandle | None = None
+        self._trace: list[dict] = []
 
     @property
     def streams(self) -> int:
@@ -95,6 +92,8 @@ class BatchGroup:
 
     def leave(self) -> None:
         self._streams -= 1
+        if not self._streams:
+            self._flush_trace()
         self._maybe_dispatch()  # the streams still waiting may now be all there is
 
     async def submit(self, key: Hashable, run: RunFn, payload: Any, audio_s: float) -> Any:
@@ -104,10 +103,11 @@ class BatchGroup:
         self._maybe_dispatch()
         result = await step.future
         if _TRACE_PATH:
-            self._write_trace(step, time.perf_counter())
+            self._record(step, time.perf_counter())
         return result
 
     def close(self) -> None:
+        self._flush_trace()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _waiting(self) -> int:
@@ -173,7 +173,10 @@ class BatchGroup:
         self._busy = False
         if error is None:
             waits = [started - s.submitted for s in batch]
-            self._observe(len(batch), waits, ended - started, sum(s.audio_s for s in batch))
+            audio_s = sum(s.audio_s for s in batch)
+            asyncio.get_running_loop().call_soon(
+                self._observe, len(batch), waits, ended - started, audio_s
+            )
         for i, s in enumerate(batch):
             s.batch, s.forward = len(batch), (started, ended)
             if s.future.done():  # its stream was cancelled meanwhile
@@ -187,19 +190,26 @@ class BatchGroup:
             self._timer = None
         self._maybe_dispatch()
 
-    def _write_trace(self, step: _Step, resumed: float) -> None:
+    def _record(self, step: _Step, resumed: float) -> None:
         started, ended = step.forward
-        record = {
-            "pid": os.getpid(),
-            "group": self.name,
-            "batch": step.batch,
-            "submitted": step.submitted,
-            "dispatched": step.dispatched,
-            "started": started,
-            "ended": ended,
-            "resumed": resumed,
-        }
-        _trace_file().write(json.dumps(record) + "\n")
+        self._trace.append(
+            {
+                "pid": os.getpid(),
+                "group": self.name,
+                "batch": step.batch,
+                "submitted": step.submitted,
+                "dispatched": step.dispatched,
+                "started": started,
+                "ended": ended,
+                "resumed": resumed,
+            }
+        )
+
+    def _flush_trace(self) -> None:
+        if self._trace:
+            with open(_TRACE_PATH, "a") as out:
+                out.writelines(json.dumps(r) + "\n" for r in self._trace)
+            self._trace.clear()
 
 
 def _forward(
