@@ -4,7 +4,9 @@ A stereo file is streamed (paced in real time) through `mcrave-bridge`'s engine 
 encoder and decoder services in their own processes; a UDP socket in this process stands in for
 Max's `udpreceive` and timestamps every `/mcrave/latent` packet. Reported:
 - pacing jitter: |interval between packets - frame period|, p50/p99 (target p99 < 2 ms), with
-  arrivals stamped by liblo's oscdump in its own process when installed;
+  arrivals stamped by liblo's oscdump in its own process when installed (at niceness -10 when
+  permitted, as Max's scheduler thread runs above normal work), and the same as the bridge
+  sent them ("sent": the pacer's own clock; the pacer asks for niceness -10 too);
 - end-to-end latency from an audio frame being available at the source to (a) its latent
   frame arriving over OSC and (b) its decoded audio arriving (model latency included),
   p50/p99, next to the target: model latency + one buffer + jitter buffer (prefill) + 10 ms;
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import shutil
 import socket
 import subprocess
@@ -64,6 +67,10 @@ class Receiver:
             self._log = workdir / f"oscdump-{self.port}.txt"
             with open(self._log, "w") as fh:
                 self._dump = subprocess.Popen(["oscdump", "-L", str(self.port)], stdout=fh)
+            try:  # as Max's scheduler thread: above the services' load (when permitted)
+                os.setpriority(os.PRIO_PROCESS, self._dump.pid, -10)
+            except OSError:
+                pass
             time.sleep(0.3)
         else:
             self.sock.settimeout(0.2)
@@ -174,6 +181,10 @@ def scenario(enc, dec, path: Path, chunk_frames: int, load: int, seconds: float)
     period = info.ratio / info.sample_rate
     times = [t for t, _ in receiver.arrivals]
     jitter = np.abs(np.diff(times) - period) if len(times) > 1 else []
+    sent = list(session.stats.sent_times)  # (frame, time after its send) in the bridge
+    sent_jitter = [
+        abs(t1 - t0 - period) for (i0, t0), (i1, t1) in zip(sent, sent[1:]) if i1 == i0 + 1
+    ]
     first: dict[int, float] = {}
     for t, index in receiver.arrivals:
         first.setdefault(index, t)
@@ -196,6 +207,9 @@ def scenario(enc, dec, path: Path, chunk_frames: int, load: int, seconds: float)
         "late_ticks": session.stats.late_ticks,
         "jitter_p50_ms": 1e3 * quantile(jitter, 0.5),
         "jitter_p99_ms": 1e3 * quantile(jitter, 0.99),
+        "sender_jitter_p50_ms": 1e3 * quantile(sent_jitter, 0.5),
+        "sender_jitter_p99_ms": 1e3 * quantile(sent_jitter, 0.99),
+        "pacer_priority": session.stats.pacer_priority,
         "latent_latency_p50_ms": 1e3 * quantile(to_latent, 0.5),
         "latent_latency_p99_ms": 1e3 * quantile(to_latent, 0.99),
         "audio_latency_p50_ms": 1e3 * quantile(to_audio, 0.5),
@@ -206,13 +220,14 @@ def scenario(enc, dec, path: Path, chunk_frames: int, load: int, seconds: float)
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| decoder load | jitter p50/p99 (ms) | audio->latent p50/p99 (ms) | "
+        "| decoder load | jitter p50/p99 (ms) | sent p50/p99 (ms) | audio->latent p50/p99 (ms) | "
         "audio->decoded p50/p99 (ms) | target (ms) | underruns | overruns |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['load_streams']} streams | {r['jitter_p50_ms']:.2f} / {r['jitter_p99_ms']:.2f} | "
+            f"{r['sender_jitter_p50_ms']:.2f} / {r['sender_jitter_p99_ms']:.2f} | "
             f"{r['latent_latency_p50_ms']:.1f} / {r['latent_latency_p99_ms']:.1f} | "
             f"{r['audio_latency_p50_ms']:.1f} / {r['audio_latency_p99_ms']:.1f} | "
             f"{r['latency_target_ms']:.1f} | {r['underruns']} | {r['overruns']} |"
