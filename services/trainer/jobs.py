@@ -178,7 +178,7 @@ def train_args(record: JobRecord, dataset: Path, metrics_port: int, resume: bool
         "--log-every", str(max(1, min(10, steps // 50))) if steps else "10",
     ]  # fmt: skip
     if steps:
-        args += ["--max-steps", str(steps)]
+        args += ["--steps", str(steps)]
     for item in spec.get("overrides", []):
         args += ["--set", item]
     return [*args, "--resume"] if resume else args
