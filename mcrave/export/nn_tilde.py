@@ -34,6 +34,7 @@ class NNTildeModel(nn.Module):
     forward_input_labels: list[str]
     forward_output_labels: list[str]
     present: list[int]
+    ranked: bool
     enc_shapes: list[list[int]]
     dec_shapes: list[list[int]]
     dec_integer: list[bool]
@@ -56,6 +57,7 @@ class NNTildeModel(nn.Module):
         self.register_buffer("forward_params", torch.tensor([n, 1, n, 1]))
         self.register_buffer("present_params", torch.ones(n, dtype=torch.long))  # n ints
         names = list(cfg.names)
+        self.ranked = pca is not None  # without a ranking, no rotation per buffer at all
         pca = pca if pca is not None else LatentPCA.identity(d)
         if pca.components.shape != (d, d):
             raise ValueError(f"latent PCA is {tuple(pca.components.shape)}, the model has D={d}")
@@ -100,7 +102,9 @@ class NNTildeModel(nn.Module):
 
     def _encode(self, x: Tensor, states: list[Tensor]) -> Tensor:
         mean, scale = self.encoder(x, self._mask(x), states)
-        return self.latent_components @ (mean - self.latent_mean)
+        if self.ranked:
+            return self.latent_components @ (mean - self.latent_mean)
+        return mean
 
     @torch.jit.export
     def encode(self, x: Tensor) -> Tensor:
@@ -112,7 +116,9 @@ class NNTildeModel(nn.Module):
     @torch.jit.export
     def decode(self, z: Tensor) -> Tensor:
         states = self._fresh(self.dec_states, self.dec_shapes, self.dec_integer, z)
-        y = self.decoder(self.latent_components.t() @ z + self.latent_mean, states)
+        if self.ranked:
+            z = self.latent_components.t() @ z + self.latent_mean
+        y = self.decoder(z, states)
         self.dec_states = states
         return y
 

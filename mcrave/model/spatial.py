@@ -183,12 +183,14 @@ class SpatialStage(nn.Module):
         ratio = (power + self.floor) / (self._band_power(spec) + self.floor)
         return ratio.clamp(1e-8, most).sqrt()
 
-    def _decorrelate(self, history: Tensor, targets: Tensor, states: list[Tensor]) -> Tensor:
+    def _decorrelate(
+        self, history: Tensor, direct: Tensor, targets: Tensor, states: list[Tensor]
+    ) -> Tensor:
         """A fixed all-pass per bin: each band delayed by 1-3 frames, each bin phase-rotated,
         then ducked so the fill never exceeds the direct sound's band power (transients).
 
         `history` [B, N, bins, F] holds every channel (the state must), the fill is computed
-        for the `targets` rows only: at N=299 with half missing that halves this step."""
+        for the `targets` rows only (`direct`, the same rows of `history`, sets the ducking)."""
         b, n, bins, f = history.shape
         pairs = torch.view_as_real(history).permute(0, 1, 2, 4, 3).reshape(b, n * bins * 2, f)
         full = self.history(pairs, states).reshape(b, n, bins, 2, self.max_delay + f)
@@ -203,7 +205,6 @@ class SpatialStage(nn.Module):
         re, im = delayed[..., 0, :], delayed[..., 1, :]
         cos, sin = self.decor_cos[:, None], self.decor_sin[:, None]
         fill = torch.complex(re * cos - im * sin, re * sin + im * cos)
-        direct = history.index_select(1, targets)
         return fill * self._to_bins(self._gain_to(fill, self._band_power(direct), 1.0))
 
     def _sources(self, present: Tensor) -> Tensor:
@@ -306,7 +307,7 @@ class SpatialStage(nn.Module):
         # the decorrelator's history holds every channel (zeros for non-targets), so a channel
         # that goes missing mid-stream starts from a defined state
         history = torch.zeros_like(x).index_copy(1, targets, direct)
-        fill = self._decorrelate(history, targets, states)
+        fill = self._decorrelate(history, direct, targets, states)
         dec_t = dec.index_select(1, targets)
         mix = angle.cos() * direct + angle.sin() * fill + gate * dec_t
         # the level is the direct sound's, whatever the mix: fill and decoder residual shape the
