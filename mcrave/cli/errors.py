@@ -62,8 +62,8 @@ def add_old_spelling(parser: argparse.ArgumentParser, old: str, dest: str, **kwa
 def require_option(parser: argparse.ArgumentParser, args: argparse.Namespace, dest: str) -> None:
     """argparse's own 'required' cannot see an old spelling that fills the same field."""
     if getattr(args, dest) is None:
-        flag = "-o/--output" if dest == "output" else "--" + dest.replace("_", "-")
-        parser.error(f"the following arguments are required: {flag}")
+        shown = next(a for a in parser._actions if a.dest == dest and a.help != argparse.SUPPRESS)
+        parser.error(f"the following arguments are required: {'/'.join(shown.option_strings)}")
 
 
 def say(command: str, text: str) -> None:
