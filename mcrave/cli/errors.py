@@ -37,10 +37,11 @@ def add_threads_option(parser: argparse.ArgumentParser) -> None:
 
 
 def default_threads() -> int:
-    """Half the usable cores: measured (bench/threads_bench.py, 2 cores, cpu-small stereo) one
-    thread ran `infer` 1.4x faster offline and 2.6x faster at --chunk 2048 than torch's default
-    of one per core, and 4x faster beside a busy process: per-op thread sync costs more than the
-    small convolutions gain, and a second process must not be starved."""
+    """Half the usable cores: measured (bench/threads_bench.py, quiet 2-core machine, demo-stereo,
+    one run) one thread gave up 10-15 % idle against torch's default of one per core (offline
+    8.3x vs 9.7x RT, --chunk 2048 4.7x vs 5.3x) and ran 1.2x faster offline and 2x faster
+    chunked beside a busy process (7.3x vs 6.0x, 4.6x vs 2.3x): the default must not starve,
+    or be starved by, the other work on the machine."""
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, (usable or 1) // 2)
 
