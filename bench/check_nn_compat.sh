@@ -3,7 +3,9 @@
 # equal to mcrave's own streaming engine? Not part of CI (downloads the ~0.9 GB torch 2.5.1 wheel
 # from PyPI once and unpacks libtorch into a side folder; never a project dependency).
 #
-#   bash bench/check_nn_compat.sh [MODEL]     # MODEL: checkpoint or registry entry (default: a tiny one)
+#   bash bench/check_nn_compat.sh [MODEL] [--precision bf16|int8]
+#   (MODEL: checkpoint or registry entry, default a tiny one; --precision: reduced conv weights,
+#   compared against the engine's matching runtime)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(dirname "$here")"
@@ -25,5 +27,5 @@ g++ -std=c++17 -O2 -D_GLIBCXX_USE_CXX11_ABI=0 -I"$torch_root/include" \
   -Wl,--disable-new-dtags -L"$torch_root/lib" -Wl,-rpath,"$torch_root/lib" "${rpaths[@]}" \
   -Wl,--no-as-needed -ltorch_cpu -lc10 -Wl,--as-needed -lpthread
 # 3. export, stream in both, compare; then the contract harness on the same file
-python3 "$here/nn_compat/compare.py" "$root/stream_ts" "$root/work" ${1:+"$1"}
+python3 "$here/nn_compat/compare.py" "$root/stream_ts" "$root/work" "$@"
 "$root/torch-2.5.1/build/nn_harness" "$root/work/model.ts" --mode nn --buffer 2048 --batch 2

@@ -3,8 +3,8 @@
 Speed is audio seconds per wall second (x RT, higher is better). Streaming runs encode + decode
 per step through `StreamingEngine` (the path the services use) for one stream and for 16 streams
 batched together (aggregate audio seconds). When a side Python with acids-rave is given
-(`--rave-python`, see bench/rave_side_venv.sh), causal RAVE v2 is timed in the same run (eager,
-with its cached streaming convs) and ratios are printed.
+(`--rave-python`, see bench/rave_side_venv.sh), causal RAVE v2 is timed in the same run as nn~
+runs it (its scripted export, weight norm removed) and ratios are printed.
 
     python bench/model_bench.py               # full grid (minutes)
     python bench/model_bench.py --quick       # smoke run
@@ -138,18 +138,23 @@ def ts_speed(
 
 
 def speed_of(model: MCRave, runtime: str, seconds: float) -> Callable[[int, int], float]:
-    """(buffer, batch) -> x RT of one runtime: an engine runtime, or the nn~ export."""
-    if runtime == "nn~ .ts":
-        scripted = script_nn_tilde(model)
+    """(buffer, batch) -> x RT of one runtime: an engine runtime, or the nn~ export
+    (`nn~ .ts`, or `nn~ .ts PRECISION` for the reduced-precision exports)."""
+    if runtime.startswith("nn~ .ts"):
+        precision = runtime.removeprefix("nn~ .ts").strip() or "float32"
+        scripted = script_nn_tilde(model, precision=precision)
         return lambda b, n: ts_speed(scripted, model.cfg.channels, model.sample_rate, b, n, seconds)
     engine = StreamingEngine(model, "cpu", runtime=runtime)
     return lambda b, n: stream_speed(engine, b, n, seconds)
 
 
+NN_TILDE_RUNTIMES = ("nn~ .ts", "nn~ .ts int8")  # what Max runs: float32, and the int8 export
+
+
 def bench_model(
     name: str, channels: int, buffers: list[int], seconds: float, offline_s: float
 ) -> list[dict]:
-    """One row per runtime: the engine eager, the engine as frozen TorchScript, the nn~ `.ts`."""
+    """One row per runtime: each engine runtime, and the nn~ `.ts` exports."""
     reset_peak_rss()
     torch.manual_seed(0)
     model = MCRave(preset(name, channels=channels).model).eval()
@@ -164,7 +169,7 @@ def bench_model(
     mask = torch.ones(1, channels, dtype=torch.bool)
     offline = offline_speed(StreamingEngine(model, "cpu", runtime="eager"), x, mask, seconds)
     rows = []
-    for runtime in (*RUNTIMES, "nn~ .ts"):
+    for runtime in (*RUNTIMES, *NN_TILDE_RUNTIMES):
         speed = speed_of(model, runtime, seconds)
         row = {**base, "runtime": runtime, "offline_xrt": offline if runtime == "eager" else None}
         for buffer in buffers:

@@ -12,7 +12,10 @@ from typing import Any
 
 # streaming engine runtimes (mcrave/runtime.py); the float32 ones equal the offline model
 FLOAT32_RUNTIMES = ("eager", "torchscript")
-RUNTIMES = (*FLOAT32_RUNTIMES, "torchscript-bf16")
+# opt-in, close to float32 but not equal (tests hold their bounds): fewer bytes per step
+REDUCED_PRECISION_RUNTIMES = ("torchscript-bf16", "torchscript-int8")
+RUNTIMES = (*FLOAT32_RUNTIMES, *REDUCED_PRECISION_RUNTIMES)
+WEIGHT_PRECISIONS = ("float32", "bf16", "int8")  # conv weights, engine and nn~ export alike
 DEFAULT_RUNTIME = "torchscript"  # bench/model_bench.py measures them all
 
 PROJECTIONS = ("identity", "ms", "dct", "learned")

@@ -1,5 +1,6 @@
 """Step runtimes for the streaming engine: one encoder step and one decoder step, run eagerly or
-as frozen TorchScript, optionally with bfloat16 conv weights (opt-in: not float32-equal).
+as frozen TorchScript, optionally with bfloat16 conv weights, or bfloat16 plus int8 copies for
+the few-row GEMMs of one stream (both opt-in: not float32-equal).
 
 At streaming sizes (2048 samples is ONE latent frame) a step is hundreds of tiny ops, so the
 time goes to per-op Python and dispatch overhead, not arithmetic; a frozen TorchScript graph
@@ -17,10 +18,10 @@ from typing import Optional  # TorchScript reads Optional, not `X | None`
 import torch
 from torch import Tensor, nn
 
-from mcrave.config import FLOAT32_RUNTIMES, RUNTIMES
+from mcrave.config import FLOAT32_RUNTIMES, REDUCED_PRECISION_RUNTIMES, RUNTIMES
 from mcrave.model.decoder import Decoder
 from mcrave.model.encoder import Encoder
-from mcrave.model.layers import cast_conv_weights
+from mcrave.model.layers import set_weight_precision
 
 
 class EncoderStep(nn.Module):
@@ -75,9 +76,12 @@ def step_modules(encoder: Encoder, decoder: Decoder, runtime: str) -> tuple[nn.M
     """The encoder and decoder steps of an inference copy (eval mode, weight norm folded)."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
-    if runtime == "torchscript-bf16":  # opt-in: not equal to float32 (see tests for the bound)
-        cast_conv_weights(encoder, torch.bfloat16)
-        cast_conv_weights(decoder, torch.bfloat16)
+    # opt-in reduced precisions: not equal to float32 (see tests for the bounds)
+    precision = (
+        runtime.removeprefix("torchscript-") if runtime in REDUCED_PRECISION_RUNTIMES else "float32"
+    )
+    set_weight_precision(encoder, precision)
+    set_weight_precision(decoder, precision)
     steps: tuple[nn.Module, nn.Module] = (EncoderStep(encoder), DecoderStep(decoder))
     if runtime == "eager":
         return steps

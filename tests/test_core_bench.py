@@ -20,7 +20,14 @@ def quick_rows(script: str, out, *extra: str) -> list[dict]:
 def test_model_bench_quick(tmp_path):
     out = tmp_path / "mb.json"
     rows = quick_rows("model_bench.py", out)
-    runtimes = ["eager", "torchscript", "torchscript-bf16", "nn~ .ts"]
+    runtimes = [
+        "eager",
+        "torchscript",
+        "torchscript-bf16",
+        "torchscript-int8",
+        "nn~ .ts",
+        "nn~ .ts int8",
+    ]
     assert [(r["channels"], r["runtime"]) for r in rows] == [
         (n, rt) for n in (1, 2) for rt in runtimes
     ]

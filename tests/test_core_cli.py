@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from mcrave.cli.main import main
 
@@ -59,6 +60,8 @@ def test_new_export_infer_flow(workdir, capsys, monkeypatch):
     assert main([*bf16, "--runtime", "torchscript-bf16"]) == 0
     fast = sf.read(workdir / "out_bf16.wav", always_2d=True)[0]
     assert 0 < np.abs(fast - out).max() < 2e-2 * np.abs(out).max()  # close, not equal
+    assert main(["export", "m.ckpt", "-o", "int8.ts", "--precision", "int8"]) == 0
+    assert torch.jit.load(str(workdir / "int8.ts")).get_methods() == ["encode", "decode", "forward"]
 
 
 @pytest.mark.parametrize(

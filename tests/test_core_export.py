@@ -104,3 +104,28 @@ def test_export_ranks_latents_by_explained_variance(tmp_path):
     _, y = engine.decode_step(engine.new_decoder_state(1, [0]), z)
     assert relative_error(ts.decode(z_ts), y) < 1e-4
     assert ts.encode_output_labels[0].startswith("latent 0 (")
+
+
+def test_int8_export_streams_like_the_int8_engine(tmp_path):
+    """`precision="int8"` (mcrave export --precision int8): the .ts runs what the engine's
+    torchscript-int8 runtime runs, saved and reloaded; not float32 (libtorch 2.5.1 parity:
+    bench/check_nn_compat.sh --precision int8)."""
+    model = tiny_model(channels=2)
+    ts = torch.jit.load(str(export_nn_tilde(model, tmp_path / "int8.ts", precision="int8")))
+    engines = {
+        r: StreamingEngine(model, "cpu", runtime=r) for r in ("torchscript", "torchscript-int8")
+    }
+    states = {r: (e.new_encoder_state(1), e.new_decoder_state(1)) for r, e in engines.items()}
+    x = torch.randn(1, 2, 4 * model.ratio, generator=torch.Generator().manual_seed(1)) * 0.3
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    for start in range(0, x.shape[-1], model.ratio):  # one latent frame a buffer: int8 GEMMs
+        chunk = x[..., start : start + model.ratio]
+        y_ts = ts.decode(ts.encode(chunk))
+        out = {}
+        for runtime, engine in engines.items():
+            enc, dec = states[runtime]
+            enc, z = engine.encode_step(enc, chunk, mask)
+            dec, out[runtime] = engine.decode_step(dec, z)
+            states[runtime] = (enc, dec)
+        assert relative_error(y_ts, out["torchscript-int8"]) < 1e-5
+        assert relative_error(y_ts, out["torchscript"]) > 1e-5

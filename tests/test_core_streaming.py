@@ -8,11 +8,14 @@ from core_helpers import relative_error, tiny_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mcrave.config import REDUCED_PRECISION_RUNTIMES
 from mcrave.inference import infer_array
+from mcrave.model.layers import INT8_MAX_ROWS
 from mcrave.runtime import FLOAT32_RUNTIMES
 from mcrave.streaming import StreamingEngine, StreamState
 
-BF16_TOLERANCE = 2e-2  # measured: 5e-3 (latents), 1.5e-4 (output) on this tiny model
+# measured on this tiny model: bf16 5e-3 (latents), 1.5e-4 (output); int8 8e-3, 3e-4
+REDUCED_PRECISION_TOLERANCE = 2e-2
 
 
 def offline(model, x, mask, seed=0, spatial=True):
@@ -109,18 +112,48 @@ def test_runtimes_agree_step_by_step():
         StreamingEngine(model, "cpu", runtime="onnx")
 
 
-def test_bfloat16_runtime_stays_close_to_float32():
-    """The opt-in bf16-weight runtime is not equal, only close: its measured bound, streamed
-    against the float32 offline model (a trained stereo model: 51 dB SNR, same mss)."""
+@pytest.mark.parametrize("runtime", REDUCED_PRECISION_RUNTIMES)
+def test_reduced_precision_runtimes_stay_close_to_float32(runtime):
+    """The opt-in bf16 and int8-weight runtimes are not equal, only close: their measured bound,
+    streamed against the float32 offline model (the trained demo-stereo, 10 s of each held-out
+    file at 2048: 48-58 dB SNR against float32, mss to the true channel equal to 3 decimals)."""
     model = tiny_model(channels=2)
     x = torch.randn(1, 2, 6 * model.ratio, generator=torch.Generator().manual_seed(7)) * 0.5
     mask = torch.tensor([[False, True]])
-    engine = StreamingEngine(model, "cpu", runtime="torchscript-bf16")
-    z_bf, y_bf = stream(engine, x, mask, [2 * model.ratio] * 3)
+    chunks = [2 * model.ratio] * 3  # 2 latent frames a step: few-row GEMMs, the int8 kernel's
+    z_low, y_low = stream(StreamingEngine(model, "cpu", runtime=runtime), x, mask, chunks)
     z_off, y_off = offline(model, x, mask)
-    assert relative_error(z_bf, z_off) < BF16_TOLERANCE
-    assert relative_error(y_bf, y_off) < BF16_TOLERANCE
-    assert relative_error(y_bf, y_off) > 0  # really ran in bfloat16
+    assert relative_error(z_low, z_off) < REDUCED_PRECISION_TOLERANCE
+    assert relative_error(y_low, y_off) < REDUCED_PRECISION_TOLERANCE
+    assert relative_error(y_low, y_off) > 0  # really ran in reduced precision
+
+
+def test_int8_runtime_reads_the_int8_weights():
+    """The int8 runtime's few-row GEMMs take the int8 copy (not only its bf16 weights), while
+    many-row ones take bf16: with one latent frame per step the two runtimes differ, and with
+    the rows above the int8 kernel's limit they are equal."""
+    model = tiny_model(channels=2)
+    x = torch.randn(1, 2, 4 * model.ratio, generator=torch.Generator().manual_seed(3))
+    mask = torch.tensor([[False, True]])
+    runtimes = ("torchscript-bf16", "torchscript-int8")
+    engines = [StreamingEngine(model, "cpu", runtime=r) for r in runtimes]
+    few = [stream(e, x, mask, [model.ratio] * 4) for e in engines]
+    assert relative_error(few[1][0], few[0][0]) > 1e-5  # latents
+    assert relative_error(few[1][1], few[0][1]) > 1e-5  # the missing channel
+    z = torch.randn(INT8_MAX_ROWS + 1, model.cfg.latent_size, 1)
+    many = [e.decode_step(e.new_decoder_state(INT8_MAX_ROWS + 1), z)[1] for e in engines]
+    int8_layers = [
+        [m for m in e.model.modules() if getattr(m, "int8", None) is not None] for e in engines
+    ]
+    assert not int8_layers[0] and len(int8_layers[1]) > 10
+    torch.testing.assert_close(many[1], many[0], rtol=0, atol=0)
+
+
+def test_int8_runtime_is_cpu_only():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device to refuse")
+    with pytest.raises(ValueError, match="CPU only"):
+        StreamingEngine(tiny_model(channels=2), "cuda", runtime="torchscript-int8")
 
 
 def test_state_split_stack_roundtrip_and_fixed_size():

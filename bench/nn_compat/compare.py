@@ -1,10 +1,14 @@
 """Export a model, stream it through libtorch 2.5.1 (stream_ts) and through mcrave; compare.
 
-Usage: python bench/nn_compat/compare.py STREAM_TS_BINARY WORKDIR [MODEL]
+Usage: python bench/nn_compat/compare.py STREAM_TS_BINARY WORKDIR [MODEL] [--precision P]
+
+With `--precision bf16|int8` the export's conv weights are reduced and the reference is the
+engine's matching runtime (`torchscript-bf16` / `torchscript-int8`).
 """
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -13,13 +17,13 @@ import numpy as np
 import torch
 
 from mcrave.checkpoint import load_model
-from mcrave.config import preset
+from mcrave.config import WEIGHT_PRECISIONS, preset
 from mcrave.export import export_nn_tilde
 from mcrave.model import MCRave
 from mcrave.streaming import StreamingEngine
 
 
-def main(binary: str, workdir: str, source: str | None = None) -> int:
+def main(binary: str, workdir: str, source: str | None = None, precision: str = "float32") -> int:
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
     if source:
@@ -34,7 +38,7 @@ def main(binary: str, workdir: str, source: str | None = None) -> int:
     frames = 8 * buffer
     rng = np.random.default_rng(0)
     audio = (rng.standard_normal((n, frames)) * 0.3).astype(np.float32)
-    ts_path = export_nn_tilde(model, work / "model.ts", force=True)
+    ts_path = export_nn_tilde(model, work / "model.ts", precision=precision, force=True)
     (work / "in.f32").write_bytes(audio.tobytes())
     cmd = [
         binary,
@@ -55,7 +59,8 @@ def main(binary: str, workdir: str, source: str | None = None) -> int:
         "forward": np.fromfile(work / "out.f32.forward", dtype=np.float32).reshape(n, frames),
     }
 
-    engine = StreamingEngine(model, "cpu")
+    runtime = "torchscript" if precision == "float32" else f"torchscript-{precision}"
+    engine = StreamingEngine(model, "cpu", runtime=runtime)
     enc = engine.new_encoder_state(1)
     dec, spatial = engine.new_decoder_state(1), engine.new_decoder_state(1)
     mask = torch.tensor([present], dtype=torch.bool)
@@ -73,11 +78,17 @@ def main(binary: str, workdir: str, source: str | None = None) -> int:
         rel = float(np.abs(theirs[method] - mine).max() / max(np.abs(mine).max(), 1e-12))
         worst = max(worst, rel)
         print(
-            f"{method}: {n} channels, present {present}, buffer {buffer}: max relative "
-            f"difference libtorch 2.5.1 vs mcrave {rel:.2e}"
+            f"{method}: {n} channels, present {present}, buffer {buffer}, {precision}: max "
+            f"relative difference libtorch 2.5.1 vs mcrave ({runtime}) {rel:.2e}"
         )
     return 0 if worst < 1e-4 else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:]))
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("binary")
+    p.add_argument("workdir")
+    p.add_argument("model", nargs="?")
+    p.add_argument("--precision", choices=WEIGHT_PRECISIONS, default="float32")
+    a = p.parse_args()
+    sys.exit(main(a.binary, a.workdir, a.model, a.precision))

@@ -45,8 +45,8 @@ def main(argv: list[str]) -> int:
         "--runtime",
         choices=RUNTIMES,
         default=DEFAULT_RUNTIME,
-        help="engine runtime (default %(default)s; torchscript-bf16 is faster for large models "
-        "but not float32-equal: bench/README.md)",
+        help="engine runtime (default %(default)s; torchscript-bf16 and, on CPU, "
+        "torchscript-int8 are faster for large models but not float32-equal: bench/README.md)",
     )
     add_threads_option(p)
     args = p.parse_args(argv[1:])

@@ -8,7 +8,7 @@ import json
 import torch
 
 from mcrave.cli.errors import CLIError, run_command
-from mcrave.config import PRESET_NAMES, PROJECTIONS, preset
+from mcrave.config import PRESET_NAMES, PROJECTIONS, WEIGHT_PRECISIONS, preset
 
 
 def _new(argv: list[str]) -> int:
@@ -109,6 +109,13 @@ def _export(argv: list[str]) -> int:
         help="rank the latent dimensions by their variance on these N-channel files or folders "
         "(default: the ranking the trainer stored in the checkpoint, if any)",
     )
+    p.add_argument(
+        "--precision",
+        choices=WEIGHT_PRECISIONS,
+        default="float32",
+        help="conv weight precision (default %(default)s; bf16 and int8 run large models faster "
+        "on CPU but are not float32-equal: bench/README.md)",
+    )
     args = p.parse_args(argv)
 
     def body() -> int:
@@ -125,7 +132,9 @@ def _export(argv: list[str]) -> int:
             pca = fit_on_audio(model, files)
         else:
             pca = LatentPCA.from_dict(meta["latent_pca"]) if "latent_pca" in meta else None
-        path = export_nn_tilde(model, args.output, pca=pca, force=args.force)
+        path = export_nn_tilde(
+            model, args.output, pca=pca, precision=args.precision, force=args.force
+        )
         print(
             f"wrote {path}: encode [{model.channels},1,{model.latent_size},{model.ratio}] "
             f"decode [{model.latent_size},{model.ratio},{model.channels},1] forward, attribute present"

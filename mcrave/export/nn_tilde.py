@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from mcrave.export.latent_pca import LatentPCA
 from mcrave.model import MCRave
+from mcrave.model.layers import set_weight_precision
 from mcrave.runtime import SCRIPTING_LOCK
 from mcrave.streaming import inference_copy
 
@@ -43,9 +44,11 @@ class NNTildeModel(nn.Module):
     fwd_enc_states: list[Tensor]
     fwd_dec_states: list[Tensor]
 
-    def __init__(self, model: MCRave, pca: LatentPCA | None = None) -> None:
+    def __init__(
+        self, model: MCRave, pca: LatentPCA | None = None, precision: str = "float32"
+    ) -> None:
         super().__init__()
-        twin = inference_copy(model)
+        twin = set_weight_precision(inference_copy(model), precision)
         cfg = model.cfg
         n, d, r = cfg.channels, cfg.latent_size, cfg.ratio
         self.encoder = twin.encoder
@@ -187,24 +190,33 @@ def _present_setter(channels: int):
     return torch.jit.export(module.set_present)
 
 
-def script_nn_tilde(model: MCRave, pca: LatentPCA | None = None) -> torch.jit.ScriptModule:
-    """The scripted nn~ module for `model`, latents ranked by `pca` (None: the model's own)."""
+def script_nn_tilde(
+    model: MCRave, pca: LatentPCA | None = None, precision: str = "float32"
+) -> torch.jit.ScriptModule:
+    """The scripted nn~ module for `model`, latents ranked by `pca` (None: the model's own), conv
+    weights in `precision` (bf16/int8: faster for large models, not float32-equal; int8 is CPU
+    only, as the engine's `torchscript-int8` runtime)."""
     cls = type(
         f"NNTildeModel{model.cfg.channels}",
         (NNTildeModel,),
         {"set_present": _present_setter(model.cfg.channels), "__module__": NNTildeModel.__module__},
     )
     with SCRIPTING_LOCK:  # one TorchScript compilation at a time (see mcrave/runtime.py)
-        scripted = torch.jit.script(cls(model, pca).eval())
+        scripted = torch.jit.script(cls(model, pca, precision).eval())
     scripted.reset()
     return scripted
 
 
 def export_nn_tilde(
-    model: MCRave, path: "str | Path", *, pca: LatentPCA | None = None, force: bool = False
+    model: MCRave,
+    path: "str | Path",
+    *,
+    pca: LatentPCA | None = None,
+    precision: str = "float32",
+    force: bool = False,
 ) -> Path:
     """Script and save atomically to `path`."""
     from mcrave.atomic import atomic_write
 
-    scripted = script_nn_tilde(model, pca)
+    scripted = script_nn_tilde(model, pca, precision)
     return atomic_write(path, lambda f: torch.jit.save(scripted, f), force=force)

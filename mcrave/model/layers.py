@@ -14,6 +14,7 @@ from torch.nn import functional as F
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
+from mcrave.config import WEIGHT_PRECISIONS
 from mcrave.dsp.stateful import StatefulLayer
 
 LEAKY_SLOPE = 0.2
@@ -34,12 +35,43 @@ def variance_preserving(conv: nn.Module, fan_in: int, gain: float = LEAKY_GAIN) 
     return conv
 
 
+# the int8-weight kernel reads a quarter of float32's bytes but is a GEMV at heart: measured on
+# this CPU ([M, 2304] x [768, 2304]^T, weights beyond the caches) it beats the bf16 GEMM up to
+# ~8 rows (1 row: 91 vs 202 us, 2: 105 vs 185) and loses from 16 (466 vs 295 us)
+INT8_MAX_ROWS = 8
+INT8_INNER_MULTIPLE = 16  # see `quantize_conv_weights`
+
+
+def weight_product(
+    rows: Tensor,
+    weight: Tensor,
+    int8: Optional[Tensor],  # noqa: UP045
+    scale: Optional[Tensor],  # noqa: UP045
+    int8_max_rows: int = INT8_MAX_ROWS,  # a default, not a global: TorchScript reads no globals
+) -> Tensor:
+    """rows [M, K] float32 x weight [O, K]^T -> [M, O] float32, in the weight's precision.
+
+    Reduced-precision runtimes (`cast_conv_weights`, `quantize_conv_weights`) store the weight in
+    bfloat16 and may add an int8 copy with one scale per output row; both multiply bfloat16
+    activations, since the int8 kernel with float32 activations runs 8x slower here.
+    """
+    if int8 is not None and scale is not None and rows.shape[0] <= int8_max_rows:
+        return torch._weight_int8pack_mm(rows.to(scale.dtype).contiguous(), int8, scale).to(
+            rows.dtype
+        )
+    if weight.dtype != rows.dtype:
+        return F.linear(rows.to(weight.dtype), weight).to(rows.dtype)
+    return F.linear(rows, weight)
+
+
 def conv1d_gemm(
     x: Tensor,
     weight: Tensor,
     bias: Optional[Tensor],  # noqa: UP045
     stride: int,
     dilation: int,
+    int8: Optional[Tensor] = None,  # noqa: UP045
+    scale: Optional[Tensor] = None,  # noqa: UP045
 ) -> Tensor:
     """Valid conv1d as one matrix product over unfolded columns.
 
@@ -62,12 +94,13 @@ def conv1d_gemm(
             cols = cols[..., ::dilation]  # [B, C, T_out, k]
         cols = cols.transpose(1, 2).reshape(x.shape[0], cols.shape[2], -1)  # [B, T_out, C*k]
     w = weight.reshape(weight.shape[0], -1)
-    if w.dtype != x.dtype:  # reduced-precision weights (`cast_conv_weights`): float32 out
-        y = F.linear(cols.to(w.dtype), w).to(x.dtype)
-        if bias is not None:
-            y = y + bias
-        return y.transpose(1, 2)
-    return F.linear(cols, w, bias).transpose(1, 2)
+    if w.dtype == x.dtype and int8 is None:
+        return F.linear(cols, w, bias).transpose(1, 2)
+    b, t, ck = cols.shape
+    y = weight_product(cols.reshape(b * t, ck), w, int8, scale).reshape(b, t, -1)
+    if bias is not None:
+        y = y + bias
+    return y.transpose(1, 2)
 
 
 class CausalConv1d(StatefulLayer):
@@ -99,6 +132,7 @@ class CausalConv1d(StatefulLayer):
         self.cin = cin
         self.stride = stride
         self.dilation = dilation
+        self.int8 = self.int8_scale = None  # set by `quantize_conv_weights`
 
     def state_shape(self) -> tuple[int, int]:
         return (self.cin, self.context)
@@ -107,7 +141,15 @@ class CausalConv1d(StatefulLayer):
         if self.context > 0:
             x = torch.cat([states[self.sid], x], -1)
             states[self.sid] = x[..., x.shape[-1] - self.context :]
-        return conv1d_gemm(x, self.conv.weight, self.conv.bias, self.stride, self.dilation)
+        return conv1d_gemm(
+            x,
+            self.conv.weight,
+            self.conv.bias,
+            self.stride,
+            self.dilation,
+            self.int8,
+            self.int8_scale,
+        )
 
 
 class CausalConvTranspose1d(StatefulLayer):
@@ -120,6 +162,7 @@ class CausalConvTranspose1d(StatefulLayer):
         self.bias = nn.Parameter(torch.zeros(cout))
         self.stride = stride
         self.cout = cout
+        self.int8 = self.int8_scale = None  # set by `quantize_conv_weights`
 
     def state_shape(self) -> tuple[int, int]:
         return (self.cout, self.stride)
@@ -133,8 +176,8 @@ class CausalConvTranspose1d(StatefulLayer):
         # one [B*F, C_in] GEMM: matmul on the 3-D transposed view would broadcast the weight to
         # a batched product, reading it B times
         rows = x.transpose(1, 2).reshape(b * f, c)
-        weight = self.conv.weight.reshape(c, -1)
-        y = torch.mm(rows.to(weight.dtype), weight).to(x.dtype)  # [B*F, C_out*2s]
+        weight = self.conv.weight.reshape(c, -1).t()  # [C_out*2s, C_in], a view
+        y = weight_product(rows, weight, self.int8, self.int8_scale)  # [B*F, C_out*2s]
         y = y.reshape(b, f, self.cout, 2 * s).transpose(1, 2)  # [B, C_out, F, 2s]
         frames = F.pad(y[..., :s], (0, 0, 0, 1)) + F.pad(y[..., s:], (0, 0, 1, 0))  # [B, C, F+1, s]
         full = frames.reshape(b, self.cout, -1)  # [B, C_out, (F+1)*s]
@@ -161,10 +204,14 @@ class ResidualUnit(nn.Module):
             variance_preserving(nn.Conv1d(width, width, 1), width, RESIDUAL_GAIN)
         )
         self.act = nn.LeakyReLU(LEAKY_SLOPE)
+        self.int8 = self.int8_scale = None  # set by `quantize_conv_weights`
 
     def forward(self, x: Tensor, states: list[Tensor]) -> Tensor:
         y = self.conv(self.act(x), states)
-        return x + conv1d_gemm(self.act(y), self.mix.weight, self.mix.bias, 1, 1)
+        mix = conv1d_gemm(
+            self.act(y), self.mix.weight, self.mix.bias, 1, 1, self.int8, self.int8_scale
+        )
+        return x + mix
 
 
 def remove_weight_norm(model: nn.Module) -> nn.Module:
@@ -175,13 +222,57 @@ def remove_weight_norm(model: nn.Module) -> nn.Module:
     return model
 
 
-def cast_conv_weights(model: nn.Module, dtype: torch.dtype) -> nn.Module:
-    """Store the conv weights (not biases, not the PQMF or the spatial stage) of an inference
-    copy in `dtype`; activations stay float32 and each GEMM runs in `dtype`. bfloat16 halves the
-    bytes a streaming step reads, which is what bounds one large stream (see bench/README.md)."""
+def _gemm_weights(model: nn.Module) -> list[tuple[nn.Module, nn.Module, bool]]:
+    """(layer, the nn.Conv* holding its weight, transposed?) for every conv the GEMMs run: the
+    encoder's and decoder's, not the PQMF or the spatial stage (small, and precision-critical)."""
+    found = []
     for module in model.modules():
-        if isinstance(module, (CausalConv1d, CausalConvTranspose1d)):
-            module.conv.weight = nn.Parameter(module.conv.weight.detach().to(dtype), False)
+        if isinstance(module, CausalConv1d):
+            found.append((module, module.conv, False))
+        elif isinstance(module, CausalConvTranspose1d):
+            found.append((module, module.conv, True))
         elif isinstance(module, ResidualUnit):
-            module.mix.weight = nn.Parameter(module.mix.weight.detach().to(dtype), False)
+            found.append((module, module.mix, False))
+    return found
+
+
+def cast_conv_weights(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Store the conv weights (not biases) of an inference copy in `dtype`; activations stay
+    float32 and each GEMM runs in `dtype`. bfloat16 halves the bytes a streaming step reads,
+    which is what bounds one large stream (see bench/README.md)."""
+    for _, conv, _ in _gemm_weights(model):
+        conv.weight = nn.Parameter(conv.weight.detach().to(dtype), False)
+    return model
+
+
+def quantize_conv_weights(model: nn.Module) -> nn.Module:
+    """bfloat16 conv weights plus an int8 copy (symmetric, one scale per output row) that the
+    GEMMs with few rows read (`INT8_MAX_ROWS`): one stream's step reads ~1/4 of float32's bytes.
+    CPU only: the int8-weight kernel has no CUDA version. It also needs an inner size that is a
+    multiple of 16 (torch 2.13's CPU kernel returns garbage or crashes otherwise, measured), so
+    layers with other sizes keep only their bfloat16 weights."""
+    for layer, conv, transposed in _gemm_weights(model):
+        weight = conv.weight.detach()
+        rows = weight.reshape(weight.shape[0], -1)
+        rows = rows.t() if transposed else rows  # [outputs, inputs], as `weight_product` reads
+        if rows.shape[1] % INT8_INNER_MULTIPLE:
+            continue
+        scale = rows.abs().amax(1).clamp_min(1e-12) / 127.0
+        layer.int8 = torch.round(rows / scale[:, None]).to(torch.int8).contiguous()
+        layer.int8_scale = scale.to(torch.bfloat16)
+    return cast_conv_weights(model, torch.bfloat16)
+
+
+def set_weight_precision(model: nn.Module, precision: str) -> nn.Module:
+    """An inference copy's conv weights in `precision` (WEIGHT_PRECISIONS): float32 leaves them."""
+    if precision not in WEIGHT_PRECISIONS:
+        raise ValueError(f"precision {precision!r}: expected one of {', '.join(WEIGHT_PRECISIONS)}")
+    if precision == "bf16":
+        cast_conv_weights(model, torch.bfloat16)
+    elif precision == "int8":
+        if any(p.device.type != "cpu" for p in model.parameters()):
+            raise ValueError(
+                "int8 weights run on CPU only (the int8-weight kernel has no CUDA version)"
+            )
+        quantize_conv_weights(model)
     return model
