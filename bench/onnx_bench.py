@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -391,6 +393,9 @@ def bench_model(name: str, channels: int, args: argparse.Namespace, tmp: Path) -
 
 
 def main(argv: list[str] | None = None) -> int:
+    # the exporters log pages (graph dumps from draft_export, deprecation notices): results only
+    logging.getLogger("torch").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning)
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
