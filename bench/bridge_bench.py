@@ -4,9 +4,10 @@ A stereo file is streamed (paced in real time) through `mcrave-bridge`'s engine 
 encoder and decoder services in their own processes; a UDP socket in this process stands in for
 Max's `udpreceive` and timestamps every `/mcrave/latent` packet. Reported:
 - pacing jitter: |interval between packets - frame period|, p50/p99 (target p99 < 2 ms), with
-  arrivals stamped by liblo's oscdump in its own process when installed (at niceness -10 when
-  permitted, as Max's scheduler thread runs above normal work), and the same as the bridge
-  sent them ("sent": the pacer's own clock; the pacer asks for niceness -10 too);
+  arrivals stamped by liblo's oscdump in its own process when installed (real-time priority, else
+  niceness -10, when permitted: Max's scheduler thread runs above normal work too), and the same
+  as the bridge sent them ("sent": the pacer's own clock; the pacer asks for the same priority:
+  mcrave_client/bridge/priority.py);
 - end-to-end latency from an audio frame being available at the source to (a) its latent
   frame arriving over OSC and (b) its decoded audio arriving (model latency included),
   p50/p99, next to the target: model latency + one buffer + jitter buffer (prefill) + 10 ms;
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
 import shutil
 import socket
 import subprocess
@@ -36,6 +36,7 @@ import soundfile as sf
 from mcrave_client import DecoderClient, EncoderClient, Pipeline
 from mcrave_client.bridge.control import Bridge
 from mcrave_client.bridge.osc import LATENT, parse
+from mcrave_client.bridge.priority import raise_priority
 from mcrave_client.bridge.sources import FileSource
 from mcrave_client.framing import iter_chunks
 from service_procs import publish_untrained, services, write_report
@@ -62,15 +63,14 @@ class Receiver:
         self.arrivals: list[tuple[float, int]] = []
         self._stop = threading.Event()
         self._dump = None
+        self.priority = ""
         if shutil.which("oscdump"):
             self.sock.close()
             self._log = workdir / f"oscdump-{self.port}.txt"
             with open(self._log, "w") as fh:
                 self._dump = subprocess.Popen(["oscdump", "-L", str(self.port)], stdout=fh)
-            try:  # as Max's scheduler thread: above the services' load (when permitted)
-                os.setpriority(os.PRIO_PROCESS, self._dump.pid, -10)
-            except OSError:
-                pass
+            # as Max's scheduler thread: above the services' load, like the pacer (when permitted)
+            self.priority = raise_priority(self._dump.pid)
             time.sleep(0.3)
         else:
             self.sock.settimeout(0.2)
@@ -79,6 +79,7 @@ class Receiver:
         self.method = "oscdump" if self._dump else "python socket"
 
     def _run(self) -> None:
+        self.priority = raise_priority(threading.get_native_id())
         while not self._stop.is_set():
             try:
                 data, _ = self.sock.recvfrom(65536)
@@ -210,6 +211,7 @@ def scenario(enc, dec, path: Path, chunk_frames: int, load: int, seconds: float)
         "sender_jitter_p50_ms": 1e3 * quantile(sent_jitter, 0.5),
         "sender_jitter_p99_ms": 1e3 * quantile(sent_jitter, 0.99),
         "pacer_priority": session.stats.pacer_priority,
+        "receiver_priority": receiver.priority,
         "latent_latency_p50_ms": 1e3 * quantile(to_latent, 0.5),
         "latent_latency_p99_ms": 1e3 * quantile(to_latent, 0.99),
         "audio_latency_p50_ms": 1e3 * quantile(to_audio, 0.5),

@@ -14,7 +14,6 @@ frames are buffered. A message carries the frame's index in the stream, so a hel
 from __future__ import annotations
 
 import dataclasses
-import os
 import queue
 import sys
 import threading
@@ -29,6 +28,7 @@ import numpy as np
 from mcrave_client import framing
 from mcrave_client.bridge.jitter import JitterBuffer
 from mcrave_client.bridge.osc import latent_packets
+from mcrave_client.bridge.priority import raise_priority
 from mcrave_client.client import DecoderClient, EncoderClient
 from mcrave_client.proto import stream_pb2
 from mcrave_client.types import Latents, ModelInfo, SetPresent
@@ -47,7 +47,7 @@ class LiveControls:
 class SessionStats:
     sent_frames: int = 0  # messages sent, held frames included
     late_ticks: int = 0  # ticks the pacer missed by more than a period (then it re-syncs)
-    pacer_priority: bool = False  # the pacer thread got a higher CPU priority (_raise_priority)
+    pacer_priority: str = ""  # what the pacer thread got: "realtime", "nice" or "" (priority.py)
     sent_times: deque = field(default_factory=lambda: deque(maxlen=100_000))  # (new frame, t)
     decoded_times: deque = field(default_factory=lambda: deque(maxlen=100_000))  # (end, t)
 
@@ -190,7 +190,7 @@ class Session:
     def _pace(self) -> None:
         """One message per frame period on the steady clock: sleep until just before the tick,
         take the frame and build its packets, spin to the tick, send."""
-        self.stats.pacer_priority = _raise_priority()
+        self.stats.pacer_priority = raise_priority(threading.get_native_id())
         while len(self.jitter) < self.prefill and not self._encoded_all.wait(0.001):
             pass
         self._last_index = -1
@@ -220,21 +220,6 @@ _SPIN_S = 0.001
 # a thread waiting for the GIL gets it after at most this long (Python's default is 5 ms,
 # which a pacer thread waking up behind a busy reader thread would feel as jitter)
 _SWITCH_INTERVAL_S = 0.0005
-
-
-# niceness asked for the pacer thread: on a busy machine a woken thread of normal priority may
-# wait a few ms for a core, which the receiver would see as jitter
-_PACER_NICE = -10
-
-
-def _raise_priority() -> bool:
-    """Best effort: give the calling thread a higher CPU priority (Linux: per-thread niceness;
-    needs CAP_SYS_NICE or a matching RLIMIT_NICE, else nothing changes)."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _PACER_NICE)
-    except (OSError, AttributeError):
-        return False
-    return True
 
 
 def _sleep_until(deadline: float) -> None:
