@@ -68,9 +68,16 @@ class FixedProjection(nn.Module):
     def __init__(self, matrix: Tensor) -> None:
         super().__init__()
         self.register_buffer("fixed", matrix)
+        # the identity is skipped, not multiplied: at N=299 its [299, 299] product cost 2.5 ms
+        # of a 2048-sample step, for an exact no-op
+        self.identity = bool(torch.equal(matrix, torch.eye(matrix.shape[0], dtype=matrix.dtype)))
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.identity:
+            return x
         return torch.einsum("ij,bjt->bit", self.fixed, x)
 
     def inverse(self, p: Tensor) -> Tensor:
+        if self.identity:
+            return p
         return torch.einsum("ji,bjt->bit", self.fixed, p)

@@ -40,6 +40,9 @@ def variance_preserving(conv: nn.Module, fan_in: int, gain: float = LEAKY_GAIN) 
 # ~8 rows (1 row: 91 vs 202 us, 2: 105 vs 185) and loses from 16 (466 vs 295 us)
 INT8_MAX_ROWS = 8
 INT8_INNER_MULTIPLE = 16  # see `quantize_conv_weights`
+# inputs x taps from which an undilated conv runs as oneDNN's conv1d (see `conv1d_gemm`); the
+# widest conv of v2 or of cpu-small below N=64 has 768 x 3 = 2304
+ONEDNN_MIN_COLUMNS = 4096
 
 
 def weight_product(
@@ -72,6 +75,7 @@ def conv1d_gemm(
     dilation: int,
     int8: Optional[Tensor] = None,  # noqa: UP045
     scale: Optional[Tensor] = None,  # noqa: UP045
+    onednn_min_columns: int = ONEDNN_MIN_COLUMNS,  # a default: TorchScript reads no globals
 ) -> Tensor:
     """Valid conv1d as one matrix product over unfolded columns.
 
@@ -81,10 +85,13 @@ def conv1d_gemm(
     and a large weight that orientation runs ~4x faster than weight x columns (measured on this
     CPU, 768x2304 by 2 steps: 0.27 vs 1.1 ms): streaming reads every weight once per step.
     Training (weights that need gradients: long crops, where the unfolded columns' backward is a
-    slow scatter) takes oneDNN's conv1d instead: v2 phase-1 step 777 -> 677 ms at N=1.
+    slow scatter) takes oneDNN's conv1d instead: v2 phase-1 step 777 -> 677 ms at N=1; so do
+    very wide undilated convs (`ONEDNN_MIN_COLUMNS`), whose unfolded columns cost more to copy
+    than the product: the encoder's input at N=299 (5083 x 7 columns, 128 steps) 4.1 -> 2.0 ms.
     """
     k = weight.shape[-1]
-    if weight.requires_grad:
+    wide = dilation == 1 and weight.shape[1] * k >= onednn_min_columns and int8 is None
+    if weight.requires_grad or (wide and weight.dtype == x.dtype):
         return F.conv1d(x, weight, bias, stride, 0, dilation)
     if k == 1:
         cols = x[:, :, ::stride].transpose(1, 2)  # [B, T_out, C]

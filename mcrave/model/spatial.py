@@ -123,11 +123,7 @@ class SpatialStage(nn.Module):
         self.register_buffer("decor_sin", theta.sin(), persistent=False)
         delays = torch.tensor(DECORRELATOR_DELAYS)[index % len(DECORRELATOR_DELAYS)]
         self.max_delay = max(DECORRELATOR_DELAYS)
-        self.register_buffer(
-            "delay_select",
-            torch.stack([(delays == d).to(torch.float32) for d in range(1, self.max_delay + 1)]),
-            persistent=False,
-        )  # [max_delay, bins]
+        self.register_buffer("bin_delay", delays, persistent=False)  # [bins] frames
 
         # streaming contexts
         self.present_delay = ContextBuffer(n, latency)  # aligns input audio with decoder output
@@ -195,13 +191,12 @@ class SpatialStage(nn.Module):
         pairs = torch.view_as_real(history).permute(0, 1, 2, 4, 3).reshape(b, n * bins * 2, f)
         full = self.history(pairs, states).reshape(b, n, bins, 2, self.max_delay + f)
         full = full.index_select(1, targets)
-        delayed = torch.zeros_like(full[..., :f])
-        for d in range(1, self.max_delay + 1):
-            start = self.max_delay - d
-            delayed = (
-                delayed
-                + full[..., start : start + f] * self.delay_select[d - 1][None, None, :, None, None]
-            )
+        # bin k's frame t is history frame t + max_delay - delay(k): one gather (three masked
+        # products and sums over every bin ran 4.4 vs 0.6 ms at 149 targets)
+        start = self.max_delay - self.bin_delay  # [bins]
+        index = start[:, None] + torch.arange(f, device=full.device)[None, :]  # [bins, F]
+        index = index[None, None, :, None, :].expand(b, full.shape[1], bins, 2, f)
+        delayed = torch.gather(full, 4, index)
         re, im = delayed[..., 0, :], delayed[..., 1, :]
         cos, sin = self.decor_cos[:, None], self.decor_sin[:, None]
         fill = torch.complex(re * cos - im * sin, re * sin + im * cos)
@@ -293,7 +288,7 @@ class SpatialStage(nn.Module):
         # multiply (real/imag gathers with an index expanded over bins and frames, and four real
         # products, ran a 299-channel stream at 0.23x RT; this: 0.35x)
         bins = x.shape[2]
-        rows = x.reshape(b * n, -1)
+        rows = x.reshape(b * n, bins, frames)  # a view: x is [bins, F]-transposed in memory
         offset = (torch.arange(b, device=x.device) * n)[:, None]  # [B, 1]
         direct = torch.zeros([b, c, bins, frames], dtype=x.dtype, device=x.device)
         for j in range(s):
@@ -306,7 +301,8 @@ class SpatialStage(nn.Module):
         gate = self._to_bins(torch.sigmoid(gate_logit))
         # the decorrelator's history holds every channel (zeros for non-targets), so a channel
         # that goes missing mid-stream starts from a defined state
-        history = torch.zeros_like(x).index_copy(1, targets, direct)
+        history = torch.zeros_like(x)
+        history.index_copy_(1, targets, direct)  # in place: a 299-channel spectrum copy less
         fill = self._decorrelate(history, direct, targets, states)
         dec_t = dec.index_select(1, targets)
         mix = angle.cos() * direct + angle.sin() * fill + gate * dec_t
@@ -315,7 +311,8 @@ class SpatialStage(nn.Module):
         inferred = mix * self._to_bins(self._gain_to(mix, self._band_power(direct), self.max_boost))
         built = torch.where(any_present[:, None, None, None], inferred, dec_t)
         keep = present[:, :, None, None]
-        y = torch.where(keep, x, dec).index_copy(
+        y = torch.where(keep, x, dec)
+        y.index_copy_(
             1,
             targets,
             torch.where(keep.index_select(1, targets), x.index_select(1, targets), built),
@@ -324,10 +321,11 @@ class SpatialStage(nn.Module):
         # overlap-add synthesis
         frames_out = torch.fft.irfft(y.transpose(-1, -2), n=self.fft, dim=-1)
         frames_out = frames_out * self.synthesis_window  # [B, N, F, fft]
-        buffer = F.fold(
-            frames_out.reshape(b * n, frames, self.fft).transpose(1, 2),
-            output_size=(1, t + self.fft - self.hop),
-            kernel_size=(1, self.fft),
-            stride=(1, self.hop),
-        ).reshape(b, n, t + self.fft - self.hop)
-        return self.overlap_add(buffer, t, states)
+        # overlap-add: quarter q of frame f lands on hop block f + q (F.fold's col2im took
+        # 9.3 ms at 299 channels x 8 frames, these in-place adds 0.25 ms)
+        overlap = self.fft // self.hop
+        parts = frames_out.reshape(b, n, frames, overlap, self.hop)
+        buffer = frames_out.new_zeros(b, n, frames + overlap - 1, self.hop)
+        for q in range(overlap):
+            buffer[:, :, q : q + frames] += parts[:, :, :, q]
+        return self.overlap_add(buffer.reshape(b, n, t + self.fft - self.hop), t, states)
