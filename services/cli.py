@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--threads", type=int, help="torch threads for the model (default: torch's choice)"
     )
+    from mcrave.cli.errors import add_runtime_option
+
+    add_runtime_option(parser, "engine runtime for every model served")
     parser.add_argument(
         "--ready-file", type=Path, help="write the bound ports here as JSON once serving"
     )
@@ -140,6 +143,7 @@ def main(argv: list[str]) -> int:
             models=models_dir(args),
             poll_interval_s=args.poll_seconds,
             grace_s=args.grace_seconds,
+            runtime=args.runtime,
         )
         asyncio.run(serve(cfg, service, ready_file=args.ready_file))
     except (ConfigError, ValueError, OSError) as error:

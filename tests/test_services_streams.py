@@ -31,6 +31,7 @@ from services_helpers import (
     with_audio,
 )
 
+from mcrave.checkpoint import load_model
 from mcrave.inference import infer_array
 from services.common.limits import Limits
 from services.decoder.servicer import SERVICE as DECODER
@@ -73,6 +74,31 @@ def test_pipeline_equals_mcrave_infer(servers) -> None:
     want = infer_array(engine_of(enc), x.T, present=[1], chunk=1024)
     np.testing.assert_allclose(got, want, atol=1e-4)
     assert np.abs(want - want_latent).max() > 1e-2  # the audio really steered the output
+
+
+def test_servers_run_the_runtime_they_are_given(tmp_path) -> None:
+    """`mcrave serve --runtime torchscript-int8` (ServerConfig.runtime): every model loads on
+    that runtime, and the streams equal `mcrave infer --runtime torchscript-int8`, not float32."""
+    root = tmp_path / "models"
+    root.mkdir()
+    version = publish_tiny(root, seed=0)
+    enc = ServerThread(ENCODER, root, runtime="torchscript-int8")
+    dec = ServerThread(DECODER, root, runtime="torchscript-int8")
+    try:
+        x = audio(6000, seed=5)
+        cfg = config(present=(1,), chunk=512)  # 2 latent frames a step: the int8 GEMMs
+        started, latents = encode(enc.target, cfg, x)
+        _, y = decode(dec.target, cfg, with_audio(latents, x, (1,), 512))
+        got = y[started.latency : started.latency + len(x)].T
+        assert engine_of(enc).runtime == engine_of(dec).runtime == "torchscript-int8"
+        want = infer_array(engine_of(enc), x.T, present=[1], chunk=512)
+        np.testing.assert_allclose(got, want, atol=1e-5)
+        model, _ = load_model(root / "tiny" / str(version))
+        float32 = infer_array(model, x.T, present=[1], chunk=512)
+        assert np.abs(got - float32).max() > 1e-5
+    finally:
+        enc.stop()
+        dec.stop()
 
 
 def test_clip_equals_stream(servers) -> None:

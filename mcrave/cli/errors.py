@@ -36,6 +36,18 @@ def add_threads_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_runtime_option(parser: argparse.ArgumentParser, what: str = "engine runtime") -> None:
+    from mcrave.config import DEFAULT_RUNTIME, RUNTIMES
+
+    parser.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default=DEFAULT_RUNTIME,
+        help=f"{what} (default %(default)s; torchscript-bf16 and, on CPU, torchscript-int8 run "
+        "large models faster but are not float32-equal: bench/README.md)",
+    )
+
+
 def default_threads() -> int:
     """Half the usable cores: measured (bench/threads_bench.py, quiet 2-core machine, demo-stereo,
     one run) one thread gave up 10-15 % idle against torch's default of one per core (offline

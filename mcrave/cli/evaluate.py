@@ -8,6 +8,7 @@ from pathlib import Path
 from mcrave.cli.errors import (
     CLIError,
     add_old_spelling,
+    add_runtime_option,
     add_threads_option,
     apply_threads,
     require_option,
@@ -51,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-seconds", type=float, default=None, help="use at most S s of each file")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    add_runtime_option(p)
     add_threads_option(p)
     return p
 
@@ -85,7 +87,7 @@ def _run(args: argparse.Namespace) -> int:
         sets = parse_present_sets(spec, model.channels, tuple(model.cfg.names))
         present_sets += [s for s in sets if s not in present_sets]
     files = load_inputs(args.data, model.channels, model.sample_rate, args.max_seconds)
-    engine = StreamingEngine(model, args.device)
+    engine = StreamingEngine(model, args.device, runtime=args.runtime)
     if args.chunk is not None:
         engine.check_chunk(args.chunk)  # ValueError naming the chunk -> one line, exit 2
     say("eval", f"{len(files)} files, {len(present_sets)} present sets, model {args.model}")

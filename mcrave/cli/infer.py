@@ -9,8 +9,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mcrave.cli.errors import CLIError, add_threads_option, apply_threads, run_command, say
-from mcrave.config import DEFAULT_RUNTIME, RUNTIMES
+from mcrave.cli.errors import (
+    CLIError,
+    add_runtime_option,
+    add_threads_option,
+    apply_threads,
+    run_command,
+    say,
+)
 
 if TYPE_CHECKING:  # torch is imported only when the command runs
     from mcrave.streaming import StreamingEngine
@@ -41,13 +47,7 @@ def main(argv: list[str]) -> int:
         help="decode every channel from the latents alone (no spatial stage: the old behaviour)",
     )
     p.add_argument("--device", default=None)
-    p.add_argument(
-        "--runtime",
-        choices=RUNTIMES,
-        default=DEFAULT_RUNTIME,
-        help="engine runtime (default %(default)s; torchscript-bf16 and, on CPU, "
-        "torchscript-int8 are faster for large models but not float32-equal: bench/README.md)",
-    )
+    add_runtime_option(p)
     add_threads_option(p)
     args = p.parse_args(argv[1:])
 

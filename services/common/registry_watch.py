@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mcrave import registry
+from mcrave.config import DEFAULT_RUNTIME
 from services.common.errors import NotFound
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,11 @@ class LoadedVersion:
     engine: Any  # mcrave.streaming.StreamingEngine
 
 
-def load_version(version_dir: Path, device: str | None = None) -> LoadedVersion:
-    """Verify and load one registry version (raises on any problem; loads no pickled code)."""
+def load_version(
+    version_dir: Path, device: str | None = None, runtime: str = DEFAULT_RUNTIME
+) -> LoadedVersion:
+    """Verify and load one registry version (raises on any problem; loads no pickled code), its
+    engine on `runtime`."""
     from mcrave.checkpoint import load_model
     from mcrave.streaming import StreamingEngine
 
@@ -48,7 +52,7 @@ def load_version(version_dir: Path, device: str | None = None) -> LoadedVersion:
         version=int(version_dir.name),
         fingerprint=manifest["sha256"][registry.CHECKPOINT],
         created=str(manifest.get("created", "")),
-        engine=StreamingEngine(model, device=device),
+        engine=StreamingEngine(model, device=device, runtime=runtime),
     )
 
 

@@ -13,6 +13,7 @@ refused, open streams get `grace_s` to finish.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ from grpc_reflection.v1alpha import reflection
 from mcrave_client.proto import models_pb2, models_pb2_grpc
 
 from mcrave.atomic import atomic_write_bytes
+from mcrave.config import DEFAULT_RUNTIME
 from services.common.auth import (
     ConfigError,
     TokenInterceptor,
@@ -41,7 +43,7 @@ from services.common.limits import Limits
 from services.common.metrics import ServerMetrics, ServiceMetrics, serve_metrics
 from services.common.model_service import ModelServicer
 from services.common.oip import reflection_pool
-from services.common.registry_watch import RegistryWatcher
+from services.common.registry_watch import RegistryWatcher, load_version
 from services.common.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,7 @@ class ServerConfig(Endpoint):
     models: Path
     poll_interval_s: float = 2.0
     grace_s: float = 10.0
+    runtime: str = DEFAULT_RUNTIME  # the streaming engine's (mcrave/runtime.py)
 
 
 @dataclass(frozen=True)
@@ -248,6 +251,7 @@ async def start_server(cfg: ServerConfig, service: ServiceDef) -> RunningServer:
     metrics = ServiceMetrics(service.name)
     watcher = RegistryWatcher(
         cfg.models,
+        load=functools.partial(load_version, runtime=cfg.runtime),
         on_loaded=lambda lv: metrics.model_info.labels(
             lv.name, str(lv.version), lv.fingerprint
         ).set(1),
