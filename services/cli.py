@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--threads", type=int, help="torch threads for the model (default: torch's choice)"
     )
-    from mcrave.cli.errors import add_runtime_option
+    from mcrave.cli.options import add_runtime_option
 
     add_runtime_option(parser, "engine runtime for every model served")
     parser.add_argument(

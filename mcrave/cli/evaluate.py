@@ -5,15 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mcrave.cli.errors import (
-    CLIError,
+from mcrave.cli.console import CLIError, run_command, say
+from mcrave.cli.options import (
     add_old_spelling,
     add_runtime_option,
     add_threads_option,
     apply_threads,
     require_option,
-    run_command,
-    say,
 )
 
 

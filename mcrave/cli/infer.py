@@ -9,14 +9,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mcrave.cli.errors import (
-    CLIError,
-    add_runtime_option,
-    add_threads_option,
-    apply_threads,
-    run_command,
-    say,
-)
+from mcrave.cli.console import CLIError, run_command, say
+from mcrave.cli.options import add_runtime_option, add_threads_option, apply_threads
 
 if TYPE_CHECKING:  # torch is imported only when the command runs
     from mcrave.streaming import StreamingEngine

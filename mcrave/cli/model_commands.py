@@ -7,7 +7,7 @@ import json
 
 import torch
 
-from mcrave.cli.errors import CLIError, run_command
+from mcrave.cli.console import CLIError, run_command
 from mcrave.config import PRESET_NAMES, PROJECTIONS, WEIGHT_PRECISIONS, preset
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from mcrave.cli.errors import add_old_spelling, require_option
+from mcrave.cli.options import add_old_spelling, require_option
 from mcrave.config import PRESET_NAMES, PROJECTIONS, Config, apply_overrides, preset
 
 

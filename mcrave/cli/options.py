@@ -1,30 +1,12 @@
-"""One-line CLI errors: bad input exits 2 with a message naming the file and the problem;
-Ctrl-C exits 130 with one line (outputs are written atomically, so nothing is half-written)."""
+"""Options shared by several commands, spelled once (the README's vocabulary table)."""
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
-import time
-from collections.abc import Callable
 from typing import Any
 
-
-class CLIError(Exception):
-    """A user-facing error; the message is printed as is."""
-
-
-def run_command(name: str, body: Callable[[], int | None]) -> int:
-    """Run a command body, turning expected failures into `mcrave NAME: message` and exit 2."""
-    try:
-        return int(body() or 0)
-    except (CLIError, ValueError, FileNotFoundError, FileExistsError, PermissionError) as exc:
-        print(f"mcrave {name}: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"mcrave {name}: interrupted", file=sys.stderr)
-        return 130
+from mcrave.cli.console import CLIError
 
 
 def add_threads_option(parser: argparse.ArgumentParser) -> None:
@@ -77,12 +59,3 @@ def require_option(parser: argparse.ArgumentParser, args: argparse.Namespace, de
     if getattr(args, dest) is None:
         shown = next(a for a in parser._actions if a.dest == dest and a.help != argparse.SUPPRESS)
         parser.error(f"the following arguments are required: {'/'.join(shown.option_strings)}")
-
-
-def say(command: str, text: str) -> None:
-    """A progress or result line on stdout: plain on a terminal, timestamped and prefixed with
-    the command when stdout is a log (a job's train.log, a CI run), as `mcrave train` does."""
-    if sys.stdout.isatty():
-        print(text, flush=True)
-    else:
-        print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} mcrave {command}: {text}", flush=True)
