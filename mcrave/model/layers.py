@@ -52,7 +52,8 @@ def weight_product(
     scale: Optional[Tensor],  # noqa: UP045
     int8_max_rows: int = INT8_MAX_ROWS,  # a default, not a global: TorchScript reads no globals
 ) -> Tensor:
-    """rows [M, K] float32 x weight [O, K]^T -> [M, O] float32, in the weight's precision.
+    """rows [M, K] x weight [O, K]^T -> [M, O] in the rows' dtype, computed in the weight's
+    precision.
 
     Reduced-precision runtimes (`cast_conv_weights`, `quantize_conv_weights`) store the weight in
     bfloat16 and may add an int8 copy with one scale per output row; both multiply bfloat16
@@ -93,18 +94,22 @@ def conv1d_gemm(
     wide = dilation == 1 and weight.shape[1] * k >= onednn_min_columns and int8 is None
     if weight.requires_grad or (wide and weight.dtype == x.dtype):
         return F.conv1d(x, weight, bias, stride, 0, dilation)
+    reduced = weight.dtype != x.dtype or int8 is not None
+    # reduced precision: cast before unfolding, so the columns are copied once, at half width
+    # (casting the float32 columns after cost a second pass over them)
+    source = x.to(weight.dtype) if reduced else x
     if k == 1:
-        cols = x[:, :, ::stride].transpose(1, 2)  # [B, T_out, C]
+        cols = source[:, :, ::stride].transpose(1, 2)  # [B, T_out, C]
     else:
-        cols = x.unfold(2, (k - 1) * dilation + 1, stride)  # [B, C, T_out, span]
+        cols = source.unfold(2, (k - 1) * dilation + 1, stride)  # [B, C, T_out, span]
         if dilation > 1:
             cols = cols[..., ::dilation]  # [B, C, T_out, k]
         cols = cols.transpose(1, 2).reshape(x.shape[0], cols.shape[2], -1)  # [B, T_out, C*k]
     w = weight.reshape(weight.shape[0], -1)
-    if w.dtype == x.dtype and int8 is None:
+    if not reduced:
         return F.linear(cols, w, bias).transpose(1, 2)
     b, t, ck = cols.shape
-    y = weight_product(cols.reshape(b * t, ck), w, int8, scale).reshape(b, t, -1)
+    y = weight_product(cols.reshape(b * t, ck), w, int8, scale).reshape(b, t, -1).to(x.dtype)
     if bias is not None:
         y = y + bias
     return y.transpose(1, 2)
