@@ -246,9 +246,7 @@ class SpatialStage(nn.Module):
         audio = torch.where(present[:, :, None], audio, torch.zeros_like(audio))
         aligned = self.present_delay(audio, states)[..., :t]
         x = self._stft(self.present_frames(aligned, states))  # [B, N, bins, F]
-        # the decoder's output matters only for targets: framed here (its state covers every
-        # channel), analysed below for the targets alone
-        decoded_framed = self.decoded_frames(decoded, states)
+        dec = self._stft(self.decoded_frames(decoded, states))
         frames = x.shape[-1]
         m = present.to(decoded.dtype)  # [B, N]
         any_present = m.amax(1) > 0  # [B]
@@ -314,19 +312,19 @@ class SpatialStage(nn.Module):
         angle = self._to_bins(torch.sigmoid(angle_logit) * (math.pi / 2))
         gate = self._to_bins(torch.sigmoid(gate_logit))
         fill = self._decorrelate(direct, targets, n, states)
-        if c > 0:
-            dec_t = self._stft(decoded_framed.index_select(1, targets))
-        else:  # every channel present: nothing to build (MKL's FFT refuses empty batches)
-            dec_t = torch.zeros([b, 0, bins, frames], dtype=x.dtype, device=x.device)
+        dec_t = dec.index_select(1, targets)
         mix = angle.cos() * direct + angle.sin() * fill + gate * dec_t
         # the level is the direct sound's, whatever the mix: fill and decoder residual shape the
         # texture and coherence only, so the predicted gains alone set the level differences
         inferred = mix * self._to_bins(self._gain_to(mix, self._band_power(direct), self.max_boost))
         built = torch.where(any_present[:, None, None, None], inferred, dec_t)
-        # a channel that is no target is present in every row: it passes through as it is
-        keep_t = present.index_select(1, targets)[:, :, None, None]
-        y = x.clone()
-        y.index_copy_(1, targets, torch.where(keep_t, x.index_select(1, targets), built))
+        keep = present[:, :, None, None]
+        y = torch.where(keep, x, dec)
+        y.index_copy_(
+            1,
+            targets,
+            torch.where(keep.index_select(1, targets), x.index_select(1, targets), built),
+        )
 
         # overlap-add synthesis
         frames_out = torch.fft.irfft(y.transpose(-1, -2), n=self.fft, dim=-1)
