@@ -18,7 +18,7 @@ from typing import Optional  # TorchScript reads Optional, not `X | None`
 import torch
 from torch import Tensor, nn
 
-from mcrave.config import FLOAT32_RUNTIMES, REDUCED_PRECISION_RUNTIMES, RUNTIMES
+from mcrave.config import FLOAT32_RUNTIMES, RUNTIME_PRECISION, RUNTIMES
 from mcrave.model.decoder import Decoder
 from mcrave.model.encoder import Encoder
 from mcrave.model.layers import set_weight_precision
@@ -76,12 +76,8 @@ def step_modules(encoder: Encoder, decoder: Decoder, runtime: str) -> tuple[nn.M
     """The encoder and decoder steps of an inference copy (eval mode, weight norm folded)."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
-    # opt-in reduced precisions: not equal to float32 (see tests for the bounds)
-    precision = (
-        runtime.removeprefix("torchscript-") if runtime in REDUCED_PRECISION_RUNTIMES else "float32"
-    )
-    set_weight_precision(encoder, precision)
-    set_weight_precision(decoder, precision)
+    set_weight_precision(encoder, RUNTIME_PRECISION[runtime])
+    set_weight_precision(decoder, RUNTIME_PRECISION[runtime])
     steps: tuple[nn.Module, nn.Module] = (EncoderStep(encoder), DecoderStep(decoder))
     if runtime == "eager":
         return steps

@@ -91,10 +91,10 @@ def conv1d_gemm(
     than the product: the encoder's input at N=299 (5083 x 7 columns, 128 steps) 4.1 -> 2.0 ms.
     """
     k = weight.shape[-1]
-    wide = dilation == 1 and weight.shape[1] * k >= onednn_min_columns and int8 is None
-    if weight.requires_grad or (wide and weight.dtype == x.dtype):
+    reduced = weight.dtype != x.dtype  # bf16 weights, with or without an int8 copy
+    wide = dilation == 1 and weight.shape[1] * k >= onednn_min_columns
+    if weight.requires_grad or (wide and not reduced):
         return F.conv1d(x, weight, bias, stride, 0, dilation)
-    reduced = weight.dtype != x.dtype or int8 is not None
     # reduced precision: cast before unfolding, so the columns are copied once, at half width
     # (casting the float32 columns after cost a second pass over them)
     source = x.to(weight.dtype) if reduced else x

@@ -196,16 +196,14 @@ class SpatialStage(nn.Module):
         # backward hands view_as_complex a gradient without a unit-stride last dimension)
         pairs = torch.stack([direct.real, direct.imag], 3).reshape(b, c, bins * 2, f)
         full = torch.cat([state.index_select(1, targets), pairs], -1)  # [B, C, bins*2, d+f]
-        if f >= d:
-            shifted = torch.zeros_like(state)
-        else:
-            shifted = torch.cat([state[..., f:], state.new_zeros(b, channels, bins * 2, f)], -1)
+        shift = min(f, d)  # every row moves on by f frames; non-targets take in zeros
+        shifted = F.pad(state[..., shift:], (0, shift))
         shifted.index_copy_(1, targets, full[..., f:])
         states[self.history.sid] = shifted.reshape(b, channels * bins * 2, d)
         full = full.reshape(b, c, bins, 2, d + f)
         # bin k's frame t is history frame t + max_delay - delay(k): one gather (three masked
         # products and sums over every bin ran 4.4 vs 0.6 ms at 149 targets)
-        start = self.max_delay - self.bin_delay  # [bins]
+        start = d - self.bin_delay  # [bins]
         index = start[:, None] + torch.arange(f, device=full.device)[None, :]  # [bins, F]
         index = index[None, None, :, None, :].expand(b, full.shape[1], bins, 2, f)
         delayed = torch.gather(full, 4, index)
