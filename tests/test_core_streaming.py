@@ -150,10 +150,10 @@ def test_int8_runtime_reads_the_int8_weights():
 
 
 def test_int8_runtime_is_cpu_only():
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA device to refuse")
+    """Any device but the CPU is refused with one line (on "meta", which every machine has:
+    the check is the same one a CUDA engine meets)."""
     with pytest.raises(ValueError, match="CPU only"):
-        StreamingEngine(tiny_model(channels=2), "cuda", runtime="torchscript-int8")
+        StreamingEngine(tiny_model(channels=2), "meta", runtime="torchscript-int8")
 
 
 def test_state_split_stack_roundtrip_and_fixed_size():
