@@ -69,7 +69,40 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="--pull-from a trainer off loopback without TLS (models could be tampered with)",
     )
+    r = parser.add_argument_group(
+        "relay (encoder only): forward relayed streams' latents straight to a decoder"
+    )
+    r.add_argument(
+        "--relay-to",
+        metavar="HOST:PORT",
+        action="append",
+        default=[],
+        help="a decoder this encoder may relay to (repeat for several; clients name one)",
+    )
+    r.add_argument("--relay-tls-ca", type=Path, help="CA (PEM) of the decoders' certificates")
+    r.add_argument("--relay-tls-cert", type=Path, help="client certificate (PEM) for their mTLS")
+    r.add_argument("--relay-tls-key", type=Path, help="private key (PEM) of --relay-tls-cert")
+    r.add_argument("--relay-token-file", type=Path, help="bearer token the decoders expect")
     return parser
+
+
+def relay_targets(args: argparse.Namespace) -> tuple:
+    """The `--relay-to` decoders as SDK connections (ValueError when they cannot work)."""
+    if not args.relay_to:
+        return ()
+    if args.service != "encoder":
+        raise ValueError("--relay-to is an encoder option (the decoder is relayed to)")
+    from mcrave_client.connection import Connection, read_token
+    from mcrave_client.errors import ClientError
+
+    try:
+        token = read_token(args.relay_token_file) if args.relay_token_file else None
+        return tuple(
+            Connection(t, args.relay_tls_ca, args.relay_tls_cert, args.relay_tls_key, token)
+            for t in args.relay_to
+        )
+    except ClientError as error:
+        raise ValueError(f"--relay-to: {error}") from None
 
 
 def models_dir(args: argparse.Namespace) -> Path:
@@ -144,6 +177,7 @@ def main(argv: list[str]) -> int:
             poll_interval_s=args.poll_seconds,
             grace_s=args.grace_seconds,
             runtime=args.runtime,
+            relay_to=relay_targets(args),
         )
         asyncio.run(serve(cfg, service, ready_file=args.ready_file))
     except (ConfigError, ValueError, OSError) as error:

@@ -48,3 +48,14 @@ class Unavailable(ServiceError):
 
 class Unauthenticated(ServiceError):
     code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(ServiceError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+def from_status(code: grpc.StatusCode, message: str, reason: str) -> ServiceError:
+    """A status received from another service, passed on to our caller with its code."""
+    error = ServiceError(message, reason)
+    error.code = code
+    return error

@@ -97,6 +97,11 @@ def update(spec: StreamSpec, cfg: stream_pb2.StreamConfig, *, encoder: bool = Tr
     """A mid-stream config: only `present` may change; the rest must be unset or unchanged.
     On a decoder stream an empty present set switches to latent-only."""
     first = spec.config
+    if cfg.HasField("relay"):
+        raise FailedPrecondition(
+            "config update sets relay: a stream is relayed from its first config or not at all",
+            "config-change",
+        )
     for name in (
         "model",
         "version",

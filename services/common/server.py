@@ -26,6 +26,7 @@ from wsgiref.simple_server import WSGIServer
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from mcrave_client.connection import Connection
 from mcrave_client.proto import models_pb2, models_pb2_grpc
 
 from mcrave.atomic import atomic_write_bytes
@@ -74,6 +75,7 @@ class ServerConfig(Endpoint):
     poll_interval_s: float = 2.0
     grace_s: float = 10.0
     runtime: str = DEFAULT_RUNTIME  # the streaming engine's (mcrave/runtime.py)
+    relay_to: tuple[Connection, ...] = ()  # encoder: the decoders it may relay streams to
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ class ServiceDef:
 
     name: str  # "encoder" | "decoder"
     full_name: str  # e.g. "mcrave.v1.EncoderService" (health + reflection)
-    register: Callable[[grpc.aio.Server, Runtime], None]
+    register: Callable[[grpc.aio.Server, Runtime, ServerConfig], None]
     also_serves: tuple[str, ...] = ()  # other services `register` adds (health + reflection)
 
 
@@ -261,7 +263,7 @@ async def start_server(cfg: ServerConfig, service: ServiceDef) -> RunningServer:
     runtime = Runtime(watcher, cfg.limits, metrics)
 
     def register(server: grpc.aio.Server) -> None:
-        service.register(server, runtime)
+        service.register(server, runtime, cfg)
         models_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(watcher, cfg.limits), server
         )

@@ -96,7 +96,11 @@ class EngineSession:
         try:
             yield session
         finally:
-            session.stream.close()
+            session.close()
+
+    def close(self) -> None:
+        """Free the stream's slot (and whatever a side holds beside it)."""
+        self.stream.close()
 
     def place(self, audio: np.ndarray, frames: int) -> tuple[np.ndarray, np.ndarray]:
         """audio [<= frames, |present|] of `spec.present` -> ([N, frames] with silence in the

@@ -18,11 +18,13 @@ from mcrave_client.proto import stream_pb2
 from services.common.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument
 from services.common.limits import Limits
 from services.common.protocol import SeqCounter
-from services.common.runtime import Runtime, Stream, peer_address
+from services.common.relay import RelayPoints
+from services.common.runtime import Runtime, peer_address
 
 
 class Session(Protocol):
-    stream: Stream
+    def close(self) -> None:
+        """Free the stream's slot and anything else it holds."""
 
 
 class StreamHandler(Protocol):
@@ -35,14 +37,14 @@ class StreamHandler(Protocol):
     def update(self, session: Session, config: stream_pb2.StreamConfig) -> None:
         """Apply a mid-stream config (or refuse it)."""
 
-    async def chunk(self, session: Session, chunk: Any) -> Any:
-        """The reply to one in-order chunk."""
+    async def chunk(self, session: Session, chunk: Any) -> Any | None:
+        """The reply to one in-order chunk (None: no reply)."""
 
     async def finish(self, session: Session, seq: int) -> Any:
         """The `final` reply (numbered `seq`) once the client has half-closed."""
 
 
-class _Idle:
+class Idle:
     """When the next chunk is due: `first_chunk_timeout_s` after the stream opened, then
     `idle_timeout_s` after each reply (config messages do not count)."""
 
@@ -79,33 +81,59 @@ async def run_stream(
     requests: AsyncIterator[Any],
     context: grpc.aio.ServicerContext,
     handler: StreamHandler,
+    relays: RelayPoints | None = None,
 ) -> None:
+    """A stream from its first config to its end. With `relays` (the decoder), a first config
+    carrying `relay.token` makes a relay reader: the chunks come from an encoder instead."""
     session: Session | None = None
-    seq = SeqCounter()
-    idle, incoming = _Idle(rt.limits), aiter(requests)
+    idle, incoming = Idle(rt.limits), aiter(requests)
     try:
-        while (request := await idle.next(incoming)) is not None:
-            kind = request.WhichOneof("msg")
+        request = await idle.next(incoming)
+        kind = _kind(request) if request is not None else None
+        if kind != "config":
             if kind is None:
-                raise InvalidArgument(
-                    f"empty {type(request).__name__}: set config or chunk", "bad-message"
-                )
-            if session is None:
-                if kind != "config":
-                    raise FailedPrecondition(
-                        f"{kind} before the stream config: send a StreamConfig first", "no-config"
-                    )
-                session = handler.open(request.config, peer_address(context))
-                await rt.send(context, handler.started(session))
-            elif kind == "config":
-                handler.update(session, request.config)
-            else:
-                seq.check(request.chunk.seq)
-                await rt.send(context, await handler.chunk(session, request.chunk))
-                idle.chunk_answered()
-        if session is None:
-            raise InvalidArgument("stream ended without a StreamConfig", "no-config")
-        await rt.send(context, await handler.finish(session, seq.next))
+                raise InvalidArgument("stream ended without a StreamConfig", "no-config")
+            raise FailedPrecondition(
+                f"{kind} before the stream config: send a StreamConfig first", "no-config"
+            )
+        session = handler.open(request.config, peer_address(context))
+        await rt.send(context, handler.started(session))
+        token = request.config.relay.token
+        if token and relays is not None:
+            await relays.hold(token, session, context, incoming, rt.limits.first_chunk_timeout_s)
+        else:
+            await serve_chunks(rt, incoming, idle, handler, session, context)
     finally:
         if session is not None:
-            session.stream.close()
+            session.close()
+
+
+async def serve_chunks(
+    rt: Runtime,
+    incoming: AsyncIterator[Any],
+    idle: Idle,
+    handler: StreamHandler,
+    session: Session,
+    replies: grpc.aio.ServicerContext,
+) -> None:
+    """Config updates and numbered chunks until the client half-closes, then the `final` reply;
+    replies are written to `replies` (a relay's go to the reader's stream). A chunk whose
+    handler returns None is answered by nothing (a relayed encoder stream)."""
+    seq = SeqCounter()
+    while (request := await idle.next(incoming)) is not None:
+        if _kind(request) == "config":
+            handler.update(session, request.config)
+            continue
+        seq.check(request.chunk.seq)
+        reply = await handler.chunk(session, request.chunk)
+        if reply is not None:
+            await rt.send(replies, reply)
+        idle.chunk_answered()
+    await rt.send(replies, await handler.finish(session, seq.next))
+
+
+def _kind(request: Any) -> str:
+    kind = request.WhichOneof("msg")
+    if kind is None:
+        raise InvalidArgument(f"empty {type(request).__name__}: set config or chunk", "bad-message")
+    return kind

@@ -16,9 +16,10 @@ from services.common.model_service import stream_started
 from services.common.oip import SERVICE_NAME as OIP_SERVICE
 from services.common.oip import add_inference_service
 from services.common.protocol import StreamSpec, read_f32, update
+from services.common.relay import RelayPoints, Waiting
 from services.common.runtime import Runtime, peer_address
-from services.common.server import ServiceDef
-from services.common.stream_loop import run_stream
+from services.common.server import ServerConfig, ServiceDef
+from services.common.stream_loop import Idle, run_stream, serve_chunks
 from services.decoder.oip import DecoderClips
 from services.decoder.session import DecoderSession
 
@@ -81,6 +82,7 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServiceServicer):
 
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
+        self.relays = RelayPoints()
 
     async def _decode(
         self,
@@ -115,6 +117,13 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServiceServicer):
 
     # StreamHandler
     def open(self, config: stream_pb2.StreamConfig, peer: str) -> DecoderSession:
+        relay = config.relay
+        if relay.decoder or relay.latent_only:
+            raise InvalidArgument(
+                "a Decode stream's relay sets only the token (decoder and latent_only are the "
+                "encoder's)",
+                "bad-relay",
+            )
         return DecoderSession.open(self.rt, config, peer)
 
     def started(self, session: DecoderSession) -> decoder_pb2.DecodeResponse:
@@ -148,7 +157,30 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServiceServicer):
     async def Decode(
         self, requests: AsyncIterator[decoder_pb2.DecodeRequest], context: grpc.aio.ServicerContext
     ) -> None:
-        await run_stream(self.rt, requests, context, self)
+        await run_stream(self.rt, requests, context, self, self.relays)
+
+    async def Relay(
+        self, requests: AsyncIterator[decoder_pb2.DecodeRequest], context: grpc.aio.ServicerContext
+    ) -> decoder_pb2.RelayDone:
+        """An encoder feeding the Decode stream that waits with its token (services/common/relay.py)."""
+        idle, incoming = Idle(self.rt.limits), aiter(requests)
+        first = await idle.next(incoming)
+        if first is None or first.WhichOneof("msg") != "config" or not first.config.relay.token:
+            raise InvalidArgument(
+                "a Relay call starts with a config carrying relay.token", "bad-relay"
+            )
+        waiting = self.relays.join(first.config.relay.token)
+        try:
+            session = waiting.session
+            self.update(session, stream_pb2.StreamConfig(present=first.config.present))
+            await serve_chunks(
+                self.rt, _alive(incoming, waiting), idle, self, session, waiting.context
+            )
+        except BaseException as error:
+            waiting.finish(error)
+            raise
+        waiting.finish(None)
+        return decoder_pb2.RelayDone()
 
     async def DecodeClip(
         self, request: decoder_pb2.DecodeClipRequest, context: grpc.aio.ServicerContext
@@ -163,7 +195,14 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServiceServicer):
         return decoder_pb2.DecodeClipResponse(started=self.started(session).started, audio=audio)
 
 
-def _register(server: grpc.aio.Server, runtime: Runtime) -> None:
+async def _alive(requests: AsyncIterator, waiting: Waiting) -> AsyncIterator:
+    """A feeder's requests, refused once its reader has gone."""
+    async for request in requests:
+        waiting.check_alive()
+        yield request
+
+
+def _register(server: grpc.aio.Server, runtime: Runtime, cfg: ServerConfig) -> None:
     servicer = DecoderServicer(runtime)
     decoder_pb2_grpc.add_DecoderServiceServicer_to_server(servicer, server)
     add_inference_service(server, runtime, DecoderClips(servicer.DecodeClip))

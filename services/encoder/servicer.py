@@ -10,25 +10,34 @@ import numpy as np
 from mcrave_client.proto import encoder_pb2, encoder_pb2_grpc, stream_pb2
 
 from services.common.errors import FailedPrecondition
+from services.common.limits import FLOAT_BYTES
 from services.common.model_service import stream_started
 from services.common.oip import SERVICE_NAME as OIP_SERVICE
 from services.common.oip import add_inference_service
 from services.common.protocol import read_f32, update
 from services.common.runtime import Runtime, peer_address
-from services.common.server import ServiceDef
+from services.common.server import ServerConfig, ServiceDef
 from services.common.stream_loop import run_stream
 from services.encoder.oip import EncoderClips
+from services.encoder.relay import RelayLinks
 from services.encoder.session import EncoderSession
 
 
 class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
     """Also the `StreamHandler` of Encode streams."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, relays: RelayLinks) -> None:
         self.rt = runtime
+        self.relays = relays
 
     def _latents(
-        self, session: EncoderSession, z: np.ndarray, seq: int, final: bool, started: float
+        self,
+        session: EncoderSession,
+        z: np.ndarray,
+        seq: int,
+        final: bool,
+        started: float,
+        audio: bytes = b"",
     ) -> stream_pb2.LatentChunk:
         m = session.spec.model
         data = z.astype("<f4", copy=False).tobytes()
@@ -44,6 +53,7 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
             fingerprint=m.fingerprint,
             ack=max(ack, 0),
             final=final,
+            audio=audio,
         )
 
     def _read(self, session: EncoderSession, pcm: bytes, max_frames: int, what: str) -> np.ndarray:
@@ -57,7 +67,14 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
 
     # StreamHandler
     def open(self, config: stream_pb2.StreamConfig, peer: str) -> EncoderSession:
-        return EncoderSession.open(self.rt, config, peer)
+        session = EncoderSession.open(self.rt, config, peer)
+        if config.HasField("relay"):
+            try:
+                session.forward = self.relays.open(config.relay, session.spec.present)
+            except BaseException:
+                session.close()
+                raise
+        return session
 
     def started(self, session: EncoderSession) -> encoder_pb2.EncodeResponse:
         return encoder_pb2.EncodeResponse(
@@ -75,22 +92,43 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
     def update(self, session: EncoderSession, config: stream_pb2.StreamConfig) -> None:
         self._check_open(session, "config")
         session.spec = update(session.spec, config)
+        if session.forward is not None:
+            session.forward.set_present(session.spec.present)
 
     async def chunk(
         self, session: EncoderSession, chunk: stream_pb2.AudioChunk
-    ) -> encoder_pb2.EncodeResponse:
+    ) -> encoder_pb2.EncodeResponse | None:
+        """The latents of one chunk: the reply, or (relayed) forwarded to the decoder with the
+        chunk's audio, zero-padded to whole latent frames, and no reply."""
         started = time.perf_counter()
         self._check_open(session, "chunk")
         audio = self._read(session, chunk.pcm, session.spec.chunk_frames, f"chunk {chunk.seq}")
         z = await session.encode(audio)
-        return encoder_pb2.EncodeResponse(
-            latents=self._latents(session, z, chunk.seq, False, started)
-        )
+        forward = session.forward
+        if forward is None:
+            return encoder_pb2.EncodeResponse(
+                latents=self._latents(session, z, chunk.seq, False, started)
+            )
+        pcm = b""
+        if forward.with_audio:
+            padded = z.shape[0] * session.engine.ratio * audio.shape[1] * FLOAT_BYTES
+            pcm = chunk.pcm + bytes(padded - len(chunk.pcm))
+        await forward.chunk(self._latents(session, z, chunk.seq, False, started, pcm))
+        return None
 
     async def finish(self, session: EncoderSession, seq: int) -> encoder_pb2.EncodeResponse:
+        """The tail flush's latents; relayed, they go to the decoder and the reply (once the
+        decoder has answered its client) only marks the end."""
         started = time.perf_counter()
         z = await session.flush()
-        return encoder_pb2.EncodeResponse(latents=self._latents(session, z, seq, True, started))
+        latents = self._latents(session, z, seq, True, started)
+        if session.forward is not None:
+            await session.forward.chunk(latents)
+            await session.forward.finish()
+            latents = stream_pb2.LatentChunk(
+                seq=seq, ack=latents.ack, final=True, model=latents.model, version=latents.version
+            )
+        return encoder_pb2.EncodeResponse(latents=latents)
 
     # RPCs
     async def Encode(
@@ -113,8 +151,8 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
         )
 
 
-def _register(server: grpc.aio.Server, runtime: Runtime) -> None:
-    servicer = EncoderServicer(runtime)
+def _register(server: grpc.aio.Server, runtime: Runtime, cfg: ServerConfig) -> None:
+    servicer = EncoderServicer(runtime, RelayLinks(cfg.relay_to))
     encoder_pb2_grpc.add_EncoderServiceServicer_to_server(servicer, server)
     add_inference_service(server, runtime, EncoderClips(servicer.EncodeClip))
 

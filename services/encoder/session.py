@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from services.common.session import EngineSession
+from services.encoder.relay import Forward
 
 
 class EncoderSession(EngineSession):
@@ -13,6 +14,12 @@ class EncoderSession(EngineSession):
 
     kind = "encode"
     ended = False  # a chunk that was not a ratio multiple was the last one
+    forward: Forward | None = None  # a relayed stream's call to its decoder
+
+    def close(self) -> None:
+        if self.forward is not None:
+            self.forward.cancel()  # no-op once the relay has finished
+        super().close()
 
     async def encode(self, audio: np.ndarray) -> np.ndarray:
         """audio [frames, |present|] -> latents [ceil(frames/ratio), D]; a ragged end is zero-padded."""

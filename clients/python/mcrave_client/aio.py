@@ -17,8 +17,14 @@ import grpc.aio
 from mcrave_client import protocol
 from mcrave_client.base import ServiceBase, retryable, stream_config
 from mcrave_client.errors import ClientError
-from mcrave_client.pipeline import PipelineStream, choose_model, join
-from mcrave_client.proto import decoder_pb2_grpc, encoder_pb2_grpc, models_pb2, models_pb2_grpc
+from mcrave_client.pipeline import PipelineStream, choose_model, join, relay_request
+from mcrave_client.proto import (
+    decoder_pb2_grpc,
+    encoder_pb2_grpc,
+    models_pb2,
+    models_pb2_grpc,
+    stream_pb2,
+)
 from mcrave_client.types import ModelInfo, StreamInfo
 
 
@@ -118,6 +124,12 @@ class AsyncStream:
                 writer.cancel()
         await writer  # re-raises the writer's error, if any
 
+    def count_credit_by(self, decoder: Any) -> None:
+        """A relayed encoder stream answers no chunk: wait on `decoder`'s replies instead (call
+        before sending)."""
+        self._credit = decoder._credit
+        self._state.credit_from = decoder._state
+
     def set_present(self, present: Iterable[int]) -> None:
         if not isinstance(self._state, protocol.EncodeStream):
             raise TypeError("only encoder streams have a present set")
@@ -133,6 +145,36 @@ class AsyncStream:
 
     async def __aexit__(self, *exc: object) -> None:
         self.cancel()
+
+
+class AsyncRelayedStream(PipelineStream):
+    """asyncio twin of `mcrave_client.pipeline.RelayedStream`: the chunks go to the encoder from
+    a helper task, the decoded audio comes from the decoder stream, which the encoder feeds."""
+
+    async def run(self, items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
+        failed: list[BaseException] = []
+
+        async def drive() -> None:
+            try:
+                async for _ in self.encoder.run(items):  # relayed: only the empty final reply
+                    pass
+            except BaseException as exc:
+                failed.append(exc)
+                self.decoder.cancel()  # its reader would otherwise wait for a feeder
+                raise
+
+        driver = asyncio.create_task(drive())
+        try:
+            async for block in self.decoder.results():
+                yield block
+        except BaseException:
+            self.encoder.cancel()
+            driver.cancel()
+            await asyncio.gather(driver, return_exceptions=True)
+            if failed:
+                raise failed[0] from None
+            raise
+        await driver
 
 
 class _AsyncClient(ServiceBase):
@@ -193,9 +235,10 @@ class AsyncEncoderClient(_AsyncClient):
         chunk_frames: int,
         version: int = 0,
         keep_audio: bool = False,
+        relay: stream_pb2.Relay | None = None,
     ) -> AsyncStream:
         info = await self._info(model, version)
-        config = stream_config(info, chunk_frames=chunk_frames, present=tuple(present))
+        config = stream_config(info, chunk_frames=chunk_frames, present=tuple(present), relay=relay)
         state = protocol.EncodeStream(config, keep_audio)
         return await AsyncStream(self, state).open(self._stub.Encode)
 
@@ -214,9 +257,13 @@ class AsyncDecoderClient(_AsyncClient):
         version: int = 0,
         seed: int = 0,
         present: Iterable[int] = (),
+        relay_token: str = "",
     ) -> AsyncStream:
         info = await self._info(model, version)
-        config = stream_config(info, chunk_frames=chunk_frames, present=tuple(present), seed=seed)
+        relay = stream_pb2.Relay(token=relay_token) if relay_token else None
+        config = stream_config(
+            info, chunk_frames=chunk_frames, present=tuple(present), seed=seed, relay=relay
+        )
         return await AsyncStream(self, protocol.DecodeStream(config)).open(self._stub.Decode)
 
 
@@ -240,20 +287,34 @@ class AsyncPipeline:
         version: int = 0,
         seed: int = 0,
         latent_only: bool = False,
+        relay: bool = False,
+        relay_decoder: str | None = None,
     ) -> PipelineStream:
         present = tuple(present)
+        target = self.decoder.connection.target
+        request = relay_request(target, relay_decoder, latent_only) if relay else None
         encoder = await self.encoder.stream(
-            model, present, chunk_frames, version, keep_audio=not latent_only
+            model,
+            present,
+            chunk_frames,
+            version,
+            keep_audio=not (latent_only or relay),
+            relay=request,
         )
         bound = encoder.info.model
         try:
             decoder = await self.decoder.stream(
-                bound.name, chunk_frames, bound.version, seed, () if latent_only else present
+                bound.name,
+                chunk_frames,
+                bound.version,
+                seed,
+                () if latent_only else present,
+                relay_token=request.token if relay else "",
             )
         except BaseException:
             encoder.cancel()
             raise
-        return join(encoder, decoder)
+        return join(encoder, decoder, AsyncRelayedStream if relay else None)
 
     async def close(self) -> None:
         await self.encoder.close()

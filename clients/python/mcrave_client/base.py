@@ -44,7 +44,12 @@ def retryable(err: grpc.RpcError) -> bool:
 
 
 def stream_config(
-    info: ModelInfo, *, chunk_frames: int, present: tuple[int, ...] = (), seed: int = 0
+    info: ModelInfo,
+    *,
+    chunk_frames: int,
+    present: tuple[int, ...] = (),
+    seed: int = 0,
+    relay: stream_pb2.Relay | None = None,
 ) -> stream_pb2.StreamConfig:
     """The first message of a stream to `info`'s model version, checking chunk_frames first."""
     if chunk_frames <= 0 or chunk_frames % info.ratio:
@@ -65,4 +70,5 @@ def stream_config(
         chunk_frames=chunk_frames,
         sample_format=stream_pb2.SAMPLE_FORMAT_F32LE,
         seed=seed,
+        relay=relay,
     )

@@ -18,7 +18,13 @@ import grpc
 from mcrave_client import protocol
 from mcrave_client.base import ServiceBase, retryable, stream_config
 from mcrave_client.errors import ClientError
-from mcrave_client.proto import decoder_pb2_grpc, encoder_pb2_grpc, models_pb2, models_pb2_grpc
+from mcrave_client.proto import (
+    decoder_pb2_grpc,
+    encoder_pb2_grpc,
+    models_pb2,
+    models_pb2_grpc,
+    stream_pb2,
+)
 from mcrave_client.types import Decoded, Latents, ModelInfo, SetPresent, StreamInfo
 
 _CLOSE = object()
@@ -146,6 +152,12 @@ class Stream:
         if errors:
             raise errors[0]
 
+    def count_credit_by(self, decoder: Any) -> None:
+        """A relayed encoder stream answers no chunk: wait on `decoder`'s replies instead (call
+        before sending)."""
+        self._credit = decoder._credit
+        self._state.credit_from = decoder._state
+
     def set_present(self, present: Iterable[int]) -> None:
         """Encoder streams: change the present channels from the next chunk written on (a
         decoder stream follows the `present` of the Latents it is given)."""
@@ -234,11 +246,13 @@ class EncoderClient(_Client):
         chunk_frames: int,
         version: int = 0,
         keep_audio: bool = False,
+        relay: stream_pb2.Relay | None = None,
     ) -> Stream:
         """`keep_audio`: each `Latents` result carries the audio chunk that produced it (what a
-        decoder stream with a present set needs)."""
+        decoder stream with a present set needs). `relay`: forward the latents to a decoder
+        stream instead of answering with them (see `Pipeline.stream`)."""
         info = self._info(model, version)
-        config = stream_config(info, chunk_frames=chunk_frames, present=tuple(present))
+        config = stream_config(info, chunk_frames=chunk_frames, present=tuple(present), relay=relay)
         return Stream(self, protocol.EncodeStream(config, keep_audio), self._stub.Encode)
 
     def encode(
@@ -270,11 +284,16 @@ class DecoderClient(_Client):
         version: int = 0,
         seed: int = 0,
         present: Iterable[int] = (),
+        relay_token: str = "",
     ) -> Stream:
         """`present`: the channels whose audio travels with the latents (`Latents.audio`) for
-        the spatial stage; empty = latent-only (the decoder renders from the latents alone)."""
+        the spatial stage; empty = latent-only (the decoder renders from the latents alone).
+        `relay_token`: an encoder stream feeds this one (read its `results()`; send nothing)."""
         info = self._info(model, version)
-        config = stream_config(info, chunk_frames=chunk_frames, present=tuple(present), seed=seed)
+        relay = stream_pb2.Relay(token=relay_token) if relay_token else None
+        config = stream_config(
+            info, chunk_frames=chunk_frames, present=tuple(present), seed=seed, relay=relay
+        )
         return Stream(self, protocol.DecodeStream(config), self._stub.Decode)
 
     def decode(

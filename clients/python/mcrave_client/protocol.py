@@ -31,6 +31,8 @@ class _Stream:
         self.sent = 0  # chunks written
         self.answered = 0  # chunk replies read
         self.finished = False
+        # a relayed encoder stream has no chunk replies: its credit counts the decoder's
+        self.credit_from: _Stream = self
 
     def started(self, reply: Any) -> StreamInfo:
         """Check and keep the first reply (StreamStarted)."""
@@ -45,7 +47,7 @@ class _Stream:
 
     @property
     def may_send(self) -> bool:
-        return self.sent - self.answered < self.credit
+        return self.sent - self.credit_from.answered < self.credit
 
     def check_reply(self, reply: Any, field: str) -> Any:
         if reply is None:

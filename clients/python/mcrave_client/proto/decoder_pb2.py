@@ -15,7 +15,7 @@ _sym_db = _symbol_database.Default()
 from mcrave_client.proto import stream_pb2 as mcrave_dot_v1_dot_stream__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17mcrave/v1/decoder.proto\x12\tmcrave.v1\x1a\x16mcrave/v1/stream.proto\"j\n\rDecodeRequest\x12)\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x17.mcrave.v1.StreamConfigH\x00\x12\'\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x16.mcrave.v1.LatentChunkH\x00\x42\x05\n\x03msg\"l\n\x0e\x44\x65\x63odeResponse\x12+\n\x07started\x18\x01 \x01(\x0b\x32\x18.mcrave.v1.StreamStartedH\x00\x12&\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x15.mcrave.v1.AudioChunkH\x00\x42\x05\n\x03msg\"e\n\x11\x44\x65\x63odeClipRequest\x12\'\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x17.mcrave.v1.StreamConfig\x12\'\n\x07latents\x18\x02 \x01(\x0b\x32\x16.mcrave.v1.LatentChunk\"e\n\x12\x44\x65\x63odeClipResponse\x12)\n\x07started\x18\x01 \x01(\x0b\x32\x18.mcrave.v1.StreamStarted\x12$\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x15.mcrave.v1.AudioChunk2\x9e\x01\n\x0e\x44\x65\x63oderService\x12\x41\n\x06\x44\x65\x63ode\x12\x18.mcrave.v1.DecodeRequest\x1a\x19.mcrave.v1.DecodeResponse(\x01\x30\x01\x12I\n\nDecodeClip\x12\x1c.mcrave.v1.DecodeClipRequest\x1a\x1d.mcrave.v1.DecodeClipResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17mcrave/v1/decoder.proto\x12\tmcrave.v1\x1a\x16mcrave/v1/stream.proto\"j\n\rDecodeRequest\x12)\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x17.mcrave.v1.StreamConfigH\x00\x12\'\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x16.mcrave.v1.LatentChunkH\x00\x42\x05\n\x03msg\"l\n\x0e\x44\x65\x63odeResponse\x12+\n\x07started\x18\x01 \x01(\x0b\x32\x18.mcrave.v1.StreamStartedH\x00\x12&\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x15.mcrave.v1.AudioChunkH\x00\x42\x05\n\x03msg\"e\n\x11\x44\x65\x63odeClipRequest\x12\'\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x17.mcrave.v1.StreamConfig\x12\'\n\x07latents\x18\x02 \x01(\x0b\x32\x16.mcrave.v1.LatentChunk\"e\n\x12\x44\x65\x63odeClipResponse\x12)\n\x07started\x18\x01 \x01(\x0b\x32\x18.mcrave.v1.StreamStarted\x12$\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x15.mcrave.v1.AudioChunk\"\x0b\n\tRelayDone2\xd9\x01\n\x0e\x44\x65\x63oderService\x12\x41\n\x06\x44\x65\x63ode\x12\x18.mcrave.v1.DecodeRequest\x1a\x19.mcrave.v1.DecodeResponse(\x01\x30\x01\x12\x39\n\x05Relay\x12\x18.mcrave.v1.DecodeRequest\x1a\x14.mcrave.v1.RelayDone(\x01\x12I\n\nDecodeClip\x12\x1c.mcrave.v1.DecodeClipRequest\x1a\x1d.mcrave.v1.DecodeClipResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -30,6 +30,8 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _globals['_DECODECLIPREQUEST']._serialized_end=381
   _globals['_DECODECLIPRESPONSE']._serialized_start=383
   _globals['_DECODECLIPRESPONSE']._serialized_end=484
-  _globals['_DECODERSERVICE']._serialized_start=487
-  _globals['_DECODERSERVICE']._serialized_end=645
+  _globals['_RELAYDONE']._serialized_start=486
+  _globals['_RELAYDONE']._serialized_end=497
+  _globals['_DECODERSERVICE']._serialized_start=500
+  _globals['_DECODERSERVICE']._serialized_end=717
 # @@protoc_insertion_point(module_scope)

@@ -36,3 +36,7 @@ class DecodeClipResponse(_message.Message):
     started: _stream_pb2.StreamStarted
     audio: _stream_pb2.AudioChunk
     def __init__(self, started: _Optional[_Union[_stream_pb2.StreamStarted, _Mapping]] = ..., audio: _Optional[_Union[_stream_pb2.AudioChunk, _Mapping]] = ...) -> None: ...
+
+class RelayDone(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -19,6 +19,11 @@ class DecoderServiceStub(object):
                 request_serializer=mcrave_dot_v1_dot_decoder__pb2.DecodeRequest.SerializeToString,
                 response_deserializer=mcrave_dot_v1_dot_decoder__pb2.DecodeResponse.FromString,
                 )
+        self.Relay = channel.stream_unary(
+                '/mcrave.v1.DecoderService/Relay',
+                request_serializer=mcrave_dot_v1_dot_decoder__pb2.DecodeRequest.SerializeToString,
+                response_deserializer=mcrave_dot_v1_dot_decoder__pb2.RelayDone.FromString,
+                )
         self.DecodeClip = channel.unary_unary(
                 '/mcrave.v1.DecoderService/DecodeClip',
                 request_serializer=mcrave_dot_v1_dot_decoder__pb2.DecodeClipRequest.SerializeToString,
@@ -31,6 +36,15 @@ class DecoderServiceServicer(object):
 
     def Decode(self, request_iterator, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Relay(self, request_iterator, context):
+        """Called by an encoder, not by clients: a first `config` with only `relay.token` (and `present`,
+        which replaces the waiting stream's) joins the Decode stream opened with that token; then
+        latent chunks (and `present` updates) as on a Decode stream, whose replies go to that stream.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -48,6 +62,11 @@ def add_DecoderServiceServicer_to_server(servicer, server):
                     servicer.Decode,
                     request_deserializer=mcrave_dot_v1_dot_decoder__pb2.DecodeRequest.FromString,
                     response_serializer=mcrave_dot_v1_dot_decoder__pb2.DecodeResponse.SerializeToString,
+            ),
+            'Relay': grpc.stream_unary_rpc_method_handler(
+                    servicer.Relay,
+                    request_deserializer=mcrave_dot_v1_dot_decoder__pb2.DecodeRequest.FromString,
+                    response_serializer=mcrave_dot_v1_dot_decoder__pb2.RelayDone.SerializeToString,
             ),
             'DecodeClip': grpc.unary_unary_rpc_method_handler(
                     servicer.DecodeClip,
@@ -78,6 +97,23 @@ class DecoderService(object):
         return grpc.experimental.stream_stream(request_iterator, target, '/mcrave.v1.DecoderService/Decode',
             mcrave_dot_v1_dot_decoder__pb2.DecodeRequest.SerializeToString,
             mcrave_dot_v1_dot_decoder__pb2.DecodeResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def Relay(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(request_iterator, target, '/mcrave.v1.DecoderService/Relay',
+            mcrave_dot_v1_dot_decoder__pb2.DecodeRequest.SerializeToString,
+            mcrave_dot_v1_dot_decoder__pb2.RelayDone.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 

@@ -14,23 +14,25 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16mcrave/v1/stream.proto\x12\tmcrave.v1\"\xba\x01\n\x0cStreamConfig\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x13\n\x0bsample_rate\x18\x03 \x01(\r\x12\x10\n\x08\x63hannels\x18\x04 \x01(\r\x12\x0f\n\x07present\x18\x05 \x03(\r\x12\x14\n\x0c\x63hunk_frames\x18\x06 \x01(\r\x12.\n\rsample_format\x18\x07 \x01(\x0e\x32\x17.mcrave.v1.SampleFormat\x12\x0c\n\x04seed\x18\x08 \x01(\x04\"B\n\nAudioChunk\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0b\n\x03pcm\x18\x02 \x01(\x0c\x12\x0b\n\x03\x61\x63k\x18\x03 \x01(\x04\x12\r\n\x05\x66inal\x18\x04 \x01(\x08\"\x88\x01\n\x0bLatentChunk\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\r\x12\x13\n\x0b\x66ingerprint\x18\x05 \x01(\t\x12\x0b\n\x03\x61\x63k\x18\x06 \x01(\x04\x12\r\n\x05\x66inal\x18\x07 \x01(\x08\x12\r\n\x05\x61udio\x18\x08 \x01(\x0c\"x\n\rStreamStarted\x12\"\n\x05model\x18\x01 \x01(\x0b\x32\x13.mcrave.v1.ModelRef\x12\x0e\n\x06\x63redit\x18\x02 \x01(\r\x12\x0f\n\x07latency\x18\x03 \x01(\r\x12\r\n\x05ratio\x18\x04 \x01(\r\x12\x13\n\x0blatent_size\x18\x05 \x01(\r\">\n\x08ModelRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\t*F\n\x0cSampleFormat\x12\x1d\n\x19SAMPLE_FORMAT_UNSPECIFIED\x10\x00\x12\x17\n\x13SAMPLE_FORMAT_F32LE\x10\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16mcrave/v1/stream.proto\x12\tmcrave.v1\"\xdb\x01\n\x0cStreamConfig\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x13\n\x0bsample_rate\x18\x03 \x01(\r\x12\x10\n\x08\x63hannels\x18\x04 \x01(\r\x12\x0f\n\x07present\x18\x05 \x03(\r\x12\x14\n\x0c\x63hunk_frames\x18\x06 \x01(\r\x12.\n\rsample_format\x18\x07 \x01(\x0e\x32\x17.mcrave.v1.SampleFormat\x12\x0c\n\x04seed\x18\x08 \x01(\x04\x12\x1f\n\x05relay\x18\t \x01(\x0b\x32\x10.mcrave.v1.Relay\"<\n\x05Relay\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x65\x63oder\x18\x02 \x01(\t\x12\x13\n\x0blatent_only\x18\x03 \x01(\x08\"B\n\nAudioChunk\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0b\n\x03pcm\x18\x02 \x01(\x0c\x12\x0b\n\x03\x61\x63k\x18\x03 \x01(\x04\x12\r\n\x05\x66inal\x18\x04 \x01(\x08\"\x88\x01\n\x0bLatentChunk\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\r\x12\x13\n\x0b\x66ingerprint\x18\x05 \x01(\t\x12\x0b\n\x03\x61\x63k\x18\x06 \x01(\x04\x12\r\n\x05\x66inal\x18\x07 \x01(\x08\x12\r\n\x05\x61udio\x18\x08 \x01(\x0c\"x\n\rStreamStarted\x12\"\n\x05model\x18\x01 \x01(\x0b\x32\x13.mcrave.v1.ModelRef\x12\x0e\n\x06\x63redit\x18\x02 \x01(\r\x12\x0f\n\x07latency\x18\x03 \x01(\r\x12\r\n\x05ratio\x18\x04 \x01(\r\x12\x13\n\x0blatent_size\x18\x05 \x01(\r\">\n\x08ModelRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\t*F\n\x0cSampleFormat\x12\x1d\n\x19SAMPLE_FORMAT_UNSPECIFIED\x10\x00\x12\x17\n\x13SAMPLE_FORMAT_F32LE\x10\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mcrave.v1.stream_pb2', _globals)
 if _descriptor._USE_C_DESCRIPTORS == False:
   DESCRIPTOR._options = None
-  _globals['_SAMPLEFORMAT']._serialized_start=619
-  _globals['_SAMPLEFORMAT']._serialized_end=689
+  _globals['_SAMPLEFORMAT']._serialized_start=714
+  _globals['_SAMPLEFORMAT']._serialized_end=784
   _globals['_STREAMCONFIG']._serialized_start=38
-  _globals['_STREAMCONFIG']._serialized_end=224
-  _globals['_AUDIOCHUNK']._serialized_start=226
-  _globals['_AUDIOCHUNK']._serialized_end=292
-  _globals['_LATENTCHUNK']._serialized_start=295
-  _globals['_LATENTCHUNK']._serialized_end=431
-  _globals['_STREAMSTARTED']._serialized_start=433
-  _globals['_STREAMSTARTED']._serialized_end=553
-  _globals['_MODELREF']._serialized_start=555
-  _globals['_MODELREF']._serialized_end=617
+  _globals['_STREAMCONFIG']._serialized_end=257
+  _globals['_RELAY']._serialized_start=259
+  _globals['_RELAY']._serialized_end=319
+  _globals['_AUDIOCHUNK']._serialized_start=321
+  _globals['_AUDIOCHUNK']._serialized_end=387
+  _globals['_LATENTCHUNK']._serialized_start=390
+  _globals['_LATENTCHUNK']._serialized_end=526
+  _globals['_STREAMSTARTED']._serialized_start=528
+  _globals['_STREAMSTARTED']._serialized_end=648
+  _globals['_MODELREF']._serialized_start=650
+  _globals['_MODELREF']._serialized_end=712
 # @@protoc_insertion_point(module_scope)

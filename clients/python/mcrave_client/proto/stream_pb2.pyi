@@ -14,7 +14,7 @@ SAMPLE_FORMAT_UNSPECIFIED: SampleFormat
 SAMPLE_FORMAT_F32LE: SampleFormat
 
 class StreamConfig(_message.Message):
-    __slots__ = ("model", "version", "sample_rate", "channels", "present", "chunk_frames", "sample_format", "seed")
+    __slots__ = ("model", "version", "sample_rate", "channels", "present", "chunk_frames", "sample_format", "seed", "relay")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +23,7 @@ class StreamConfig(_message.Message):
     CHUNK_FRAMES_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_FORMAT_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    RELAY_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     sample_rate: int
@@ -31,7 +32,18 @@ class StreamConfig(_message.Message):
     chunk_frames: int
     sample_format: SampleFormat
     seed: int
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., sample_rate: _Optional[int] = ..., channels: _Optional[int] = ..., present: _Optional[_Iterable[int]] = ..., chunk_frames: _Optional[int] = ..., sample_format: _Optional[_Union[SampleFormat, str]] = ..., seed: _Optional[int] = ...) -> None: ...
+    relay: Relay
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., sample_rate: _Optional[int] = ..., channels: _Optional[int] = ..., present: _Optional[_Iterable[int]] = ..., chunk_frames: _Optional[int] = ..., sample_format: _Optional[_Union[SampleFormat, str]] = ..., seed: _Optional[int] = ..., relay: _Optional[_Union[Relay, _Mapping]] = ...) -> None: ...
+
+class Relay(_message.Message):
+    __slots__ = ("token", "decoder", "latent_only")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    DECODER_FIELD_NUMBER: _ClassVar[int]
+    LATENT_ONLY_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    decoder: str
+    latent_only: bool
+    def __init__(self, token: _Optional[str] = ..., decoder: _Optional[str] = ..., latent_only: bool = ...) -> None: ...
 
 class AudioChunk(_message.Message):
     __slots__ = ("seq", "pcm", "ack", "final")

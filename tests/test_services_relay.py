@@ -1,0 +1,235 @@
+"""Relay (stream.proto's `Relay`): the encoder forwards latents straight to the decoder stream the
+client reads. Outputs equal the unrelayed pipeline; every misuse ends with a clear status and
+frees the slots on both servers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import numpy as np
+import pytest
+from mcrave_client import DecoderClient, EncoderClient, Pipeline, SetPresent
+from mcrave_client.aio import AsyncDecoderClient, AsyncEncoderClient, AsyncPipeline
+from mcrave_client.connection import Connection
+from mcrave_client.errors import ClientError
+from mcrave_client.proto import (
+    decoder_pb2,
+    decoder_pb2_grpc,
+    encoder_pb2,
+    encoder_pb2_grpc,
+    stream_pb2,
+)
+from services_helpers import OpenStream, ServerThread, audio, channel, config, publish_tiny
+
+from services import cli
+from services.common.errors import REASON_KEY
+from services.common.limits import Limits
+from services.decoder.servicer import SERVICE as DECODER
+from services.encoder.servicer import SERVICE as ENCODER
+
+TOKEN = "t" * 24
+CHUNK = 1024
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reg") / "models"
+    root.mkdir()
+    publish_tiny(root, seed=0)
+    dec = ServerThread(DECODER, root, limits=Limits(first_chunk_timeout_s=1.0))
+    enc = ServerThread(ENCODER, root, relay_to=(Connection(dec.target),))
+    plain = ServerThread(ENCODER, root)  # relays nowhere
+    yield root, enc, dec, plain
+    for server in (enc, dec, plain):
+        server.stop()
+
+
+def wait_closed(*servers: ServerThread, timeout: float = 5.0) -> None:
+    """Every stream slot of `servers` is free again (slots are freed as the calls end)."""
+    deadline = time.monotonic() + timeout
+    while any(s.running.runtime.open_streams for s in servers):
+        assert time.monotonic() < deadline, [s.running.runtime.open_streams for s in servers]
+        time.sleep(0.02)
+
+
+def items(x: np.ndarray) -> list:
+    """Chunks of channel 1, then (from the third chunk) of both channels: a present change."""
+    out: list = []
+    for i, start in enumerate(range(0, x.shape[1], CHUNK)):
+        if i == 2:
+            out.append(SetPresent((0, 1)))
+        out.append(x[(1,) if i < 2 else (0, 1), start : start + CHUNK])
+    return out
+
+
+@pytest.mark.parametrize("latent_only", [False, True])
+def test_relayed_pipeline_equals_direct(servers, latent_only) -> None:
+    _, enc, dec, _ = servers
+    x = audio(9000).T.copy()  # ragged end: zero-padded audio and the tail flush are relayed too
+    with Pipeline(EncoderClient(enc.target), DecoderClient(dec.target)) as pipeline:
+        outputs = []
+        for relay in (False, True):
+            stream = pipeline.stream("tiny", (1,), CHUNK, latent_only=latent_only, relay=relay)
+            outputs.append(np.concatenate([b.audio for b in stream.run(items(x))], axis=1))
+    assert outputs[1].shape == outputs[0].shape and outputs[0].shape[1] > 9000  # + the flush
+    assert np.array_equal(outputs[0], outputs[1])
+    wait_closed(enc, dec)
+
+
+def test_async_relayed_pipeline_equals_direct(servers) -> None:
+    _, enc, dec, _ = servers
+    x = audio(6144).T.copy()
+
+    async def run(relay: bool) -> np.ndarray:
+        pipeline = AsyncPipeline(AsyncEncoderClient(enc.target), AsyncDecoderClient(dec.target))
+        try:
+            stream = await pipeline.stream("tiny", (1,), CHUNK, relay=relay)
+            return np.concatenate([b.audio async for b in stream.run(items(x))], axis=1)
+        finally:
+            await pipeline.close()
+
+    assert np.array_equal(asyncio.run(run(False)), asyncio.run(run(True)))
+    wait_closed(enc, dec)
+
+
+def status(error: ClientError | grpc.RpcError) -> tuple[grpc.StatusCode, str]:
+    if isinstance(error, ClientError):
+        return error.code, str(error)
+    reason = dict(error.trailing_metadata() or ()).get(REASON_KEY, "")
+    return error.code(), f"{reason}: {error.details()}"
+
+
+def test_encoder_refuses_relays_it_may_not_make(servers) -> None:
+    _, enc, dec, plain = servers
+    x = audio(2048).T.copy()
+    cases = (
+        (plain, {}, grpc.StatusCode.FAILED_PRECONDITION, "--relay-to"),
+        (enc, {"relay_decoder": "10.0.0.1:50052"}, grpc.StatusCode.PERMISSION_DENIED, dec.target),
+    )
+    for encoder, extra, code, says in cases:
+        with Pipeline(EncoderClient(encoder.target), DecoderClient(dec.target)) as pipeline:
+            with pytest.raises(ClientError) as caught:
+                stream = pipeline.stream("tiny", (1,), CHUNK, relay=True, **extra)
+                list(stream.run([x[1:, :CHUNK]]))
+        assert caught.value.code == code and says in str(caught.value)
+    wait_closed(enc, dec, plain)
+
+
+def raw_relay(target: str, requests: list) -> grpc.RpcError:
+    with channel(target) as ch, pytest.raises(grpc.RpcError) as caught:
+        decoder_pb2_grpc.DecoderServiceStub(ch).Relay(iter(requests), timeout=10)
+    return caught.value
+
+
+def relayed_config(token: str = TOKEN, **relay) -> stream_pb2.StreamConfig:
+    cfg = config(present=(1,), chunk=CHUNK)
+    cfg.relay.CopyFrom(stream_pb2.Relay(token=token, **relay))
+    return cfg
+
+
+def test_bad_relays_are_refused(servers) -> None:
+    _, enc, dec, _ = servers
+    join = decoder_pb2.DecodeRequest(config=relayed_config())
+    code, text = status(raw_relay(dec.target, [join]))
+    assert code == grpc.StatusCode.NOT_FOUND and text.startswith("relay-not-found")
+    code, text = status(raw_relay(dec.target, [decoder_pb2.DecodeRequest(config=config())]))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and text.startswith("bad-relay")
+    with channel(enc.target) as ch:
+        stub = encoder_pb2_grpc.EncoderServiceStub(ch)
+        for cfg, expected in (
+            (relayed_config("short"), "bad-relay"),
+            (relayed_config(decoder=dec.target), None),  # fine: then an update sets relay
+        ):
+            stream = OpenStream(stub.Encode, timeout=10)
+            stream.send(encoder_pb2.EncodeRequest(config=cfg))
+            if expected is None:
+                assert stream.recv().WhichOneof("msg") == "started"
+                stream.send(encoder_pb2.EncodeRequest(config=relayed_config(decoder=dec.target)))
+                expected = "config-change"
+            with pytest.raises(grpc.RpcError) as caught:
+                stream.recv()
+            assert status(caught.value)[1].startswith(expected)
+    with channel(dec.target) as ch:
+        stream = OpenStream(decoder_pb2_grpc.DecoderServiceStub(ch).Decode, timeout=10)
+        stream.send(decoder_pb2.DecodeRequest(config=relayed_config(decoder=dec.target)))
+        with pytest.raises(grpc.RpcError) as caught:
+            stream.recv()
+    assert status(caught.value)[1].startswith("bad-relay")
+    wait_closed(enc, dec)
+
+
+def open_reader(ch: grpc.Channel, token: str = TOKEN) -> OpenStream:
+    stream = OpenStream(decoder_pb2_grpc.DecoderServiceStub(ch).Decode, timeout=30)
+    stream.send(decoder_pb2.DecodeRequest(config=relayed_config(token)))
+    assert stream.recv().WhichOneof("msg") == "started"
+    return stream
+
+
+def test_reader_waits_only_for_its_feeder(servers) -> None:
+    """No encoder joins: DEADLINE_EXCEEDED after the first-chunk limit. The reader's client sends
+    a chunk: FAILED_PRECONDITION. Both free the slot at once."""
+    _, _, dec, _ = servers
+    with channel(dec.target) as ch:
+        reader = open_reader(ch)
+        with pytest.raises(grpc.RpcError) as caught:
+            reader.recv()
+        assert status(caught.value)[0] == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "relay-timeout" in status(caught.value)[1]
+        wait_closed(dec)
+        reader = open_reader(ch)
+        reader.send(decoder_pb2.DecodeRequest(chunk=stream_pb2.LatentChunk(seq=0)))
+        with pytest.raises(grpc.RpcError) as caught:
+            reader.recv()
+        assert status(caught.value)[1].startswith("relay-reader-sends")
+    wait_closed(dec)
+
+
+def test_feeder_error_reaches_the_reader(servers) -> None:
+    """A bad chunk from the feeder fails the Relay call and the reader's stream with one status."""
+    _, _, dec, _ = servers
+    with channel(dec.target) as ch:
+        reader = open_reader(ch)
+        bad = stream_pb2.LatentChunk(seq=0, data=b"\0" * 12)  # not a whole latent frame
+        join = decoder_pb2.DecodeRequest(config=relayed_config())
+        code, text = status(raw_relay(dec.target, [join, decoder_pb2.DecodeRequest(chunk=bad)]))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and text.startswith("bad-length")
+        with pytest.raises(grpc.RpcError) as caught:
+            reader.recv()
+        assert status(caught.value) == (code, text)
+    wait_closed(dec)
+
+
+def test_reader_cancel_ends_the_encoder_stream(servers) -> None:
+    """The client reading the decoded audio goes away: the encoder's stream ends with
+    `relay-gone` at its next chunk, and both servers free their slots."""
+    _, enc, dec, _ = servers
+    x = audio(4 * CHUNK)
+    with channel(dec.target) as dch, channel(enc.target) as ech:
+        reader = open_reader(dch)
+        encoder = OpenStream(encoder_pb2_grpc.EncoderServiceStub(ech).Encode, timeout=30)
+        encoder.send(encoder_pb2.EncodeRequest(config=relayed_config(decoder=dec.target)))
+        assert encoder.recv().WhichOneof("msg") == "started"
+
+        def chunk(seq: int) -> encoder_pb2.EncodeRequest:
+            pcm = np.ascontiguousarray(x[seq * CHUNK : (seq + 1) * CHUNK, [1]]).tobytes()
+            return encoder_pb2.EncodeRequest(chunk=stream_pb2.AudioChunk(seq=seq, pcm=pcm))
+
+        encoder.send(chunk(0))
+        assert reader.recv().audio.ack == 0  # relayed: the reply reaches the reader
+        reader.cancel()
+        wait_closed(dec)
+        encoder.send(chunk(1))  # forwarded; the decoder refuses it and ends the Relay call
+        time.sleep(0.2)
+        encoder.send(chunk(2))  # finds the Relay call ended
+        with pytest.raises(grpc.RpcError) as caught:
+            encoder.recv()
+        assert "relay-gone" in status(caught.value)[1]
+    wait_closed(enc, dec)
+
+
+def test_relay_to_is_an_encoder_option(tmp_path, capsys) -> None:
+    argv = ["serve", "decoder", "--models", str(tmp_path), "--relay-to", "127.0.0.1:50052"]
+    assert cli.main(argv) == 2
+    assert "--relay-to is an encoder option" in capsys.readouterr().err
