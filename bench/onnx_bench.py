@@ -102,6 +102,13 @@ def _select(x, dim, i):
     return _complex(torch.select(_pair(x), _dim(dim), i))
 
 
+def _gather(x, dim, index, *, sparse_grad=False):
+    if not _is_complex(x):
+        return NotImplemented
+    pairs = index.unsqueeze(-1).expand(*index.shape, 2)
+    return _complex(torch.gather(_pair(x), _dim(dim), pairs))
+
+
 def _where(cond, a, b):
     if not _is_complex(a, b):
         return NotImplemented
@@ -139,6 +146,7 @@ COMPLEX_AS_REAL: dict = {
     aten.add.Tensor: _add,
     aten.index_select.default: _index_select,
     aten.select.int: _select,
+    aten.gather.default: _gather,
     aten.where.self: _where,
     aten.index_copy.default: _index_copy,
     aten.index_put.default: _index_put,

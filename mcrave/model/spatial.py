@@ -129,7 +129,7 @@ class SpatialStage(nn.Module):
         self.present_delay = ContextBuffer(n, latency)  # aligns input audio with decoder output
         self.present_frames = ContextBuffer(n, fft - hop)
         self.decoded_frames = ContextBuffer(n, fft - hop)
-        self.history = ContextBuffer(n * bins * 2, self.max_delay)  # slot only: `_decorrelate`
+        self.history = ContextBuffer(n * self.max_delay, 2 * bins)  # slot only: `_decorrelate`
         self.overlap_add = OverlapAddTail(n, fft - hop)
 
         # the network
@@ -159,58 +159,77 @@ class SpatialStage(nn.Module):
             self.target_out.bias[k:].fill_(INITIAL_GATE)
 
     # ---- helpers -----------------------------------------------------------------------------
-    def _stft(self, framed: Tensor) -> Tensor:
-        """[B, N, fft - hop + T] -> complex [B, N, bins, T/hop] (frames end at hop, 2 hop, ...)."""
-        frames = framed.unfold(-1, self.fft, self.hop) * self.window  # [B, N, F, fft]
-        return torch.fft.rfft(frames, dim=-1).transpose(-1, -2)
+    # Spectra are frames-major, complex [B, N, F, bins] as rfft returns them: no transposed copy
+    # anywhere (an index_select of a [bins, F]-transposed spectrum copied it whole first, ~4 ms
+    # a step at 299 channels), per-band values are [..., F, K].
+    def _frames(self, framed: Tensor) -> Tensor:
+        """[B, N, fft - hop + T] -> analysis-windowed frames [B, N, T/hop, fft] (frames end at
+        hop, 2 hop, ...)."""
+        return framed.unfold(-1, self.fft, self.hop) * self.window
+
+    def _rfft(self, frames: Tensor) -> Tensor:
+        """Windowed frames [B, C, F, fft] -> complex [B, C, F, bins], for any C >= 0: one row of
+        zeros rides along (MKL's FFT refuses an empty batch, and a branch on the data-dependent
+        count of target channels would break the ONNX export)."""
+        pad = frames.new_zeros(frames.shape[0], 1, frames.shape[2], frames.shape[3])
+        return torch.fft.rfft(torch.cat([frames, pad], 1), dim=-1)[:, : frames.shape[1]]
+
+    def _irfft(self, spec: Tensor) -> Tensor:
+        """complex [B, C, F, bins] -> synthesis-windowed frames [B, C, F, fft], any C >= 0."""
+        shape = [spec.shape[0], 1, spec.shape[2], spec.shape[3]]
+        pad = torch.zeros(shape, dtype=spec.dtype, device=spec.device)
+        frames = torch.fft.irfft(torch.cat([spec, pad], 1), n=self.fft, dim=-1)
+        return frames[:, : spec.shape[1]] * self.synthesis_window
 
     def _band_power(self, spec: Tensor) -> Tensor:
-        """complex [B, N, bins, F] -> mean power per band [B, N, K, F]."""
+        """complex [..., F, bins] -> mean power per band [..., F, K]."""
         power = spec.real.square() + spec.imag.square()
-        return torch.einsum("bnft,fk->bnkt", power, self.band_mean)
+        return torch.matmul(power, self.band_mean)
 
     def _to_bins(self, per_band: Tensor) -> Tensor:
-        """[..., K, F] -> [..., bins, F] (piecewise constant over each band)."""
-        return per_band.index_select(-2, self.band_index)
+        """[..., F, K] -> [..., F, bins] (piecewise constant over each band; a gather with an
+        expanded index: index_select along the last dim ran 3x slower)."""
+        shape = list(per_band.shape[:-1]) + [self.band_index.shape[0]]
+        return torch.gather(per_band, -1, self.band_index.expand(shape))
 
     def _gain_to(self, spec: Tensor, power: Tensor, most: float) -> Tensor:
-        """Per-band amplitude gain [..., K, F] that brings `spec`'s band power to `power`, the
+        """Per-band amplitude gain [..., F, K] that brings `spec`'s band power to `power`, the
         power ratio at most `most` (clamped away from 0 too: sqrt's gradient there is infinite)."""
         ratio = (power + self.floor) / (self._band_power(spec) + self.floor)
         return ratio.clamp(1e-8, most).sqrt()
 
     def _decorrelate(
-        self, direct: Tensor, targets: Tensor, channels: int, states: list[Tensor]
+        self, direct: Tensor, power: Tensor, targets: Tensor, channels: int, states: list[Tensor]
     ) -> Tensor:
         """A fixed all-pass per bin: each band delayed by 1-3 frames, each bin phase-rotated,
-        then ducked so the fill never exceeds the direct sound's band power (transients).
+        then ducked so the fill never exceeds the direct sound's band power `power` (transients).
 
-        `direct` [B, C, bins, F] are the `targets` channels' direct sound. The history state
-        holds every channel, zeros for non-targets, so a channel that goes missing mid-stream
-        starts from a defined state; only the target rows are read and written (the others
-        shift in zeros), not an all-channel spectrum (at N=299 that cost ~10 ms a step)."""
-        b, c, bins, f = direct.shape
+        `direct` [B, C, F, bins] are the `targets` channels' direct sound. The history state
+        holds every channel's last frames as real and imaginary planes [N, delay, 2, bins], zeros
+        for non-targets, so a channel that goes missing mid-stream starts from a defined state;
+        only the target rows are read and written (the others shift in zeros), not an
+        all-channel spectrum (at N=299 that cost ~10 ms a step)."""
+        b, c, f, bins = direct.shape
         d = self.max_delay
-        state = states[self.history.sid].reshape(b, channels, bins * 2, d)
-        # real and imaginary rows per bin (stack, not view_as_real + permute: the latter's
-        # backward hands view_as_complex a gradient without a unit-stride last dimension)
-        pairs = torch.stack([direct.real, direct.imag], 3).reshape(b, c, bins * 2, f)
-        full = torch.cat([state.index_select(1, targets), pairs], -1)  # [B, C, bins*2, d+f]
+        state = states[self.history.sid].reshape(b, channels, d, 2, bins)
+        # real and imaginary planes (stack, not view_as_real + permute: the latter's backward
+        # hands view_as_complex a gradient without a unit-stride last dimension)
+        planes = torch.stack([direct.real, direct.imag], 3)  # [B, C, F, 2, bins]
+        full = torch.cat([state.index_select(1, targets), planes], 2)  # [B, C, d+F, 2, bins]
         shift = min(f, d)  # every row moves on by f frames; non-targets take in zeros
-        shifted = F.pad(state[..., shift:], (0, shift))
-        shifted.index_copy_(1, targets, full[..., f:])
-        states[self.history.sid] = shifted.reshape(b, channels * bins * 2, d)
-        full = full.reshape(b, c, bins, 2, d + f)
+        shifted = F.pad(state[:, :, shift:], (0, 0, 0, 0, 0, shift))
+        shifted.index_copy_(1, targets, full[:, :, f:])
+        states[self.history.sid] = shifted.reshape(b, channels * d, 2 * bins)
         # bin k's frame t is history frame t + max_delay - delay(k): one gather (three masked
         # products and sums over every bin ran 4.4 vs 0.6 ms at 149 targets)
         start = d - self.bin_delay  # [bins]
-        index = start[:, None] + torch.arange(f, device=full.device)[None, :]  # [bins, F]
-        index = index[None, None, :, None, :].expand(b, full.shape[1], bins, 2, f)
-        delayed = torch.gather(full, 4, index)
-        re, im = delayed[..., 0, :], delayed[..., 1, :]
-        cos, sin = self.decor_cos[:, None], self.decor_sin[:, None]
+        index = torch.arange(f, device=full.device)[:, None] + start[None, :]  # [F, bins]
+        index = index[None, None, :, None, :].expand(b, c, f, 2, bins)
+        delayed = torch.gather(full, 2, index)
+        re, im = delayed[:, :, :, 0], delayed[:, :, :, 1]
+        cos, sin = self.decor_cos, self.decor_sin
         fill = torch.complex(re * cos - im * sin, re * sin + im * cos)
-        return fill * self._to_bins(self._gain_to(fill, self._band_power(direct), 1.0))
+        return fill * self._to_bins(self._gain_to(fill, power, 1.0))
 
     def _sources(self, present: Tensor) -> Tensor:
         """[B, N] presence -> [B, N, S] source channels per target: the S = min(N, MAX_SOURCES)
@@ -243,16 +262,16 @@ class SpatialStage(nn.Module):
             present = mask.to(torch.bool)
         audio = torch.where(present[:, :, None], audio, torch.zeros_like(audio))
         aligned = self.present_delay(audio, states)[..., :t]
-        x = self._stft(self.present_frames(aligned, states))  # [B, N, bins, F]
-        dec = self._stft(self.decoded_frames(decoded, states))
-        frames = x.shape[-1]
+        x_frames = self._frames(self.present_frames(aligned, states))  # [B, N, F, fft]
+        x = torch.fft.rfft(x_frames, dim=-1)  # [B, N, F, bins]
+        dec_framed = self.decoded_frames(decoded, states)
+        frames = x.shape[2]
         m = present.to(decoded.dtype)  # [B, N]
         any_present = m.amax(1) > 0  # [B]
 
         # features per frame
         # log10 band powers, centred on -50 dB and scaled to ~unit range for the linear layers
-        log_power = (torch.log10(self._band_power(x) + self.floor) + 5.0) / 3.0
-        log_power = log_power.permute(0, 1, 3, 2)  # [B, N, F, K]
+        log_power = (torch.log10(self._band_power(x) + self.floor) + 5.0) / 3.0  # [B, N, F, K]
         emb = self.embedding[None, :, None, :].expand(b, n, frames, self.embedding.shape[1])
         src = self.source(torch.cat([log_power, emb], -1))  # [B, N, F, H]
         weights = m[:, :, None, None]
@@ -283,50 +302,49 @@ class SpatialStage(nn.Module):
             self.pair_target(ctx)[:, :, None]
             + self.pair_source(picked.reshape(b, c, s, frames, hidden))
         )  # [B, C, S, F, H]
-        log_gain, phase, logit = self.pair_out(pair).permute(0, 1, 2, 4, 3).chunk(3, 3)
-        if self.cue_level is not None:  # [B, T/ratio, N*K] -> [B, C, 1, K, F], all sources
+        log_gain, phase, logit = self.pair_out(pair).chunk(3, 4)  # [B, C, S, F, K] each
+        if self.cue_level is not None:  # [B, T/ratio, N*K] -> [B, C, 1, F, K], all sources
             level = self.cue_level(z.transpose(1, 2)).repeat_interleave(self.frames_per_latent, 1)
             level = level.reshape(b, frames, n, -1).index_select(2, targets)
-            log_gain = log_gain + level.permute(0, 2, 3, 1)[:, :, None]
+            log_gain = log_gain + level.permute(0, 2, 1, 3)[:, :, None]
         source_present = torch.gather(present, 1, flat).reshape(b, c, s)
         logit = logit.masked_fill(~source_present[:, :, :, None, None], -1e4)
         share = torch.softmax(logit, dim=2)  # over present sources, per band and frame
-        amp = share * torch.exp(log_gain.clamp(-12.0, 4.0))  # [B, C, S, K, F]
-        gain = torch.polar(amp, phase)  # complex [B, C, S, K, F]
-        # one source at a time (no [B, C, S, bins, F] tensor for large N); each target's source
+        amp = share * torch.exp(log_gain.clamp(-12.0, 4.0))  # [B, C, S, F, K]
+        gain = torch.polar(amp, phase)  # complex [B, C, S, F, K]
+        # one source at a time (no [B, C, S, F, bins] tensor for large N); each target's source
         # rows are picked by index_select on the flattened [B*N] rows, and the gain is one complex
         # multiply (real/imag gathers with an index expanded over bins and frames, and four real
         # products, ran a 299-channel stream at 0.23x RT; this: 0.35x)
-        bins = x.shape[2]
-        rows = x.reshape(b * n, bins, frames)  # a view: x is [bins, F]-transposed in memory
+        bins = x.shape[3]
+        rows = x.reshape(b * n, frames, bins)
         offset = (torch.arange(b, device=x.device) * n)[:, None]  # [B, 1]
-        direct = torch.zeros([b, c, bins, frames], dtype=x.dtype, device=x.device)
+        direct = torch.zeros([b, c, frames, bins], dtype=x.dtype, device=x.device)
         for j in range(s):
             picked_rows = (sources[:, :, j] + offset).reshape(-1)
-            src_j = rows.index_select(0, picked_rows).reshape(b, c, bins, frames)
-            direct = direct + src_j * self._to_bins(gain[:, :, j])  # [B, C, bins, F]
+            src_j = rows.index_select(0, picked_rows).reshape(b, c, frames, bins)
+            direct = direct + src_j * self._to_bins(gain[:, :, j])  # [B, C, F, bins]
 
-        angle_logit, gate_logit = self.target_out(ctx).permute(0, 1, 3, 2).chunk(2, 2)
+        angle_logit, gate_logit = self.target_out(ctx).chunk(2, 3)  # [B, C, F, K] each
         angle = self._to_bins(torch.sigmoid(angle_logit) * (math.pi / 2))
         gate = self._to_bins(torch.sigmoid(gate_logit))
-        fill = self._decorrelate(direct, targets, n, states)
-        dec_t = dec.index_select(1, targets)
+        direct_power = self._band_power(direct)
+        fill = self._decorrelate(direct, direct_power, targets, n, states)
+        # the decoder's STFT for the target channels only (the others pass through)
+        dec_t = self._rfft(self._frames(dec_framed.index_select(1, targets)))
         mix = angle.cos() * direct + angle.sin() * fill + gate * dec_t
         # the level is the direct sound's, whatever the mix: fill and decoder residual shape the
         # texture and coherence only, so the predicted gains alone set the level differences
-        inferred = mix * self._to_bins(self._gain_to(mix, self._band_power(direct), self.max_boost))
+        inferred = mix * self._to_bins(self._gain_to(mix, direct_power, self.max_boost))
         built = torch.where(any_present[:, None, None, None], inferred, dec_t)
-        keep = present[:, :, None, None]
-        y = torch.where(keep, x, dec)
-        y.index_copy_(
-            1,
-            targets,
-            torch.where(keep.index_select(1, targets), x.index_select(1, targets), built),
-        )
+        keep_t = present.index_select(1, targets)[:, :, None, None]
+        y_t = torch.where(keep_t, x.index_select(1, targets), built)
 
-        # overlap-add synthesis
-        frames_out = torch.fft.irfft(y.transpose(-1, -2), n=self.fft, dim=-1)
-        frames_out = frames_out * self.synthesis_window  # [B, N, F, fft]
+        # overlap-add synthesis. A channel present in every row is its own STFT, so its frames
+        # are the analysis frames x the synthesis window (perfect reconstruction, no FFT pair);
+        # only the targets' spectra are inverted
+        frames_out = x_frames * self.synthesis_window  # [B, N, F, fft]
+        frames_out.index_copy_(1, targets, self._irfft(y_t))
         # overlap-add: quarter q of frame f lands on hop block f + q (F.fold's col2im took
         # 9.3 ms at 299 channels x 8 frames, these in-place adds 0.25 ms)
         overlap = self.fft // self.hop
