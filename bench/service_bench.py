@@ -9,7 +9,9 @@ Measures, with each service in its own `mcrave serve` process on loopback:
   the services' batchers time them: `MCRAVE_STEP_TRACE`, services/common/batcher.py), p50/p99,
   with where the rest goes (client pacing, the way to and from each service, batcher wait,
   executor hops) and, beside it, the same model in-process paced the same way (a step after
-  ~40 ms asleep runs slower than back to back, so the paced run is the fair baseline);
+  ~40 ms asleep runs slower than back to back, so the paced run is the fair baseline); once
+  direct (client -> encoder -> client -> decoder -> client) and once relayed (the encoder
+  forwards to the decoder: client -> encoder -> decoder -> client);
 - concurrent real-time streams: K paced streams (starts spread over one chunk period); the largest
   K where every stream keeps real time (finishes < `--max-lag` after its audio ends), with the
   dynamic batcher (`--max-batch 16`) and without it (`--max-batch 1`), plus the mean batch size
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import socket
 import statistics
 import sys
 import tempfile
@@ -45,6 +48,13 @@ from mcrave.streaming import StreamingEngine
 
 def quantile(values: list[float], q: float) -> float:
     return float(np.quantile(np.asarray(values), q)) if values else float("nan")
+
+
+def free_port() -> int:
+    """A loopback port free now (for a service whose address another must know in advance)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def test_audio(channels: int, frames: int, seed: int = 0) -> np.ndarray:
@@ -105,9 +115,11 @@ async def paced_streams(
     present: list[int],
     chunk: int,
     streams: int,
+    relay: bool = False,
 ) -> dict:
     """`streams` concurrent real-time streams: per chunk the time it was due, sent, its latents
-    reached the client (to go on to the decoder) and its decoded audio arrived; end lags."""
+    reached the client (to go on to the decoder; not when `relay`ed) and its decoded audio
+    arrived; end lags."""
     pipe = AsyncPipeline(AsyncEncoderClient(encoder), AsyncDecoderClient(decoder))
     info = await pipe.model(name)
     period = chunk / info.sample_rate
@@ -115,7 +127,7 @@ async def paced_streams(
     n_chunks = x.shape[1] // chunk
 
     async def one(offset: float) -> tuple[list[dict], float]:
-        stream = await pipe.stream(info, present, chunk)
+        stream = await pipe.stream(info, present, chunk, relay=relay)
         t0 = time.perf_counter() + 0.2 + offset
         stamps = [{"due": t0 + (i + 1) * period} for i in range(n_chunks)]
 
@@ -131,7 +143,12 @@ async def paced_streams(
                     stamps[item.chunk.ack]["encoded"] = time.perf_counter()
                 yield item
 
-        async for block in stream.decoder.run(encoded(stream.encoder.run(paced()))):
+        decoded = (
+            stream.run(paced())
+            if relay
+            else stream.decoder.run(encoded(stream.encoder.run(paced())))
+        )
+        async for block in decoded:
             if block.ack < n_chunks:  # not the decoded tail flush nor the end marker
                 stamps[block.ack]["decoded"] = time.perf_counter()
         return stamps, time.perf_counter() - (t0 + n_chunks * period)
@@ -153,6 +170,9 @@ def read_trace(path: Path, pid: int) -> list[dict]:
     return sorted((r for r in rows if r["pid"] == pid), key=lambda r: r["submitted"])
 
 
+# the two ways a chunk goes through the services: via the client, or relayed by the encoder
+MODES = ("direct", "relayed")
+
 # the parts of one chunk's round trip, in order (name, what)
 PARTS = (
     ("pacing", "client pacing: sent - due (not in the round trip)"),
@@ -162,6 +182,7 @@ PARTS = (
     ("encoder_compute", "encoder forward"),
     ("from_encoder", "encoder step done -> latents at the client (reply, gRPC, client)"),
     ("to_decoder", "client -> decoder step submitted"),
+    ("encoder_to_decoder", "relayed: encoder step done -> decoder step submitted"),
     ("decoder_wait", "decoder batcher wait"),
     ("decoder_hops", "decoder hand-offs"),
     ("decoder_compute", "decoder forward"),
@@ -172,27 +193,35 @@ PARTS = (
 
 
 def breakdown(chunks: list[dict], enc_steps: list[dict], dec_steps: list[dict]) -> dict:
-    """Each chunk's round trip cut into PARTS (ms lists) by the services' step records: a chunk's
-    encoder steps are those submitted between its send and its latents reaching the client, its
-    decoder steps those between that and its decoded audio arriving (one stream, in order)."""
+    """Each chunk's round trip cut into PARTS (ms lists; the parts of the other mode stay empty)
+    by the services' step records: a chunk's encoder steps are those submitted between its send
+    and its latents reaching the client (relayed: its decoded audio arriving), its decoder steps
+    those between that (relayed: its last encoder step's end) and its decoded audio arriving
+    (one stream, in order)."""
 
     def within(steps: list[dict], lo: float, hi: float) -> list[dict]:
         return [s for s in steps if lo <= s["submitted"] <= hi]
 
     parts: dict[str, list[float]] = {name: [] for name, _ in PARTS}
     for c in chunks:
-        enc = within(enc_steps, c["sent"], c["encoded"])
-        dec = within(dec_steps, c["encoded"], c["decoded"])
+        relayed = "encoded" not in c
+        enc = within(enc_steps, c["sent"], c["decoded" if relayed else "encoded"])
+        dec = within(
+            dec_steps, enc[-1]["resumed"] if relayed and enc else c.get("encoded", 0), c["decoded"]
+        )
         if not enc or not dec:
             continue
         row = {
             "pacing": c["sent"] - c["due"],
             "to_encoder": enc[0]["submitted"] - c["sent"],
-            "from_encoder": c["encoded"] - enc[-1]["resumed"],
-            "to_decoder": dec[0]["submitted"] - c["encoded"],
             "from_decoder": c["decoded"] - dec[-1]["resumed"],
             "round_trip": c["decoded"] - c["sent"],
         }
+        if relayed:
+            row["encoder_to_decoder"] = dec[0]["submitted"] - enc[-1]["resumed"]
+        else:
+            row["from_encoder"] = c["encoded"] - enc[-1]["resumed"]
+            row["to_decoder"] = dec[0]["submitted"] - c["encoded"]
         for side, steps in (("encoder", enc), ("decoder", dec)):
             row[f"{side}_wait"] = sum(s["dispatched"] - s["submitted"] for s in steps)
             row[f"{side}_hops"] = sum(
@@ -203,6 +232,38 @@ def breakdown(chunks: list[dict], enc_steps: list[dict], dec_steps: list[dict]) 
         for name, value in row.items():
             parts[name].append(1e3 * value)
     return parts
+
+
+def latency(
+    chunks: list[dict],
+    enc_steps: list[dict],
+    dec_steps: list[dict],
+    paced_s: list[float],
+    hot_s: list[float],
+    chunk_ms: float,
+) -> dict:
+    """One mode's paced chunks: added latency and its parts (ms), beside the in-process steps."""
+    parts = {k: v for k, v in breakdown(chunks, enc_steps, dec_steps).items() if v}
+    rtts = [c["decoded"] - c["sent"] for c in chunks]
+    vs_local = [r - statistics.median(paced_s) for r in rtts]
+    return {
+        "chunk_ms": chunk_ms,
+        "chunks": len(rtts),
+        "chunks_traced": len(parts["added"]),
+        "rtt_p50_ms": 1e3 * quantile(rtts, 0.5),
+        "rtt_p99_ms": 1e3 * quantile(rtts, 0.99),
+        "added_p50_ms": quantile(parts["added"], 0.5),
+        "added_p99_ms": quantile(parts["added"], 0.99),
+        "added_vs_inprocess_p50_ms": 1e3 * quantile(vs_local, 0.5),
+        "added_vs_inprocess_p99_ms": 1e3 * quantile(vs_local, 0.99),
+        "inprocess_paced_p50_ms": 1e3 * quantile(paced_s, 0.5),
+        "inprocess_paced_p99_ms": 1e3 * quantile(paced_s, 0.99),
+        "inprocess_hot_p50_ms": 1e3 * quantile(hot_s, 0.5),
+        "inprocess_hot_p99_ms": 1e3 * quantile(hot_s, 0.99),
+        "parts_ms": {
+            n: {"p50": quantile(v, 0.5), "p99": quantile(v, 0.99)} for n, v in parts.items()
+        },
+    }
 
 
 def mean_batch(metrics_port: int) -> float:
@@ -261,24 +322,32 @@ def markdown(result: dict) -> str:
             f" | {row['ratio']:.2f} |"
         )
     lat = result["latency"]
+    traced = ", ".join(f"{m} {lat[m]['chunks_traced']} of {lat[m]['chunks']}" for m in MODES)
     lines += [
         "",
-        f"| per chunk, one real-time stream ({lat['chunks_traced']} of {lat['chunks']} chunks "
-        "traced), ms | p50 | p99 |",
-        "|---|---|---|",
+        f"| per chunk, one real-time stream ({traced} chunks traced), ms | "
+        + " | ".join(f"{m} p50 | {m} p99" for m in MODES)
+        + " |",
+        "|---|" + "---|---|" * len(MODES),
     ]
+
+    def cells(parts: dict, name: str) -> str:
+        part = parts.get(name)
+        return f"{part['p50']:.2f} | {part['p99']:.2f}" if part else "- | -"
+
     for name, what in PARTS:
-        part = lat["parts_ms"][name]
         bold = "**" if name == "added" else ""
-        lines.append(f"| {bold}{what}{bold} | {part['p50']:.2f} | {part['p99']:.2f} |")
-    lines += [
-        f"| in-process compute, paced like the stream | {lat['inprocess_paced_p50_ms']:.2f} | "
-        f"{lat['inprocess_paced_p99_ms']:.2f} |",
-        f"| in-process compute, back to back | {lat['inprocess_hot_p50_ms']:.2f} | "
-        f"{lat['inprocess_hot_p99_ms']:.2f} |",
-        f"| round trip - in-process paced compute p50 | {lat['added_vs_inprocess_p50_ms']:.2f} | "
-        f"{lat['added_vs_inprocess_p99_ms']:.2f} |",
-    ]
+        row = " | ".join(cells(lat[m]["parts_ms"], name) for m in MODES)
+        lines.append(f"| {bold}{what}{bold} | {row} |")
+    for key, what in (
+        ("inprocess_paced", "in-process compute, paced like the stream"),
+        ("inprocess_hot", "in-process compute, back to back"),
+        ("added_vs_inprocess", "round trip - in-process paced compute p50"),
+    ):
+        row = " | ".join(
+            f"{lat[m][key + '_p50_ms']:.2f} | {lat[m][key + '_p99_ms']:.2f}" for m in MODES
+        )
+        lines.append(f"| {what} | {row} |")
     lines += ["", "| batching | max real-time streams | mean batch (enc/dec) |", "|---|---|---|"]
     for c in result["concurrency"]:
         mb = c["mean_batch"]
@@ -289,8 +358,11 @@ def markdown(result: dict) -> str:
     ratios = ", ".join(f"N={r['channels']} {r['ratio']:.2f}" for r in result["throughput"])
     lines += [
         "",
-        f"- added latency per chunk: p50 {lat['added_p50_ms']:.2f} ms, p99 "
-        f"{lat['added_p99_ms']:.2f} ms (target p99 <= 3 ms)",
+        *(
+            f"- added latency per chunk, {m}: p50 {lat[m]['added_p50_ms']:.2f} ms, p99 "
+            f"{lat[m]['added_p99_ms']:.2f} ms (target p99 <= 3 ms)"
+            for m in MODES
+        ),
         f"- service / in-process throughput: {ratios} (target >= 0.95)",
         f"- batched / unbatched real-time streams: {result['batching_gain']:.2f}x (target >= 3x)",
     ]
@@ -332,7 +404,14 @@ def main(argv: list[str] | None = None) -> int:
             "throughput": [],
         }
         # two pairs started together: with the dynamic batcher (max 16) and without it (max 1)
-        flags = (("--max-batch", "16"),) * 2 + (("--max-batch", "1"),) * 2
+        # the batched encoder relays to the batched decoder, so that one needs a known port
+        relay_port = free_port()
+        flags = (
+            ("--max-batch", "16", "--relay-to", f"127.0.0.1:{relay_port}"),
+            ("--max-batch", "16"),
+            ("--max-batch", "1"),
+            ("--max-batch", "1"),
+        )
         trace = work / "steps.jsonl"
         with services(
             models,
@@ -341,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
             "256",
             threads=args.threads,
             names=("encoder", "decoder") * 2,
+            ports=(0, relay_port, 0, 0),
             per_service=flags,
             env={"MCRAVE_STEP_TRACE": str(trace)},
         ) as running:
@@ -371,9 +451,22 @@ def main(argv: list[str] | None = None) -> int:
             present = list(range(1, n)) if n > 1 else [0]
             audio = test_audio(n, int(args.paced_seconds * sr), seed=1)
             local = in_process(models / f"n{n}", audio, present, args.chunk, paced=True)
-            paced = asyncio.run(
-                paced_streams(enc.target, dec.target, f"n{n}", audio, present, args.chunk, 1)
-            )
+            paced: dict[str, list[dict]] = {mode: [] for mode in MODES}
+            for _ in range(2):  # alternating, so a drift of this machine's speed hits both
+                for mode in MODES:
+                    run = asyncio.run(
+                        paced_streams(
+                            enc.target,
+                            dec.target,
+                            f"n{n}",
+                            audio,
+                            present,
+                            args.chunk,
+                            1,
+                            relay=mode == "relayed",
+                        )
+                    )
+                    paced[mode] += run["chunks"]
             ladder = [int(k) for k in args.streams.split(",")]
             audio = test_audio(n, int(args.paced_seconds * sr), seed=2)
             result["concurrency"] = [
@@ -381,29 +474,10 @@ def main(argv: list[str] | None = None) -> int:
                 for e, d, mb in ((enc1, dec1, 1), (enc, dec, 16))
             ]
         # the services write their step records when they stop
-        parts = breakdown(
-            paced["chunks"], read_trace(trace, enc.proc.pid), read_trace(trace, dec.proc.pid)
-        )
-        base = statistics.median(local["chunk_s"])
-        vs_local = [r - base for r in paced["rtts"]]
+        steps = read_trace(trace, enc.proc.pid), read_trace(trace, dec.proc.pid)
         result["latency"] = {
-            "chunk_ms": 1e3 * args.chunk / sr,
-            "chunks": len(paced["rtts"]),
-            "chunks_traced": len(parts["added"]),
-            "rtt_p50_ms": 1e3 * quantile(paced["rtts"], 0.5),
-            "rtt_p99_ms": 1e3 * quantile(paced["rtts"], 0.99),
-            "added_p50_ms": quantile(parts["added"], 0.5),
-            "added_p99_ms": quantile(parts["added"], 0.99),
-            "added_vs_inprocess_p50_ms": 1e3 * quantile(vs_local, 0.5),
-            "added_vs_inprocess_p99_ms": 1e3 * quantile(vs_local, 0.99),
-            "inprocess_paced_p50_ms": 1e3 * quantile(local["chunk_s"], 0.5),
-            "inprocess_paced_p99_ms": 1e3 * quantile(local["chunk_s"], 0.99),
-            "inprocess_hot_p50_ms": 1e3 * quantile(hot, 0.5),
-            "inprocess_hot_p99_ms": 1e3 * quantile(hot, 0.99),
-            "parts_ms": {
-                name: {"p50": quantile(v, 0.5), "p99": quantile(v, 0.99)}
-                for name, v in parts.items()
-            },
+            mode: latency(chunks, *steps, local["chunk_s"], hot, 1e3 * args.chunk / sr)
+            for mode, chunks in paced.items()
         }
     unbatched, batched = (c["max_streams_realtime"] for c in result["concurrency"])
     result["batching_gain"] = batched / unbatched if unbatched else float("nan")

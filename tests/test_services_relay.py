@@ -105,13 +105,13 @@ def test_encoder_refuses_relays_it_may_not_make(servers) -> None:
     _, enc, dec, plain = servers
     x = audio(2048).T.copy()
     cases = (
-        (plain, {}, grpc.StatusCode.FAILED_PRECONDITION, "--relay-to"),
-        (enc, {"relay_decoder": "10.0.0.1:50052"}, grpc.StatusCode.PERMISSION_DENIED, dec.target),
+        (plain, True, grpc.StatusCode.FAILED_PRECONDITION, "--relay-to"),
+        (enc, "10.0.0.1:50052", grpc.StatusCode.PERMISSION_DENIED, dec.target),
     )
-    for encoder, extra, code, says in cases:
+    for encoder, relay, code, says in cases:
         with Pipeline(EncoderClient(encoder.target), DecoderClient(dec.target)) as pipeline:
             with pytest.raises(ClientError) as caught:
-                stream = pipeline.stream("tiny", (1,), CHUNK, relay=True, **extra)
+                stream = pipeline.stream("tiny", (1,), CHUNK, relay=relay)
                 list(stream.run([x[1:, :CHUNK]]))
         assert caught.value.code == code and says in str(caught.value)
     wait_closed(enc, dec, plain)
@@ -233,3 +233,25 @@ def test_relay_to_is_an_encoder_option(tmp_path, capsys) -> None:
     argv = ["serve", "decoder", "--models", str(tmp_path), "--relay-to", "127.0.0.1:50052"]
     assert cli.main(argv) == 2
     assert "--relay-to is an encoder option" in capsys.readouterr().err
+
+
+def test_client_cli_relays(servers, tmp_path) -> None:
+    """`mcrave-client infer --relay` writes what the direct pipeline writes."""
+    import soundfile
+    from mcrave_client.cli import main as client_main
+
+    _, enc, dec, _ = servers
+    source = tmp_path / "in.wav"
+    soundfile.write(source, audio(7000), 44100, subtype="FLOAT")
+    args = ["infer", str(source), "--present", "1", "--encoder", enc.target, "--quiet"]
+    outputs = []
+    for name, relay in (("direct.wav", ()), ("relayed.wav", ("--relay",))):
+        assert (
+            client_main(
+                [*args[:2], str(tmp_path / name), *args[2:], "--decoder", dec.target, *relay]
+            )
+            == 0
+        )
+        outputs.append(soundfile.read(tmp_path / name, dtype="float32")[0])
+    assert np.array_equal(*outputs)
+    wait_closed(enc, dec)

@@ -270,8 +270,14 @@ class AsyncDecoderClient(_AsyncClient):
 class AsyncPipeline:
     """asyncio twin of `mcrave_client.Pipeline`: the decoder opens on the encoder's version."""
 
-    def __init__(self, encoder: AsyncEncoderClient, decoder: AsyncDecoderClient) -> None:
-        self.encoder, self.decoder = encoder, decoder
+    def __init__(
+        self,
+        encoder: AsyncEncoderClient,
+        decoder: AsyncDecoderClient,
+        *,
+        relay: bool | str = False,
+    ) -> None:
+        self.encoder, self.decoder, self.relay = encoder, decoder, relay
 
     async def model(self, name: str | None = None, version: int = 0) -> ModelInfo:
         if name is None:
@@ -287,12 +293,11 @@ class AsyncPipeline:
         version: int = 0,
         seed: int = 0,
         latent_only: bool = False,
-        relay: bool = False,
-        relay_decoder: str | None = None,
+        relay: bool | str | None = None,
     ) -> PipelineStream:
         present = tuple(present)
-        target = self.decoder.connection.target
-        request = relay_request(target, relay_decoder, latent_only) if relay else None
+        relay = self.relay if relay is None else relay
+        request = relay_request(relay, self.decoder.connection.target, latent_only)
         encoder = await self.encoder.stream(
             model,
             present,
@@ -309,12 +314,12 @@ class AsyncPipeline:
                 bound.version,
                 seed,
                 () if latent_only else present,
-                relay_token=request.token if relay else "",
+                relay_token=request.token if request else "",
             )
         except BaseException:
             encoder.cancel()
             raise
-        return join(encoder, decoder, AsyncRelayedStream if relay else None)
+        return join(encoder, decoder, AsyncRelayedStream if request else None)
 
     async def close(self) -> None:
         await self.encoder.close()

@@ -57,6 +57,16 @@ def _parser() -> argparse.ArgumentParser:
         help="send the decoder latents alone (no present audio: no spatial stage), "
         "like `mcrave infer --latent-only`",
     )
+    infer.add_argument(
+        "--relay",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="DECODER",
+        help="the encoder forwards the latents to the decoder (3 hops per chunk, not 4; the "
+        "encoder must list the decoder with --relay-to); DECODER: its address as the encoder "
+        "names it, if not --decoder",
+    )
     infer.add_argument("--quiet", action="store_true", help="no progress bar")
     add_connection_args(infer)
     sub.add_parser(
@@ -77,7 +87,7 @@ def _infer(args: argparse.Namespace) -> None:
     pairs = _input_output_pairs(args.input, args.output)
     encoder = EncoderClient(connection(args.encoder, args))
     decoder = DecoderClient(connection(args.decoder, args))
-    with Pipeline(encoder, decoder) as pipeline:
+    with Pipeline(encoder, decoder, relay=args.relay) as pipeline:
         info = pipeline.model(args.model, args.version)
         for i, (source, target) in enumerate(pairs, 1):
             frames, rate = _frames_and_rate(source)
@@ -104,6 +114,7 @@ def _infer(args: argparse.Namespace) -> None:
                     latent_only=args.latent_only,
                 )
             mode = "latent-only" if args.latent_only else "spatial"
+            mode += ", relayed" if args.relay else ""
             say(
                 f"[{i}/{len(pairs)}] wrote {target} ({info.channels} channels at {rate} Hz, "
                 f"model {info.ref.name} v{info.ref.version}, present {list(present)}, {mode})"

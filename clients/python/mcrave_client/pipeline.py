@@ -59,13 +59,16 @@ def join(encoder: Any, decoder: Any, relayed: type[PipelineStream] | None = None
 
 
 def relay_request(
-    decoder_target: str, relay_decoder: str | None, latent_only: bool
-) -> stream_pb2.Relay:
-    """A fresh relay: an unguessable token, and the decoder's address as the encoder knows it
-    (`relay_decoder`, e.g. a cluster-internal name) or as this client dials it."""
+    relay: bool | str, decoder_target: str, latent_only: bool
+) -> stream_pb2.Relay | None:
+    """A fresh relay for a stream (None when not relayed): an unguessable token, and the
+    decoder's address as the encoder knows it (`relay` as a string, e.g. a cluster-internal
+    name) or as this client dials it (`relay=True`)."""
+    if not relay:
+        return None
     return stream_pb2.Relay(
         token=secrets.token_urlsafe(24),
-        decoder=relay_decoder or decoder_target,
+        decoder=relay if isinstance(relay, str) else decoder_target,
         latent_only=latent_only,
     )
 
@@ -136,10 +139,16 @@ class RelayedStream(PipelineStream):
 
 
 class Pipeline:
-    """An encoder service and a decoder service used together."""
+    """An encoder service and a decoder service used together.
 
-    def __init__(self, encoder: EncoderClient, decoder: DecoderClient) -> None:
-        self.encoder, self.decoder = encoder, decoder
+    `relay`: streams go relayed (the encoder forwards to the decoder; see the module docstring):
+    True for the decoder at the address this client dials, or the address as the encoder's
+    `--relay-to` names it when that differs (e.g. a cluster-internal name)."""
+
+    def __init__(
+        self, encoder: EncoderClient, decoder: DecoderClient, *, relay: bool | str = False
+    ) -> None:
+        self.encoder, self.decoder, self.relay = encoder, decoder, relay
 
     def model(self, name: str | None = None, version: int = 0) -> ModelInfo:
         """GetModel for `name` (or the encoder's only model)."""
@@ -155,15 +164,13 @@ class Pipeline:
         version: int = 0,
         seed: int = 0,
         latent_only: bool = False,
-        relay: bool = False,
-        relay_decoder: str | None = None,
+        relay: bool | str | None = None,
     ) -> PipelineStream:
         """`latent_only`: the decoder gets the latents alone (no present audio on the wire).
-        `relay`: the encoder forwards them to the decoder (`relay_decoder`: the decoder's
-        address as the encoder's --relay-to names it, if not the one this client dials)."""
+        `relay`: this stream's instead of the pipeline's (see `Pipeline`)."""
         present = tuple(present)
-        target = self.decoder.connection.target
-        request = relay_request(target, relay_decoder, latent_only) if relay else None
+        relay = self.relay if relay is None else relay
+        request = relay_request(relay, self.decoder.connection.target, latent_only)
         encoder = self.encoder.stream(
             model,
             present,
@@ -180,12 +187,12 @@ class Pipeline:
                 bound.version,
                 seed,
                 () if latent_only else present,
-                relay_token=request.token if relay else "",
+                relay_token=request.token if request else "",
             )
         except BaseException:
             encoder.cancel()
             raise
-        return join(encoder, decoder, RelayedStream if relay else None)
+        return join(encoder, decoder, RelayedStream if request else None)
 
     def close(self) -> None:
         self.encoder.close()
