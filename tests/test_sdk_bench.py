@@ -31,7 +31,10 @@ def test_service_bench_quick(tmp_path):
     result = run_bench("service_bench.py", tmp_path / "service.json")
     (row,) = result["throughput"]
     assert row["channels"] == 2 and row["service_xrt"] > 0 and row["inprocess_xrt"] > 0
-    assert set(result["latency"]) >= {"added_p50_ms", "added_p99_ms", "rtt_p99_ms"}
+    for mode, leg in (("direct", "to_decoder"), ("relayed", "encoder_to_decoder")):
+        latency = result["latency"][mode]
+        assert set(latency) >= {"added_p50_ms", "added_p99_ms", "rtt_p99_ms"}
+        assert latency["chunks_traced"] > 0 and leg in latency["parts_ms"]
     assert [c["max_batch"] for c in result["concurrency"]] == [1, 16]
     assert all(c["runs"] for c in result["concurrency"])
     assert result["concurrency"][0]["mean_batch"]["encoder"] == pytest.approx(1.0)
