@@ -31,8 +31,10 @@ class Stream:
         self.group.join()
         runtime.metrics.active_streams.labels(model.name).inc()
 
-    async def step(self, key: Hashable, run: RunFn, payload: Any, audio_s: float) -> Any:
-        return await self.group.submit(key, run, payload, audio_s)
+    async def step(
+        self, key: Hashable, run: RunFn, payload: Any, audio_s: float, *, last: bool = False
+    ) -> Any:
+        return await self.group.submit(key, run, payload, audio_s, last=last)
 
     def close(self) -> None:
         if self._closed:

@@ -128,6 +128,7 @@ class EngineSession:
                 self._run,
                 Step(self._state, part, sound, mask),
                 (hi - lo) / self.engine.sample_rate,
+                last=x.shape[1] <= width,  # one step: a stream's chunk, not a clip's many
             )
             out.append(y)
         return np.concatenate(out, axis=0)
