@@ -136,18 +136,34 @@ class Runtime:
                 "slow-consumer",
             ) from None
 
+    # Counting a chunk runs on the next loop pass, i.e. once its reply is on its way: off the
+    # chunk's critical path, where the first metrics update after ~40 ms asleep costs ~0.05 ms.
+
     def count_in(self, model: str, kind: str, nbytes: int, audio_s: float) -> None:
+        asyncio.get_running_loop().call_soon(self._count_in, model, kind, nbytes, audio_s)
+
+    def count_bytes_in(self, model: str, kind: str, nbytes: int) -> None:
+        """Bytes of a second payload in the same chunk (its seconds already counted)."""
+        asyncio.get_running_loop().call_soon(self.metrics.bytes_in.labels(model, kind).inc, nbytes)
+
+    def count_out(self, model: str, kind: str, nbytes: int, audio_s: float, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        asyncio.get_running_loop().call_soon(self._count_out, model, kind, nbytes, audio_s, elapsed)
+
+    def _count_in(self, model: str, kind: str, nbytes: int, audio_s: float) -> None:
         m = self.metrics
         m.chunks_in.labels(model).inc()
         m.bytes_in.labels(model, kind).inc(nbytes)
         m.audio_in.labels(model).inc(audio_s)
 
-    def count_out(self, model: str, kind: str, nbytes: int, audio_s: float, started: float) -> None:
+    def _count_out(
+        self, model: str, kind: str, nbytes: int, audio_s: float, elapsed: float
+    ) -> None:
         m = self.metrics
         m.chunks_out.labels(model).inc()
         m.bytes_out.labels(model, kind).inc(nbytes)
         m.audio_out.labels(model).inc(audio_s)
-        m.chunk_latency.labels(model).observe(time.perf_counter() - started)
+        m.chunk_latency.labels(model).observe(elapsed)
 
     def _prune(self) -> None:
         """Stop the workers of versions that left the registry and have no stream left."""

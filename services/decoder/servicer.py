@@ -105,7 +105,7 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServiceServicer):
             z.shape[0] * engine.ratio / engine.sample_rate,
         )
         if spec.present:  # the same seconds as the latents: bytes only
-            self.rt.metrics.bytes_in.labels(spec.model.name, "pcm").inc(len(chunk.audio))
+            self.rt.count_bytes_in(spec.model.name, "pcm", len(chunk.audio))
         if spec.present and present is None:  # the tail flush: silence, as the encoder fed
             present = np.zeros((0, len(spec.present)), np.float32)
         audio = await session.decode(z, present)
