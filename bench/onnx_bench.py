@@ -90,6 +90,13 @@ def _add(a, b, *, alpha=1):
     return _complex(_pair(a) + alpha * _pair(b))
 
 
+def _addcmul(x, a, b, *, value=1):
+    if not _is_complex(x, a, b):
+        return NotImplemented
+    product = _mul(a, b) if _is_complex(a, b) else a * b
+    return _complex(_pair(x) + value * _pair(product))
+
+
 def _index_select(x, dim, index):
     if not _is_complex(x):
         return NotImplemented
@@ -144,6 +151,7 @@ def _full_like(x, value, *, dtype=None, layout=None, device=None, pin_memory=Non
 COMPLEX_AS_REAL: dict = {
     aten.mul.Tensor: _mul,
     aten.add.Tensor: _add,
+    aten.addcmul.default: _addcmul,
     aten.index_select.default: _index_select,
     aten.select.int: _select,
     aten.gather.default: _gather,

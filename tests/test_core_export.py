@@ -118,6 +118,7 @@ def test_int8_export_streams_like_the_int8_engine(tmp_path):
     states = {r: (e.new_encoder_state(1), e.new_decoder_state(1)) for r, e in engines.items()}
     x = torch.randn(1, 2, 4 * model.ratio, generator=torch.Generator().manual_seed(1)) * 0.3
     mask = torch.ones(1, 2, dtype=torch.bool)
+    float32 = []
     for start in range(0, x.shape[-1], model.ratio):  # one latent frame a buffer: int8 GEMMs
         chunk = x[..., start : start + model.ratio]
         y_ts = ts.decode(ts.encode(chunk))
@@ -128,4 +129,6 @@ def test_int8_export_streams_like_the_int8_engine(tmp_path):
             dec, out[runtime] = engine.decode_step(dec, z)
             states[runtime] = (enc, dec)
         assert relative_error(y_ts, out["torchscript-int8"]) < 1e-5
-        assert relative_error(y_ts, out["torchscript"]) > 1e-5
+        float32.append(relative_error(y_ts, out["torchscript"]))
+    # over the stream: the first buffer is still all zeros (the spatial stage's delay)
+    assert max(float32) > 1e-5

@@ -94,6 +94,7 @@ class SpatialStage(nn.Module):
         n, fft, hop = cfg.channels, cfg.spatial_fft, cfg.spatial_hop
         hidden, bands = cfg.spatial_hidden, cfg.spatial_bands
         self.fft, self.hop = fft, hop
+        self.hidden = hidden
         # attributes: TorchScript cannot read module-level numbers
         self.floor = POWER_FLOOR
         self.max_boost = MAX_BOOST
@@ -129,7 +130,7 @@ class SpatialStage(nn.Module):
         self.present_delay = ContextBuffer(n, latency)  # aligns input audio with decoder output
         self.present_frames = ContextBuffer(n, fft - hop)
         self.decoded_frames = ContextBuffer(n, fft - hop)
-        self.history = ContextBuffer(n * self.max_delay, 2 * bins)  # slot only: `_decorrelate`
+        self.history = ContextBuffer(n * self.max_delay, bins * 2)  # slot only: `_shift_history`
         self.overlap_add = OverlapAddTail(n, fft - hop)
 
         # the network
@@ -192,44 +193,56 @@ class SpatialStage(nn.Module):
         shape = list(per_band.shape[:-1]) + [self.band_index.shape[0]]
         return torch.gather(per_band, -1, self.band_index.expand(shape))
 
+    def _complex_bins(self, per_band: Tensor) -> Tensor:
+        """Real [..., F, K] -> complex [..., F, bins]: a real factor of a complex spectrum,
+        expanded as complex (multiplying by a real tensor converts that tensor to a complex
+        copy first, one more pass; (r + 0i)(a + bi) is r a + r b i exactly)."""
+        return self._to_bins(torch.complex(per_band, torch.zeros_like(per_band)))
+
     def _gain_to(self, spec: Tensor, power: Tensor, most: float) -> Tensor:
         """Per-band amplitude gain [..., F, K] that brings `spec`'s band power to `power`, the
         power ratio at most `most` (clamped away from 0 too: sqrt's gradient there is infinite)."""
         ratio = (power + self.floor) / (self._band_power(spec) + self.floor)
         return ratio.clamp(1e-8, most).sqrt()
 
+    def _shift_history(
+        self, direct: Tensor, targets: Tensor, channels: int, states: list[Tensor]
+    ) -> Tensor:
+        """The decorrelator's history moves on by the frames of `direct` [B, C, F, bins], the
+        `targets` channels' direct sound; returns those channels' history and direct sound,
+        complex [B, C, max_delay + F, bins].
+
+        The state holds every channel's last frames as (real, imaginary) pairs
+        [N, max_delay, bins, 2], zeros for non-targets, so a channel that goes missing
+        mid-stream starts from a defined state; only the target rows are read and written (the
+        others shift in zeros), not an all-channel spectrum (at N=299 that cost ~10 ms a step)."""
+        b, c, f, bins = direct.shape
+        d = self.max_delay
+        state = states[self.history.sid].reshape(b, channels, d, bins, 2)
+        # view_as_real/complex without a permute (a permuted view_as_real's backward handed
+        # view_as_complex a gradient without a unit-stride last dimension)
+        full = torch.cat([torch.view_as_complex(state.index_select(1, targets)), direct], 2)
+        shift = min(f, d)  # every row moves on by f frames; non-targets take in zeros
+        shifted = F.pad(state[:, :, shift:], (0, 0, 0, 0, 0, shift))
+        shifted.index_copy_(1, targets, torch.view_as_real(full[:, :, f:]))
+        states[self.history.sid] = shifted.reshape(b, channels * d, bins * 2)
+        return full
+
     def _decorrelate(
         self, direct: Tensor, power: Tensor, targets: Tensor, channels: int, states: list[Tensor]
     ) -> Tensor:
         """A fixed all-pass per bin: each band delayed by 1-3 frames, each bin phase-rotated,
         then ducked so the fill never exceeds the direct sound's band power `power` (transients).
-
-        `direct` [B, C, F, bins] are the `targets` channels' direct sound. The history state
-        holds every channel's last frames as real and imaginary planes [N, delay, 2, bins], zeros
-        for non-targets, so a channel that goes missing mid-stream starts from a defined state;
-        only the target rows are read and written (the others shift in zeros), not an
-        all-channel spectrum (at N=299 that cost ~10 ms a step)."""
+        `direct` [B, C, F, bins] are the `targets` channels' direct sound."""
         b, c, f, bins = direct.shape
-        d = self.max_delay
-        state = states[self.history.sid].reshape(b, channels, d, 2, bins)
-        # real and imaginary planes (stack, not view_as_real + permute: the latter's backward
-        # hands view_as_complex a gradient without a unit-stride last dimension)
-        planes = torch.stack([direct.real, direct.imag], 3)  # [B, C, F, 2, bins]
-        full = torch.cat([state.index_select(1, targets), planes], 2)  # [B, C, d+F, 2, bins]
-        shift = min(f, d)  # every row moves on by f frames; non-targets take in zeros
-        shifted = F.pad(state[:, :, shift:], (0, 0, 0, 0, 0, shift))
-        shifted.index_copy_(1, targets, full[:, :, f:])
-        states[self.history.sid] = shifted.reshape(b, channels * d, 2 * bins)
+        full = self._shift_history(direct, targets, channels, states)
         # bin k's frame t is history frame t + max_delay - delay(k): one gather (three masked
         # products and sums over every bin ran 4.4 vs 0.6 ms at 149 targets)
-        start = d - self.bin_delay  # [bins]
+        start = self.max_delay - self.bin_delay  # [bins]
         index = torch.arange(f, device=full.device)[:, None] + start[None, :]  # [F, bins]
-        index = index[None, None, :, None, :].expand(b, c, f, 2, bins)
-        delayed = torch.gather(full, 2, index)
-        re, im = delayed[:, :, :, 0], delayed[:, :, :, 1]
-        cos, sin = self.decor_cos, self.decor_sin
-        fill = torch.complex(re * cos - im * sin, re * sin + im * cos)
-        return fill * self._to_bins(self._gain_to(fill, power, 1.0))
+        delayed = torch.gather(full, 2, index[None, None].expand(b, c, f, bins))
+        fill = delayed * torch.complex(self.decor_cos, self.decor_sin)
+        return fill * self._complex_bins(self._gain_to(fill, power, 1.0))
 
     def _sources(self, present: Tensor) -> Tensor:
         """[B, N] presence -> [B, N, S] source channels per target: the S = min(N, MAX_SOURCES)
@@ -244,6 +257,113 @@ class SpatialStage(nn.Module):
         return torch.topk(score, self.max_sources, dim=2).indices
 
     # ---- forward -----------------------------------------------------------------------------
+    def _context(
+        self, z: Tensor, pooled: Tensor, mean_power: Tensor, states: list[Tensor]
+    ) -> Tensor:
+        """Every channel's context [B, N, F, H] from the present channels' pooled features
+        [B, F, H] and mean log band powers [B, F, K], the latents and the channel embeddings,
+        through the temporal units."""
+        b, frames, _ = pooled.shape
+        n = self.embedding.shape[0]
+        emb = self.embedding[None, :, None, :].expand(b, n, frames, self.embedding.shape[1])
+        lat = self.latent(z.transpose(1, 2)).repeat_interleave(self.frames_per_latent, 1)
+        shared = torch.cat([pooled, lat, mean_power], -1)[:, None].expand(b, n, frames, -1)
+        ctx = self.target(torch.cat([shared, emb], -1))  # [B, N, F, H]
+        hidden = ctx.shape[-1]
+        seq = ctx.permute(0, 1, 3, 2).reshape(b, n * hidden, frames)
+        for unit in self.temporal:
+            seq = unit(seq, states)
+        return seq.reshape(b, n, hidden, frames).permute(0, 1, 3, 2)
+
+    def _direct(
+        self, x: Tensor, src: Tensor, ctx: Tensor, z: Tensor, present: Tensor, targets: Tensor
+    ) -> Tensor:
+        """The `targets` channels' direct sound [B, C, F, bins]: per (target c, source p) a
+        transform of the present channels' spectra x [B, N, F, bins] (features src [B, N, F, H];
+        the targets' context ctx [B, C, F, H]; the last F frames of the latents' cue levels),
+        over each target's `sources` present channels of highest learned affinity (all of them
+        for N <= 8)."""
+        b, n, frames, bins = x.shape
+        c = targets.shape[0]
+        hidden = src.shape[-1]
+        sources = self._sources(present).index_select(1, targets)  # [B, C, S]
+        s = sources.shape[-1]
+        flat = sources.reshape(b, c * s)
+        picked = torch.gather(src, 1, flat[:, :, None, None].expand(-1, -1, frames, hidden))
+        pair = self.act(
+            self.pair_target(ctx)[:, :, None]
+            + self.pair_source(picked.reshape(b, c, s, frames, hidden))
+        )  # [B, C, S, F, H]
+        log_gain, phase, logit = self.pair_out(pair).chunk(3, 4)  # [B, C, S, F, K] each
+        if self.cue_level is not None:  # [B, T/ratio, N*K] -> [B, C, 1, F, K], all sources
+            level = self.cue_level(z.transpose(1, 2)).repeat_interleave(self.frames_per_latent, 1)
+            level = level[:, level.shape[1] - frames :]
+            level = level.reshape(b, frames, n, -1).index_select(2, targets)
+            log_gain = log_gain + level.permute(0, 2, 1, 3)[:, :, None]
+        source_present = torch.gather(present, 1, flat).reshape(b, c, s)
+        logit = logit.masked_fill(~source_present[:, :, :, None, None], -1e4)
+        share = torch.softmax(logit, dim=2)  # over present sources, per band and frame
+        amp = share * torch.exp(log_gain.clamp(-12.0, 4.0))  # [B, C, S, F, K]
+        gain = torch.polar(amp, phase)  # complex [B, C, S, F, K]
+        # one source at a time (no [B, C, S, F, bins] tensor for large N); each target's source
+        # rows are picked by index_select on the flattened [B*N] rows, and the gain is one complex
+        # multiply-add (real/imag gathers with an index expanded over bins and frames, and four
+        # real products, ran a 299-channel stream at 0.23x RT; this: 0.35x)
+        rows = x.reshape(b * n, frames, bins)
+        offset = (torch.arange(b, device=x.device) * n)[:, None]  # [B, 1]
+        direct = torch.zeros([b, c, frames, bins], dtype=x.dtype, device=x.device)
+        for j in range(s):
+            picked_rows = (sources[:, :, j] + offset).reshape(-1)
+            src_j = rows.index_select(0, picked_rows).reshape(b, c, frames, bins)
+            direct = direct.addcmul(src_j, self._to_bins(gain[:, :, j]))  # [B, C, F, bins]
+        return direct
+
+    def _synthesis(self, frames_out: Tensor, states: list[Tensor]) -> Tensor:
+        """Synthesis-windowed frames [B, N, F, fft] -> overlap-added audio [B, N, F * hop]."""
+        b, n, frames, _ = frames_out.shape
+        # overlap-add: quarter q of frame f lands on hop block f + q (F.fold's col2im took
+        # 9.3 ms at 299 channels x 8 frames, these in-place adds 0.25 ms)
+        overlap = self.fft // self.hop
+        parts = frames_out.reshape(b, n, frames, overlap, self.hop)
+        buffer = frames_out.new_zeros(b, n, frames + overlap - 1, self.hop)
+        for q in range(overlap):
+            buffer[:, :, q : q + frames] += parts[:, :, :, q]
+        t = frames * self.hop
+        return self.overlap_add(buffer.reshape(b, n, t + self.fft - self.hop), t, states)
+
+    def _latent_only(
+        self, z: Tensor, x_framed: Tensor, dec_frames: Tensor, states: list[Tensor]
+    ) -> Tensor:
+        """No audio: every channel is the decoder's, and a spectrum that passes through the STFT
+        unchanged is its analysis frames x the synthesis window (no FFT pair). The stage still
+        runs what its state needs for later steps with audio, to the same values as the full
+        path: the temporal units (with no channel present, their input has nothing pooled) and
+        the decorrelator's history, the direct sound of the last `max_delay` frames (built from
+        whatever audio is still in the delay lines)."""
+        b, n, frames, _ = dec_frames.shape
+        present = torch.zeros(b, n, dtype=torch.bool, device=dec_frames.device)
+        pooled = dec_frames.new_zeros(b, frames, self.hidden)
+        ctx = self._context(z, pooled, dec_frames.new_zeros(b, frames, self.used_bands), states)
+        last = min(frames, self.max_delay)
+        tail = x_framed[..., x_framed.shape[-1] - (self.fft - self.hop + last * self.hop) :]
+        x = torch.fft.rfft(self._frames(tail), dim=-1)  # [B, N, last, bins]
+        src = self._features(self._log_power(x))
+        targets = torch.arange(n, device=x.device)
+        direct = self._direct(x, src, ctx[:, :, frames - last :], z, present, targets)
+        self._shift_history(direct, targets, n, states)
+        return self._synthesis(dec_frames * self.synthesis_window, states)
+
+    def _log_power(self, x: Tensor) -> Tensor:
+        """log10 band powers [B, N, F, K] of spectra [B, N, F, bins], centred on -50 dB and
+        scaled to ~unit range for the linear layers."""
+        return (torch.log10(self._band_power(x) + self.floor) + 5.0) / 3.0
+
+    def _features(self, log_power: Tensor) -> Tensor:
+        """Per channel and frame features [B, N, F, H] of log band powers [B, N, F, K]."""
+        b, n, frames, _ = log_power.shape
+        emb = self.embedding[None, :, None, :].expand(b, n, frames, self.embedding.shape[1])
+        return self.source(torch.cat([log_power, emb], -1))
+
     def forward(
         self,
         z: Tensor,
@@ -255,6 +375,7 @@ class SpatialStage(nn.Module):
         """z [B, D, T/ratio], decoded [B, N, T] (PQMF-delayed), audio [B, N, T] (raw input, only
         present channels used) and mask [B, N] or None (latent-only) -> [B, N, T]."""
         b, n, t = decoded.shape
+        latent_only = audio is None or mask is None
         if audio is None or mask is None:
             present = torch.zeros(b, n, dtype=torch.bool, device=decoded.device)
             audio = torch.zeros_like(decoded)
@@ -262,94 +383,48 @@ class SpatialStage(nn.Module):
             present = mask.to(torch.bool)
         audio = torch.where(present[:, :, None], audio, torch.zeros_like(audio))
         aligned = self.present_delay(audio, states)[..., :t]
-        x_frames = self._frames(self.present_frames(aligned, states))  # [B, N, F, fft]
-        x = torch.fft.rfft(x_frames, dim=-1)  # [B, N, F, bins]
+        x_framed = self.present_frames(aligned, states)
         dec_framed = self.decoded_frames(decoded, states)
-        frames = x.shape[2]
+        if latent_only:
+            return self._latent_only(z, x_framed, self._frames(dec_framed), states)
+        x_frames = self._frames(x_framed)  # [B, N, F, fft]
+        x = torch.fft.rfft(x_frames, dim=-1)  # [B, N, F, bins]
         m = present.to(decoded.dtype)  # [B, N]
         any_present = m.amax(1) > 0  # [B]
 
-        # features per frame
-        # log10 band powers, centred on -50 dB and scaled to ~unit range for the linear layers
-        log_power = (torch.log10(self._band_power(x) + self.floor) + 5.0) / 3.0  # [B, N, F, K]
-        emb = self.embedding[None, :, None, :].expand(b, n, frames, self.embedding.shape[1])
-        src = self.source(torch.cat([log_power, emb], -1))  # [B, N, F, H]
+        # features per frame, pooled over the present channels
+        log_power = self._log_power(x)  # [B, N, F, K]
+        src = self._features(log_power)  # [B, N, F, H]
         weights = m[:, :, None, None]
         count = m.sum(1).clamp(min=1.0)[:, None, None]
         pooled = (src * weights).sum(1) / count  # [B, F, H]
         mean_power = (log_power * weights).sum(1) / count  # [B, F, K]
-        lat = self.latent(z.transpose(1, 2)).repeat_interleave(self.frames_per_latent, 1)
-        shared = torch.cat([pooled, lat, mean_power], -1)[:, None].expand(b, n, frames, -1)
-        ctx = self.target(torch.cat([shared, emb], -1))  # [B, N, F, H]
-        hidden = ctx.shape[-1]
-        seq = ctx.permute(0, 1, 3, 2).reshape(b, n * hidden, frames)
-        for unit in self.temporal:
-            seq = unit(seq, states)
-        ctx = seq.reshape(b, n, hidden, frames).permute(0, 1, 3, 2)
+        ctx = self._context(z, pooled, mean_power, states)
 
-        # per (target c, source p) transform of the present channels, over each target's
-        # `sources` present channels of highest learned affinity (all of them for N <= 8). Only
-        # channels missing in some row are targets (all of them on the latent-only path): a
-        # present channel passes through, so building it would be thrown away.
+        # Only channels missing in some row are targets: a present channel passes through, so
+        # building it would be thrown away.
         targets = (~present).any(0).nonzero()[:, 0]  # [C]
-        c = targets.shape[0]
-        sources = self._sources(present).index_select(1, targets)  # [B, C, S]
-        s = sources.shape[-1]
-        flat = sources.reshape(b, c * s)
-        picked = torch.gather(src, 1, flat[:, :, None, None].expand(-1, -1, frames, hidden))
         ctx = ctx.index_select(1, targets)
-        pair = self.act(
-            self.pair_target(ctx)[:, :, None]
-            + self.pair_source(picked.reshape(b, c, s, frames, hidden))
-        )  # [B, C, S, F, H]
-        log_gain, phase, logit = self.pair_out(pair).chunk(3, 4)  # [B, C, S, F, K] each
-        if self.cue_level is not None:  # [B, T/ratio, N*K] -> [B, C, 1, F, K], all sources
-            level = self.cue_level(z.transpose(1, 2)).repeat_interleave(self.frames_per_latent, 1)
-            level = level.reshape(b, frames, n, -1).index_select(2, targets)
-            log_gain = log_gain + level.permute(0, 2, 1, 3)[:, :, None]
-        source_present = torch.gather(present, 1, flat).reshape(b, c, s)
-        logit = logit.masked_fill(~source_present[:, :, :, None, None], -1e4)
-        share = torch.softmax(logit, dim=2)  # over present sources, per band and frame
-        amp = share * torch.exp(log_gain.clamp(-12.0, 4.0))  # [B, C, S, F, K]
-        gain = torch.polar(amp, phase)  # complex [B, C, S, F, K]
-        # one source at a time (no [B, C, S, F, bins] tensor for large N); each target's source
-        # rows are picked by index_select on the flattened [B*N] rows, and the gain is one complex
-        # multiply (real/imag gathers with an index expanded over bins and frames, and four real
-        # products, ran a 299-channel stream at 0.23x RT; this: 0.35x)
-        bins = x.shape[3]
-        rows = x.reshape(b * n, frames, bins)
-        offset = (torch.arange(b, device=x.device) * n)[:, None]  # [B, 1]
-        direct = torch.zeros([b, c, frames, bins], dtype=x.dtype, device=x.device)
-        for j in range(s):
-            picked_rows = (sources[:, :, j] + offset).reshape(-1)
-            src_j = rows.index_select(0, picked_rows).reshape(b, c, frames, bins)
-            direct = direct + src_j * self._to_bins(gain[:, :, j])  # [B, C, F, bins]
-
+        direct = self._direct(x, src, ctx, z, present, targets)
         angle_logit, gate_logit = self.target_out(ctx).chunk(2, 3)  # [B, C, F, K] each
-        angle = self._to_bins(torch.sigmoid(angle_logit) * (math.pi / 2))
-        gate = self._to_bins(torch.sigmoid(gate_logit))
+        angle = torch.sigmoid(angle_logit) * (math.pi / 2)
         direct_power = self._band_power(direct)
         fill = self._decorrelate(direct, direct_power, targets, n, states)
         # the decoder's STFT for the target channels only (the others pass through)
         dec_t = self._rfft(self._frames(dec_framed.index_select(1, targets)))
-        mix = angle.cos() * direct + angle.sin() * fill + gate * dec_t
+        mix = self._complex_bins(angle.cos()) * direct
+        mix = mix.addcmul(self._complex_bins(angle.sin()), fill)
+        mix = mix.addcmul(self._complex_bins(torch.sigmoid(gate_logit)), dec_t)
         # the level is the direct sound's, whatever the mix: fill and decoder residual shape the
         # texture and coherence only, so the predicted gains alone set the level differences
-        inferred = mix * self._to_bins(self._gain_to(mix, direct_power, self.max_boost))
+        inferred = mix * self._complex_bins(self._gain_to(mix, direct_power, self.max_boost))
         built = torch.where(any_present[:, None, None, None], inferred, dec_t)
         keep_t = present.index_select(1, targets)[:, :, None, None]
         y_t = torch.where(keep_t, x.index_select(1, targets), built)
 
-        # overlap-add synthesis. A channel present in every row is its own STFT, so its frames
-        # are the analysis frames x the synthesis window (perfect reconstruction, no FFT pair);
-        # only the targets' spectra are inverted
+        # synthesis. A channel present in every row is its own STFT, so its frames are the
+        # analysis frames x the synthesis window (perfect reconstruction, no FFT pair); only the
+        # targets' spectra are inverted
         frames_out = x_frames * self.synthesis_window  # [B, N, F, fft]
         frames_out.index_copy_(1, targets, self._irfft(y_t))
-        # overlap-add: quarter q of frame f lands on hop block f + q (F.fold's col2im took
-        # 9.3 ms at 299 channels x 8 frames, these in-place adds 0.25 ms)
-        overlap = self.fft // self.hop
-        parts = frames_out.reshape(b, n, frames, overlap, self.hop)
-        buffer = frames_out.new_zeros(b, n, frames + overlap - 1, self.hop)
-        for q in range(overlap):
-            buffer[:, :, q : q + frames] += parts[:, :, :, q]
-        return self.overlap_add(buffer.reshape(b, n, t + self.fft - self.hop), t, states)
+        return self._synthesis(frames_out, states)
