@@ -1,7 +1,7 @@
 """Client process of the split-machine test: streams a file's present channels through the encoder
 and the latents into the decoder twice, latent-only and then with the present channels' audio
 beside the latents (the spatial stage), and reports both outputs and the services' counters after
-each as JSON.
+each as JSON; then a third time through the SDK's relayed pipeline (the encoder forwards).
 
     python tests/services_split_client.py ENCODER DECODER ENC_METRICS DEC_METRICS IN.npy OUT.npz PRESENT
 """
@@ -13,6 +13,8 @@ import sys
 import urllib.request
 
 import numpy as np
+from mcrave_client import DecoderClient, EncoderClient, Pipeline
+from mcrave_client.framing import iter_chunks
 from prometheus_client.parser import text_string_to_metric_families
 from services_helpers import config, decode, encode, with_audio
 
@@ -51,6 +53,12 @@ def main(argv: list[str]) -> int:
     outputs["spatial"] = y[lat : lat + len(x)]
     report["decoder_spatial"] = scrape(dec_metrics)
     report["audio_bytes"] = sum(len(c.audio) for c in spatial)
+    with Pipeline(EncoderClient(encoder), DecoderClient(decoder), relay=True) as pipeline:
+        stream = pipeline.stream("tiny", present_set, CHUNK, version=version)
+        blocks = [b.audio for b in stream.run(iter_chunks(x[:, list(present_set)].T, CHUNK))]
+    outputs["relayed"] = np.concatenate(blocks, axis=1).T[lat : lat + len(x)]
+    report["encoder_relayed"] = scrape(enc_metrics)
+    report["decoder_relayed"] = scrape(dec_metrics)
     np.savez(dst, **outputs)
     print(json.dumps(report))
     return 0

@@ -1,5 +1,6 @@
 """Encoder and decoder on separate "machines": own processes, own network namespaces joined by a
 veth pair (when root and `ip netns` work; loopback otherwise), the client in a third process.
+A third pass is relayed: the encoder forwards to the decoder across the link itself.
 
 From the services' own counters: the encoder received exactly frames x |present| x 4 bytes of
 audio; a latent-only decoder stream received only latents, a spatial one the latents plus the
@@ -63,23 +64,25 @@ def test_split_encoder_decoder_client(tmp_path: Path) -> None:
     with ExitStack() as stack:
         ns = _namespaces(stack)
         enc_prefix, dec_prefix, enc_ip, dec_ip = ns or ([], [], "127.0.0.1", "127.0.0.1")
-        servers = [
-            CliServer(
-                service,
-                models,
-                tmp_path / f"{service}.json",
-                prefix=tuple(prefix),
-                host=host,
-                extra=("--metrics-host", host),  # scraped from the other machine
+        # the decoder first: the encoder relays to it (--relay-to names its address)
+        servers = []
+        for service, prefix, host in (
+            ("decoder", dec_prefix, dec_ip),
+            ("encoder", enc_prefix, enc_ip),
+        ):
+            relay = ("--relay-to", f"{dec_ip}:{servers[0].wait_ready()['port']}") if servers else ()
+            servers.append(
+                CliServer(
+                    service,
+                    models,
+                    tmp_path / f"{service}.json",
+                    prefix=tuple(prefix),
+                    host=host,
+                    extra=("--metrics-host", host, *relay),  # scraped from the other machine
+                )
             )
-            for service, prefix, host in (
-                ("encoder", enc_prefix, enc_ip),
-                ("decoder", dec_prefix, dec_ip),
-            )
-        ]
-        for server in servers:
-            stack.callback(server.terminate)
-        enc, dec = (server.wait_ready() for server in servers)
+            stack.callback(servers[-1].terminate)
+        dec, enc = (server.wait_ready() for server in servers)
         # the client lives beside the encoder (the machine with the microphones) and reaches the
         # decoder across the veth link
         client = subprocess.run(
@@ -115,6 +118,10 @@ def test_split_encoder_decoder_client(tmp_path: Path) -> None:
     # padded to whole latent frames (20000 -> 20224 = 79 x ratio 256), none with the tail flush
     assert d2[latent] == 2 * report["latent_bytes"]
     assert d2[pcm] == report["audio_bytes"] == -(-len(x) // 256) * 256 * 1 * 4
+    # relayed (the encoder forwards to the decoder across the link): the same bytes once more
+    e3, d3 = report["encoder_relayed"], report["decoder_relayed"]
+    assert e3[pcm] == 2 * e[pcm]
+    assert d3[latent] == 3 * report["latent_bytes"] and d3[pcm] == 2 * report["audio_bytes"]
     engine = load_version(models / "tiny" / "1").engine
     out = np.load(tmp_path / "out.npz")
     threads = torch.get_num_threads()
@@ -126,5 +133,6 @@ def test_split_encoder_decoder_client(tmp_path: Path) -> None:
         torch.set_num_threads(threads)
     np.testing.assert_allclose(out["latent_only"].T, want_latent, atol=1e-4)  # --latent-only
     np.testing.assert_allclose(out["spatial"].T, want, atol=1e-4)  # mcrave infer
+    np.testing.assert_array_equal(out["relayed"], out["spatial"])
     if ns is None:
         pytest.skip("ran on loopback: network namespaces need root and `ip netns`")
