@@ -255,3 +255,35 @@ def test_client_cli_relays(servers, tmp_path) -> None:
         outputs.append(soundfile.read(tmp_path / name, dtype="float32")[0])
     assert np.array_equal(*outputs)
     wait_closed(enc, dec)
+
+
+def test_relay_to_a_decoder_that_wants_a_token(servers, tmp_path) -> None:
+    """The encoder presents its own --relay-token-file to the decoder; without it the decoder
+    refuses the Relay call and the client hears why."""
+    root = servers[0]
+    secret = "relay-secret-" + "x" * 16
+    (tmp_path / "token").write_text(secret)
+    dec = ServerThread(DECODER, root, token_file=str(tmp_path / "token"))
+    with_token = ServerThread(ENCODER, root, relay_to=(Connection(dec.target, token=secret),))
+    without = ServerThread(ENCODER, root, relay_to=(Connection(dec.target),))
+    x = audio(4096).T.copy()
+    chunks = [x[1:, i : i + CHUNK] for i in range(0, x.shape[1], CHUNK)]
+    try:
+        outputs = []
+        for encoder, relay in ((with_token, False), (with_token, True)):
+            decoder = DecoderClient(dec.target, token=secret)
+            with Pipeline(EncoderClient(encoder.target), decoder, relay=relay) as pipeline:
+                stream = pipeline.stream("tiny", (1,), CHUNK)
+                outputs.append(np.concatenate([b.audio for b in stream.run(chunks)], axis=1))
+        assert np.array_equal(*outputs)
+        decoder = DecoderClient(dec.target, token=secret)
+        with Pipeline(EncoderClient(without.target), decoder, relay=True) as pipeline:
+            stream = pipeline.stream("tiny", (1,), CHUNK)
+            with pytest.raises(ClientError) as caught:
+                list(stream.run(chunks))
+        assert caught.value.code == grpc.StatusCode.UNAUTHENTICATED
+        assert "relay to decoder" in str(caught.value)
+        wait_closed(dec, with_token, without)
+    finally:
+        for server in (with_token, without, dec):
+            server.stop()
