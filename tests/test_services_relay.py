@@ -229,6 +229,28 @@ def test_reader_cancel_ends_the_encoder_stream(servers) -> None:
     wait_closed(enc, dec)
 
 
+def test_encoder_cancel_ends_the_reader(servers) -> None:
+    """The client's encoder stream goes away mid-stream: the reader ends with UNAVAILABLE
+    `relay-lost` (retryable), and both servers free their slots."""
+    _, enc, dec, _ = servers
+    x = audio(2 * CHUNK)
+    with channel(dec.target) as dch, channel(enc.target) as ech:
+        reader = open_reader(dch)
+        encoder = OpenStream(encoder_pb2_grpc.EncoderServiceStub(ech).Encode, timeout=30)
+        encoder.send(encoder_pb2.EncodeRequest(config=relayed_config(decoder=dec.target)))
+        assert encoder.recv().WhichOneof("msg") == "started"
+        pcm = np.ascontiguousarray(x[:CHUNK, [1]]).tobytes()
+        encoder.send(encoder_pb2.EncodeRequest(chunk=stream_pb2.AudioChunk(seq=0, pcm=pcm)))
+        assert reader.recv().audio.ack == 0
+        encoder.cancel()
+        with pytest.raises(grpc.RpcError) as caught:
+            for _ in range(3):  # the encoder may see the input end before the cancel: a flush
+                assert not reader.recv().audio.final
+        code, text = status(caught.value)
+        assert code == grpc.StatusCode.UNAVAILABLE and text.startswith("relay-lost")
+    wait_closed(enc, dec)
+
+
 def test_relay_to_is_an_encoder_option(tmp_path, capsys) -> None:
     argv = ["serve", "decoder", "--models", str(tmp_path), "--relay-to", "127.0.0.1:50052"]
     assert cli.main(argv) == 2
