@@ -17,7 +17,7 @@ import grpc.aio
 from mcrave_client import protocol
 from mcrave_client.base import ServiceBase, retryable, stream_config
 from mcrave_client.errors import ClientError
-from mcrave_client.pipeline import PipelineStream, choose_model, join, relay_request
+from mcrave_client.pipeline import PipelineStream, StreamPlan, choose_model, join
 from mcrave_client.proto import (
     decoder_pb2_grpc,
     encoder_pb2_grpc,
@@ -295,16 +295,9 @@ class AsyncPipeline:
         latent_only: bool = False,
         relay: bool | str | None = None,
     ) -> PipelineStream:
-        present = tuple(present)
-        relay = self.relay if relay is None else relay
-        request = relay_request(relay, self.decoder.connection.target, latent_only)
+        plan = StreamPlan.of(self, present, latent_only, relay)
         encoder = await self.encoder.stream(
-            model,
-            present,
-            chunk_frames,
-            version,
-            keep_audio=not (latent_only or relay),
-            relay=request,
+            model, plan.present, chunk_frames, version, plan.keep_audio, plan.relay
         )
         bound = encoder.info.model
         try:
@@ -313,13 +306,13 @@ class AsyncPipeline:
                 chunk_frames,
                 bound.version,
                 seed,
-                () if latent_only else present,
-                relay_token=request.token if request else "",
+                plan.decoder_present,
+                plan.relay_token,
             )
         except BaseException:
             encoder.cancel()
             raise
-        return join(encoder, decoder, AsyncRelayedStream if request else None)
+        return join(encoder, decoder, AsyncRelayedStream if plan.relay else None)
 
     async def close(self) -> None:
         await self.encoder.close()

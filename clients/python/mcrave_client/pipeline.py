@@ -16,6 +16,7 @@ from __future__ import annotations
 import secrets
 import threading
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from mcrave_client.client import DecoderClient, EncoderClient
@@ -71,6 +72,35 @@ def relay_request(
         decoder=relay if isinstance(relay, str) else decoder_target,
         latent_only=latent_only,
     )
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    """How `Pipeline.stream` (sync or asyncio) opens its two streams."""
+
+    present: tuple[int, ...]
+    keep_audio: bool  # the encoder's replies carry their audio, for the decoder
+    decoder_present: tuple[int, ...]  # () = latent-only
+    relay: stream_pb2.Relay | None
+
+    @classmethod
+    def of(
+        cls, pipeline: Any, present: Iterable[int], latent_only: bool, relay: bool | str | None
+    ) -> StreamPlan:
+        """`relay` None: the pipeline's choice."""
+        present = tuple(present)
+        chosen = pipeline.relay if relay is None else relay
+        request = relay_request(chosen, pipeline.decoder.connection.target, latent_only)
+        return cls(
+            present,
+            keep_audio=not latent_only and request is None,
+            decoder_present=() if latent_only else present,
+            relay=request,
+        )
+
+    @property
+    def relay_token(self) -> str:
+        return self.relay.token if self.relay else ""
 
 
 class PipelineStream:
@@ -168,16 +198,9 @@ class Pipeline:
     ) -> PipelineStream:
         """`latent_only`: the decoder gets the latents alone (no present audio on the wire).
         `relay`: this stream's instead of the pipeline's (see `Pipeline`)."""
-        present = tuple(present)
-        relay = self.relay if relay is None else relay
-        request = relay_request(relay, self.decoder.connection.target, latent_only)
+        plan = StreamPlan.of(self, present, latent_only, relay)
         encoder = self.encoder.stream(
-            model,
-            present,
-            chunk_frames,
-            version,
-            keep_audio=not (latent_only or relay),
-            relay=request,
+            model, plan.present, chunk_frames, version, plan.keep_audio, plan.relay
         )
         bound = encoder.info.model
         try:
@@ -186,13 +209,13 @@ class Pipeline:
                 chunk_frames,
                 bound.version,
                 seed,
-                () if latent_only else present,
-                relay_token=request.token if request else "",
+                plan.decoder_present,
+                plan.relay_token,
             )
         except BaseException:
             encoder.cancel()
             raise
-        return join(encoder, decoder, RelayedStream if request else None)
+        return join(encoder, decoder, RelayedStream if plan.relay else None)
 
     def close(self) -> None:
         self.encoder.close()
