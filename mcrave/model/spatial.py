@@ -171,7 +171,8 @@ class SpatialStage(nn.Module):
     def _rfft(self, frames: Tensor) -> Tensor:
         """Windowed frames [B, C, F, fft] -> complex [B, C, F, bins], for any C >= 0: one row of
         zeros rides along (MKL's FFT refuses an empty batch, and a branch on the data-dependent
-        count of target channels would break the ONNX export)."""
+        count of target channels would break the ONNX export; so would forcing C >= 1, which
+        torch.export cannot prove)."""
         pad = frames.new_zeros(frames.shape[0], 1, frames.shape[2], frames.shape[3])
         return torch.fft.rfft(torch.cat([frames, pad], 1), dim=-1)[:, : frames.shape[1]]
 
@@ -181,6 +182,14 @@ class SpatialStage(nn.Module):
         pad = torch.zeros(shape, dtype=spec.dtype, device=spec.device)
         frames = torch.fft.irfft(torch.cat([spec, pad], 1), n=self.fft, dim=-1)
         return frames[:, : spec.shape[1]] * self.synthesis_window
+
+    def _rows(self, x: Tensor, index: Tensor) -> Tensor:
+        """x [B, N, ...] -> [B, C, ...]: row b holds x[b, index[b, c]] for index [B, C] (an
+        index_select on the flattened [B*N] rows: a complex one along dim 1 ran 7x slower)."""
+        b, n = x.shape[0], x.shape[1]
+        rows = (torch.arange(b, device=x.device) * n)[:, None] + index
+        picked = x.reshape([b * n] + list(x.shape[2:])).index_select(0, rows.reshape(-1))
+        return picked.reshape([b, index.shape[1]] + list(x.shape[2:]))
 
     def _band_power(self, spec: Tensor) -> Tensor:
         """complex [..., F, bins] -> mean power per band [..., F, K]."""
@@ -265,10 +274,17 @@ class SpatialStage(nn.Module):
         through the temporal units."""
         b, frames, _ = pooled.shape
         n = self.embedding.shape[0]
-        emb = self.embedding[None, :, None, :].expand(b, n, frames, self.embedding.shape[1])
         lat = self.latent(z.transpose(1, 2)).repeat_interleave(self.frames_per_latent, 1)
-        shared = torch.cat([pooled, lat, mean_power], -1)[:, None].expand(b, n, frames, -1)
-        ctx = self.target(torch.cat([shared, emb], -1))  # [B, N, F, H]
+        shared = torch.cat([pooled, lat, mean_power], -1)  # [B, F, 2H + K]
+        # the first layer of `target` over [shared, embedding], as the sum of its two parts: the
+        # shared part once per frame, the embedding's once per channel (not a [B, N, F, 2H+K+E]
+        # input through one GEMM)
+        split = shared.shape[-1]
+        weight, bias = self.target[0].weight, self.target[0].bias
+        per_frame = F.linear(shared, weight[:, :split], bias)  # [B, F, H]
+        per_channel = F.linear(self.embedding, weight[:, split:])  # [N, H]
+        hidden_in = self.target[1](per_frame[:, None] + per_channel[None, :, None])
+        ctx = self.target[2](hidden_in)  # [B, N, F, H]
         hidden = ctx.shape[-1]
         seq = ctx.permute(0, 1, 3, 2).reshape(b, n * hidden, frames)
         for unit in self.temporal:
@@ -289,10 +305,12 @@ class SpatialStage(nn.Module):
         sources = self._sources(present).index_select(1, targets)  # [B, C, S]
         s = sources.shape[-1]
         flat = sources.reshape(b, c * s)
-        picked = torch.gather(src, 1, flat[:, :, None, None].expand(-1, -1, frames, hidden))
+        # pair_source is linear, so it commutes with picking each target's sources: one row per
+        # channel, not per (target, source) pair
+        projected = self.pair_source(src)  # [B, N, F, H]
+        picked = torch.gather(projected, 1, flat[:, :, None, None].expand(-1, -1, frames, hidden))
         pair = self.act(
-            self.pair_target(ctx)[:, :, None]
-            + self.pair_source(picked.reshape(b, c, s, frames, hidden))
+            self.pair_target(ctx)[:, :, None] + picked.reshape(b, c, s, frames, hidden)
         )  # [B, C, S, F, H]
         log_gain, phase, logit = self.pair_out(pair).chunk(3, 4)  # [B, C, S, F, K] each
         if self.cue_level is not None:  # [B, T/ratio, N*K] -> [B, C, 1, F, K], all sources
@@ -309,13 +327,10 @@ class SpatialStage(nn.Module):
         # rows are picked by index_select on the flattened [B*N] rows, and the gain is one complex
         # multiply-add (real/imag gathers with an index expanded over bins and frames, and four
         # real products, ran a 299-channel stream at 0.23x RT; this: 0.35x)
-        rows = x.reshape(b * n, frames, bins)
-        offset = (torch.arange(b, device=x.device) * n)[:, None]  # [B, 1]
         direct = torch.zeros([b, c, frames, bins], dtype=x.dtype, device=x.device)
         for j in range(s):
-            picked_rows = (sources[:, :, j] + offset).reshape(-1)
-            src_j = rows.index_select(0, picked_rows).reshape(b, c, frames, bins)
-            direct = direct.addcmul(src_j, self._to_bins(gain[:, :, j]))  # [B, C, F, bins]
+            src_j = self._rows(x, sources[:, :, j])  # [B, C, F, bins]
+            direct = direct.addcmul(src_j, self._to_bins(gain[:, :, j]))
         return direct
 
     def _synthesis(self, frames_out: Tensor, states: list[Tensor]) -> Tensor:
@@ -420,7 +435,7 @@ class SpatialStage(nn.Module):
         inferred = mix * self._complex_bins(self._gain_to(mix, direct_power, self.max_boost))
         built = torch.where(any_present[:, None, None, None], inferred, dec_t)
         keep_t = present.index_select(1, targets)[:, :, None, None]
-        y_t = torch.where(keep_t, x.index_select(1, targets), built)
+        y_t = torch.where(keep_t, self._rows(x, targets[None].expand(b, -1)), built)
 
         # synthesis. A channel present in every row is its own STFT, so its frames are the
         # analysis frames x the synthesis window (perfect reconstruction, no FFT pair); only the
