@@ -10,7 +10,7 @@ import grpc
 import numpy as np
 from mcrave_client.proto import decoder_pb2, decoder_pb2_grpc, stream_pb2
 
-from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.errors import FailedPrecondition, InvalidArgument, Unavailable
 from services.common.limits import FLOAT_BYTES
 from services.common.model_service import stream_started
 from services.common.oip import SERVICE_NAME as OIP_SERVICE
@@ -196,10 +196,18 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServiceServicer):
 
 
 async def _alive(requests: AsyncIterator, waiting: Waiting) -> AsyncIterator:
-    """A feeder's requests, refused once its reader has gone."""
+    """A feeder's requests, refused once its reader has gone. They end cleanly only after the
+    encoder's `final` chunk: a call that ends without one was cut (a cancelled call can look like
+    a half-close to the server), and its reader must not take the cut for the end of the audio."""
+    final = False
     async for request in requests:
         waiting.check_alive()
+        final = request.WhichOneof("msg") == "chunk" and request.chunk.final
         yield request
+    if not final:
+        raise Unavailable(
+            "the encoder relaying this stream stopped before its final chunk", "relay-lost"
+        )
 
 
 def _register(server: grpc.aio.Server, runtime: Runtime, cfg: ServerConfig) -> None:

@@ -44,6 +44,8 @@ class DecoderServiceServicer(object):
         """Called by an encoder, not by clients: a first `config` with only `relay.token` (and `present`,
         which replaces the waiting stream's) joins the Decode stream opened with that token; then
         latent chunks (and `present` updates) as on a Decode stream, whose replies go to that stream.
+        It ends cleanly only after a `final` chunk (the encoder's tail flush): a call that ends
+        without one ends the waiting stream with UNAVAILABLE `relay-lost`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
