@@ -330,7 +330,7 @@ class SpatialStage(nn.Module):
         direct = torch.zeros([b, c, frames, bins], dtype=x.dtype, device=x.device)
         for j in range(s):
             src_j = self._rows(x, sources[:, :, j])  # [B, C, F, bins]
-            direct = direct.addcmul(src_j, self._to_bins(gain[:, :, j]))
+            direct.addcmul_(src_j, self._to_bins(gain[:, :, j]))  # in place: not saved
         return direct
 
     def _synthesis(self, frames_out: Tensor, states: list[Tensor]) -> Tensor:
