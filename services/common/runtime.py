@@ -144,7 +144,7 @@ class Runtime:
 
     def count_bytes_in(self, model: str, kind: str, nbytes: int) -> None:
         """Bytes of a second payload in the same chunk (its seconds already counted)."""
-        asyncio.get_running_loop().call_soon(self.metrics.bytes_in.labels(model, kind).inc, nbytes)
+        asyncio.get_running_loop().call_soon(self._count_bytes_in, model, kind, nbytes)
 
     def count_out(self, model: str, kind: str, nbytes: int, audio_s: float, started: float) -> None:
         elapsed = time.perf_counter() - started
@@ -155,6 +155,9 @@ class Runtime:
         m.chunks_in.labels(model).inc()
         m.bytes_in.labels(model, kind).inc(nbytes)
         m.audio_in.labels(model).inc(audio_s)
+
+    def _count_bytes_in(self, model: str, kind: str, nbytes: int) -> None:
+        self.metrics.bytes_in.labels(model, kind).inc(nbytes)
 
     def _count_out(
         self, model: str, kind: str, nbytes: int, audio_s: float, elapsed: float
