@@ -118,6 +118,8 @@ class SpatialStage(nn.Module):
         ola = sum((window * synthesis).roll(s * hop) for s in range(fft // hop))
         self.register_buffer("window", window, persistent=False)
         self.register_buffer("synthesis_window", synthesis / ola, persistent=False)
+        # a channel passing through is its analysis frames x the synthesis window: one product
+        self.register_buffer("passthrough_window", window * synthesis / ola, persistent=False)
         gen = torch.Generator().manual_seed(0x5A7)
         theta = torch.rand(bins, generator=gen) * 2 * math.pi
         self.register_buffer("decor_cos", theta.cos(), persistent=False)
@@ -168,13 +170,17 @@ class SpatialStage(nn.Module):
         hop, 2 hop, ...)."""
         return framed.unfold(-1, self.fft, self.hop) * self.window
 
-    def _rfft(self, frames: Tensor) -> Tensor:
-        """Windowed frames [B, C, F, fft] -> complex [B, C, F, bins], for any C >= 0: one row of
-        zeros rides along (MKL's FFT refuses an empty batch, and a branch on the data-dependent
-        count of target channels would break the ONNX export; so would forcing C >= 1, which
-        torch.export cannot prove)."""
+    def _rfft_and_zero_row(self, frames: Tensor) -> Tensor:
+        """Windowed frames [B, C, F, fft] -> complex [B, C + 1, F, bins], for any C >= 0: the last
+        row is zeros (MKL's FFT refuses an empty batch, and a branch on the data-dependent count
+        of channels would break the ONNX export; so would forcing C >= 1, which torch.export
+        cannot prove). The zero row also stands in for sources that are present nowhere."""
         pad = frames.new_zeros(frames.shape[0], 1, frames.shape[2], frames.shape[3])
-        return torch.fft.rfft(torch.cat([frames, pad], 1), dim=-1)[:, : frames.shape[1]]
+        return torch.fft.rfft(torch.cat([frames, pad], 1), dim=-1)
+
+    def _rfft(self, frames: Tensor) -> Tensor:
+        """Windowed frames [B, C, F, fft] -> complex [B, C, F, bins], any C >= 0."""
+        return self._rfft_and_zero_row(frames)[:, : frames.shape[1]]
 
     def _irfft(self, spec: Tensor) -> Tensor:
         """complex [B, C, F, bins] -> synthesis-windowed frames [B, C, F, fft], any C >= 0."""
@@ -239,10 +245,12 @@ class SpatialStage(nn.Module):
 
     def _decorrelate(
         self, direct: Tensor, power: Tensor, targets: Tensor, channels: int, states: list[Tensor]
-    ) -> Tensor:
+    ) -> tuple[Tensor, Tensor]:
         """A fixed all-pass per bin: each band delayed by 1-3 frames, each bin phase-rotated,
         then ducked so the fill never exceeds the direct sound's band power `power` (transients).
-        `direct` [B, C, F, bins] are the `targets` channels' direct sound."""
+        `direct` [B, C, F, bins] are the `targets` channels' direct sound. Returns the fill before
+        ducking and the ducking gain per band [B, C, F, K]: the caller folds that gain into the
+        fill's mixing coefficient (one pass over the spectrum fewer)."""
         b, c, f, bins = direct.shape
         full = self._shift_history(direct, targets, channels, states)
         # bin k's frame t is history frame t + max_delay - delay(k): one gather (three masked
@@ -251,7 +259,7 @@ class SpatialStage(nn.Module):
         index = torch.arange(f, device=full.device)[:, None] + start[None, :]  # [F, bins]
         delayed = torch.gather(full, 2, index[None, None].expand(b, c, f, bins))
         fill = delayed * torch.complex(self.decor_cos, self.decor_sin)
-        return fill * self._complex_bins(self._gain_to(fill, power, 1.0))
+        return fill, self._gain_to(fill, power, 1.0)
 
     def _sources(self, present: Tensor) -> Tensor:
         """[B, N] presence -> [B, N, S] source channels per target: the S = min(N, MAX_SOURCES)
@@ -292,23 +300,33 @@ class SpatialStage(nn.Module):
         return seq.reshape(b, n, hidden, frames).permute(0, 1, 3, 2)
 
     def _direct(
-        self, x: Tensor, src: Tensor, ctx: Tensor, z: Tensor, present: Tensor, targets: Tensor
+        self,
+        x: Tensor,
+        src: Tensor,
+        slot: Tensor,
+        ctx: Tensor,
+        z: Tensor,
+        present: Tensor,
+        targets: Tensor,
     ) -> Tensor:
         """The `targets` channels' direct sound [B, C, F, bins]: per (target c, source p) a
-        transform of the present channels' spectra x [B, N, F, bins] (features src [B, N, F, H];
-        the targets' context ctx [B, C, F, H]; the last F frames of the latents' cue levels),
-        over each target's `sources` present channels of highest learned affinity (all of them
-        for N <= 8)."""
-        b, n, frames, bins = x.shape
+        transform of the source spectra x [B, R, F, bins] (channel p's row is slot[p]; features
+        src [B, R, F, H]; the targets' context ctx [B, C, F, H]; the last F frames of the
+        latents' cue levels), over each target's `sources` present channels of highest learned
+        affinity (all of them for N <= 8)."""
+        b, frames, bins = x.shape[0], x.shape[2], x.shape[3]
+        n = present.shape[1]
         c = targets.shape[0]
         hidden = src.shape[-1]
-        sources = self._sources(present).index_select(1, targets)  # [B, C, S]
+        sources = self._sources(present).index_select(1, targets)  # [B, C, S] channels
         s = sources.shape[-1]
         flat = sources.reshape(b, c * s)
+        rows = slot.index_select(0, flat.reshape(-1)).reshape(b, c, s)  # their rows in x, src
         # pair_source is linear, so it commutes with picking each target's sources: one row per
-        # channel, not per (target, source) pair
-        projected = self.pair_source(src)  # [B, N, F, H]
-        picked = torch.gather(projected, 1, flat[:, :, None, None].expand(-1, -1, frames, hidden))
+        # source, not per (target, source) pair
+        projected = self.pair_source(src)  # [B, R, F, H]
+        index = rows.reshape(b, c * s)[:, :, None, None].expand(-1, -1, frames, hidden)
+        picked = torch.gather(projected, 1, index)
         pair = self.act(
             self.pair_target(ctx)[:, :, None] + picked.reshape(b, c, s, frames, hidden)
         )  # [B, C, S, F, H]
@@ -329,7 +347,7 @@ class SpatialStage(nn.Module):
         # real products, ran a 299-channel stream at 0.23x RT; this: 0.35x)
         direct = torch.zeros([b, c, frames, bins], dtype=x.dtype, device=x.device)
         for j in range(s):
-            src_j = self._rows(x, sources[:, :, j])  # [B, C, F, bins]
+            src_j = self._rows(x, rows[:, :, j])  # [B, C, F, bins]
             direct.addcmul_(src_j, self._to_bins(gain[:, :, j]))  # in place: not saved
         return direct
 
@@ -362,10 +380,10 @@ class SpatialStage(nn.Module):
         last = min(frames, self.max_delay)
         tail = x_framed[..., x_framed.shape[-1] - (self.fft - self.hop + last * self.hop) :]
         x = torch.fft.rfft(self._frames(tail), dim=-1)  # [B, N, last, bins]
-        src = self._features(self._log_power(x))
-        targets = torch.arange(n, device=x.device)
-        direct = self._direct(x, src, ctx[:, :, frames - last :], z, present, targets)
-        self._shift_history(direct, targets, n, states)
+        every = torch.arange(n, device=x.device)
+        src = self._features(self._log_power(x), every)
+        direct = self._direct(x, src, every, ctx[:, :, frames - last :], z, present, every)
+        self._shift_history(direct, every, n, states)
         return self._synthesis(dec_frames * self.synthesis_window, states)
 
     def _log_power(self, x: Tensor) -> Tensor:
@@ -373,10 +391,12 @@ class SpatialStage(nn.Module):
         scaled to ~unit range for the linear layers."""
         return (torch.log10(self._band_power(x) + self.floor) + 5.0) / 3.0
 
-    def _features(self, log_power: Tensor) -> Tensor:
-        """Per channel and frame features [B, N, F, H] of log band powers [B, N, F, K]."""
-        b, n, frames, _ = log_power.shape
-        emb = self.embedding[None, :, None, :].expand(b, n, frames, self.embedding.shape[1])
+    def _features(self, log_power: Tensor, channels: Tensor) -> Tensor:
+        """Per row and frame features [B, R, F, H] of log band powers [B, R, F, K], row r being
+        channel channels[r]."""
+        b, r, frames, _ = log_power.shape
+        emb = self.embedding.index_select(0, channels)
+        emb = emb[None, :, None, :].expand(b, r, frames, emb.shape[1])
         return self.source(torch.cat([log_power, emb], -1))
 
     def forward(
@@ -402,44 +422,56 @@ class SpatialStage(nn.Module):
         dec_framed = self.decoded_frames(decoded, states)
         if latent_only:
             return self._latent_only(z, x_framed, self._frames(dec_framed), states)
-        x_frames = self._frames(x_framed)  # [B, N, F, fft]
-        x = torch.fft.rfft(x_frames, dim=-1)  # [B, N, F, bins]
         m = present.to(decoded.dtype)  # [B, N]
         any_present = m.amax(1) > 0  # [B]
 
+        # Spectra and features of the channels present in some row only (the others could only
+        # be sources of weight 0), plus one zero row standing in for sources present nowhere:
+        # channel p is row slot[p]
+        present_somewhere = present.any(0).nonzero()[:, 0]  # [P]
+        p = present_somewhere.shape[0]
+        slot = torch.full([n], p, dtype=torch.long, device=decoded.device)
+        slot = slot.index_copy(0, present_somewhere, torch.arange(p, device=decoded.device))
+        x = self._rfft_and_zero_row(self._frames(x_framed.index_select(1, present_somewhere)))
+        channel_of_row = torch.cat([present_somewhere, present_somewhere.new_zeros(1)])
         # features per frame, pooled over the present channels
-        log_power = self._log_power(x)  # [B, N, F, K]
-        src = self._features(log_power)  # [B, N, F, H]
-        weights = m[:, :, None, None]
+        log_power = self._log_power(x)  # [B, P + 1, F, K]
+        src = self._features(log_power, channel_of_row)  # [B, P + 1, F, H]
+        weights = m.index_select(1, present_somewhere)[:, :, None, None]
         count = m.sum(1).clamp(min=1.0)[:, None, None]
-        pooled = (src * weights).sum(1) / count  # [B, F, H]
-        mean_power = (log_power * weights).sum(1) / count  # [B, F, K]
+        pooled = (src[:, :p] * weights).sum(1) / count  # [B, F, H]
+        mean_power = (log_power[:, :p] * weights).sum(1) / count  # [B, F, K]
         ctx = self._context(z, pooled, mean_power, states)
 
         # Only channels missing in some row are targets: a present channel passes through, so
         # building it would be thrown away.
         targets = (~present).any(0).nonzero()[:, 0]  # [C]
         ctx = ctx.index_select(1, targets)
-        direct = self._direct(x, src, ctx, z, present, targets)
+        direct = self._direct(x, src, slot, ctx, z, present, targets)
         angle_logit, gate_logit = self.target_out(ctx).chunk(2, 3)  # [B, C, F, K] each
         angle = torch.sigmoid(angle_logit) * (math.pi / 2)
         direct_power = self._band_power(direct)
-        fill = self._decorrelate(direct, direct_power, targets, n, states)
+        fill, ducking = self._decorrelate(direct, direct_power, targets, n, states)
         # the decoder's STFT for the target channels only (the others pass through)
         dec_t = self._rfft(self._frames(dec_framed.index_select(1, targets)))
-        mix = self._complex_bins(angle.cos()) * direct
-        mix = mix.addcmul(self._complex_bins(angle.sin()), fill)
-        mix = mix.addcmul(self._complex_bins(torch.sigmoid(gate_logit)), dec_t)
+        # per-band coefficients; a row with nothing present takes the decoder's spectrum as it is
+        # (coefficients 0, 0, 1 and level 1: exact), which spares a select over the spectrum
+        on = any_present[:, None, None, None]
+        zero, one = torch.zeros_like(angle), torch.ones_like(angle)
+        mix = self._complex_bins(torch.where(on, angle.cos(), zero)) * direct
+        mix = mix.addcmul(self._complex_bins(torch.where(on, angle.sin() * ducking, zero)), fill)
+        mix = mix.addcmul(self._complex_bins(torch.where(on, torch.sigmoid(gate_logit), one)), dec_t)
         # the level is the direct sound's, whatever the mix: fill and decoder residual shape the
         # texture and coherence only, so the predicted gains alone set the level differences
-        inferred = mix * self._complex_bins(self._gain_to(mix, direct_power, self.max_boost))
-        built = torch.where(any_present[:, None, None, None], inferred, dec_t)
+        level = torch.where(on, self._gain_to(mix, direct_power, self.max_boost), one)
+        built = mix * self._complex_bins(level)
         keep_t = present.index_select(1, targets)[:, :, None, None]
-        y_t = torch.where(keep_t, self._rows(x, targets[None].expand(b, -1)), built)
+        own = self._rows(x, slot.index_select(0, targets)[None].expand(b, -1))
+        y_t = torch.where(keep_t, own, built)
 
         # synthesis. A channel present in every row is its own STFT, so its frames are the
         # analysis frames x the synthesis window (perfect reconstruction, no FFT pair); only the
         # targets' spectra are inverted
-        frames_out = x_frames * self.synthesis_window  # [B, N, F, fft]
+        frames_out = x_framed.unfold(-1, self.fft, self.hop) * self.passthrough_window
         frames_out.index_copy_(1, targets, self._irfft(y_t))
         return self._synthesis(frames_out, states)
