@@ -460,7 +460,9 @@ class SpatialStage(nn.Module):
         zero, one = torch.zeros_like(angle), torch.ones_like(angle)
         mix = self._complex_bins(torch.where(on, angle.cos(), zero)) * direct
         mix = mix.addcmul(self._complex_bins(torch.where(on, angle.sin() * ducking, zero)), fill)
-        mix = mix.addcmul(self._complex_bins(torch.where(on, torch.sigmoid(gate_logit), one)), dec_t)
+        mix = mix.addcmul(
+            self._complex_bins(torch.where(on, torch.sigmoid(gate_logit), one)), dec_t
+        )
         # the level is the direct sound's, whatever the mix: fill and decoder residual shape the
         # texture and coherence only, so the predicted gains alone set the level differences
         level = torch.where(on, self._gain_to(mix, direct_power, self.max_boost), one)
