@@ -70,11 +70,18 @@ class BandCues(nn.Module):
     def forward(self, audio: Tensor, present: Tensor, states: list[Tensor]) -> Tensor:
         """audio [B, N, T] (absent channels already zero), present [B, N] bool."""
         b, n, _ = audio.shape
-        frames = self.context(audio, states).unfold(-1, self.fft, self.hop)  # [B, N, F, fft]
+        framed = self.context(audio, states)
         m = present.to(audio.dtype)
         count_present = m.sum(1).clamp(min=1.0)
-        mean = (frames * m[:, :, None, None]).sum(1) / count_present[:, None, None]
-        power = self._band_power(frames) * m[:, :, None, None]  # [B, N, K, F]
+        # spectra of the channels present in some row only: an absent one's power is zero
+        # whatever its frames hold (at N=299 with half present, half the FFTs)
+        rows = present.any(0).nonzero()[:, 0]  # [P]
+        frames = framed.index_select(1, rows).unfold(-1, self.fft, self.hop)  # [B, P, F, fft]
+        m_rows = m.index_select(1, rows)[:, :, None, None]
+        mean = (frames * m_rows).sum(1) / count_present[:, None, None]
+        power_rows = self._band_power(frames) * m_rows  # [B, P, K, F]
+        power = power_rows.new_zeros([b, n] + list(power_rows.shape[2:]))
+        power = power.index_copy(1, rows, power_rows)  # [B, N, K, F]
         # a floor RELATIVE_FLOOR below the frame's mean band power, shared by all channels: in
         # near-silent bands (above an encoder's lowpass) every channel sits at the floor, so
         # their level difference is 0, not the ratio of two noises
