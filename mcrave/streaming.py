@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from mcrave.config import DEFAULT_RUNTIME
+from mcrave.memory import retain_freed_memory
 from mcrave.model import MCRave
 from mcrave.model.layers import remove_weight_norm
 from mcrave.runtime import step_modules
@@ -91,6 +92,7 @@ class StreamingEngine:
         device: str | torch.device | None = None,
         runtime: str = DEFAULT_RUNTIME,
     ) -> None:
+        retain_freed_memory()  # steps reuse their intermediates' pages (mcrave.memory)
         self.device = pick_device(device)
         self.model = inference_copy(model).to(self.device)
         self.runtime = runtime

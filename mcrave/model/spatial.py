@@ -201,12 +201,15 @@ class SpatialStage(nn.Module):
         return frames[:, : spec.shape[1]] * self.synthesis_window
 
     def _rows(self, x: Tensor, index: Tensor) -> Tensor:
-        """x [B, N, ...] -> [B, C, ...]: row b holds x[b, index[b, c]] for index [B, C] (an
-        index_select on the flattened [B*N] rows: a complex one along dim 1 ran 7x slower)."""
+        """Complex x [B, N, F, bins] -> [B, C, F, bins]: row b holds x[b, index[b, c]] for index
+        [B, C]. An index_select on the flattened [B*N] rows (a complex one along dim 1 ran 7x
+        slower), of the real view (the complex kernel copies element by element: 0.28 vs 0.09
+        ms for 149 rows of 8 x 513)."""
         b, n = x.shape[0], x.shape[1]
         rows = (torch.arange(b, device=x.device) * n)[:, None] + index
-        picked = x.reshape([b * n] + list(x.shape[2:])).index_select(0, rows.reshape(-1))
-        return picked.reshape([b, index.shape[1]] + list(x.shape[2:]))
+        real = torch.view_as_real(x).reshape([b * n] + list(x.shape[2:]) + [2])
+        picked = real.index_select(0, rows.reshape(-1))
+        return torch.view_as_complex(picked).reshape([b, index.shape[1]] + list(x.shape[2:]))
 
     def _band_power(self, spec: Tensor) -> Tensor:
         """complex [..., F, bins] -> mean power per band [..., F, K]."""
