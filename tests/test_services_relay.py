@@ -312,3 +312,37 @@ def test_relay_to_a_decoder_that_wants_a_token(servers, tmp_path) -> None:
     finally:
         for server in (with_token, without, dec):
             server.stop()
+
+
+def established_to(port: int) -> set[int]:
+    """Local ports of this machine's established TCP connections to `port` (/proc/net/tcp*)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                local, remote, state = fields[1], fields[2], fields[3]
+                if state == "01" and int(remote.rsplit(":", 1)[1], 16) == port:
+                    found.add(int(local.rsplit(":", 1)[1], 16))
+    return found
+
+
+def test_stopping_an_encoder_closes_its_relay_connections(servers) -> None:
+    root = servers[0]
+    # a decoder of its own: gRPC shares connections between channels of one process, so another
+    # encoder relaying to the same decoder would keep the connection up
+    dec = ServerThread(DECODER, root)
+    enc = ServerThread(ENCODER, root, relay_to=(Connection(dec.target),))
+    try:
+        with Pipeline(EncoderClient(enc.target), DecoderClient(dec.target), relay=True) as pipeline:
+            x = audio(2 * CHUNK).T.copy()
+            list(pipeline.stream("tiny", (1,), CHUNK, relay=True).run([x[(1,), :CHUNK]]))
+        relay = established_to(dec.port)  # the relay's (the client's has closed) or none
+        enc.stop()
+        assert relay, "the relayed stream left no connection to the decoder"
+        deadline = time.monotonic() + 5
+        while established_to(dec.port) & relay:
+            assert time.monotonic() < deadline, "the stopped encoder kept its relay connection"
+            time.sleep(0.05)
+    finally:
+        dec.stop()

@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from wsgiref.simple_server import WSGIServer
@@ -78,13 +78,17 @@ class ServerConfig(Endpoint):
     relay_to: tuple[Connection, ...] = ()  # encoder: the decoders it may relay streams to
 
 
+Closer = Callable[[], Awaitable[None]]  # releases what a service holds beyond its servicers
+
+
 @dataclass(frozen=True)
 class ServiceDef:
     """What one service adds to the shared bootstrap."""
 
     name: str  # "encoder" | "decoder"
     full_name: str  # e.g. "mcrave.v1.EncoderService" (health + reflection)
-    register: Callable[[grpc.aio.Server, Runtime, ServerConfig], None]
+    # adds the servicers; returns what to release once the server has stopped, if anything
+    register: Callable[[grpc.aio.Server, Runtime, ServerConfig], Closer | None]
     also_serves: tuple[str, ...] = ()  # other services `register` adds (health + reflection)
 
 
@@ -226,6 +230,7 @@ class RunningServer:
     grpc: GrpcServer
     runtime: Runtime
     _watch: asyncio.Task
+    _closers: list[Closer]
 
     @property
     def port(self) -> int:
@@ -245,6 +250,8 @@ class RunningServer:
         await self.grpc.stop(grace_s)
         self._watch.cancel()
         self.runtime.close()
+        for close in self._closers:
+            await close()
 
 
 async def start_server(cfg: ServerConfig, service: ServiceDef) -> RunningServer:
@@ -261,9 +268,12 @@ async def start_server(cfg: ServerConfig, service: ServiceDef) -> RunningServer:
         on_corrupt=lambda name, version, why: metrics.corrupt_versions.labels(name).inc(),
     )
     runtime = Runtime(watcher, cfg.limits, metrics)
+    closers: list[Closer] = []
 
     def register(server: grpc.aio.Server) -> None:
-        service.register(server, runtime, cfg)
+        closer = service.register(server, runtime, cfg)
+        if closer is not None:
+            closers.append(closer)
         models_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(watcher, cfg.limits), server
         )
@@ -286,7 +296,7 @@ async def start_server(cfg: ServerConfig, service: ServiceDef) -> RunningServer:
 
     await readiness()
     watch = loop.create_task(runtime.watch(cfg.poll_interval_s, readiness))
-    return RunningServer(service, built, runtime, watch)
+    return RunningServer(service, built, runtime, watch, closers)
 
 
 async def serve(cfg: ServerConfig, service: ServiceDef, ready_file: Path | None = None) -> None:

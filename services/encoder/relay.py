@@ -114,3 +114,8 @@ class RelayLinks:
             self._channels[decoder.target] = decoder.aio_channel()
         stub = decoder_pb2_grpc.DecoderServiceStub(self._channels[decoder.target])
         return Forward(stub.Relay(metadata=decoder.metadata()), decoder.target, relay, present)
+
+    async def close(self) -> None:
+        """Close the channels to the decoders, once the server has stopped (no stream left)."""
+        channels, self._channels = self._channels, {}
+        await asyncio.gather(*(channel.close() for channel in channels.values()))

@@ -16,7 +16,7 @@ from services.common.oip import SERVICE_NAME as OIP_SERVICE
 from services.common.oip import add_inference_service
 from services.common.protocol import read_f32, update
 from services.common.runtime import Runtime, peer_address
-from services.common.server import ServerConfig, ServiceDef
+from services.common.server import Closer, ServerConfig, ServiceDef
 from services.common.stream_loop import run_stream
 from services.encoder.oip import EncoderClips
 from services.encoder.relay import RelayLinks
@@ -151,10 +151,11 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
         )
 
 
-def _register(server: grpc.aio.Server, runtime: Runtime, cfg: ServerConfig) -> None:
+def _register(server: grpc.aio.Server, runtime: Runtime, cfg: ServerConfig) -> Closer:
     servicer = EncoderServicer(runtime, RelayLinks(cfg.relay_to))
     encoder_pb2_grpc.add_EncoderServiceServicer_to_server(servicer, server)
     add_inference_service(server, runtime, EncoderClips(servicer.EncodeClip))
+    return servicer.relays.close
 
 
 SERVICE = ServiceDef(
