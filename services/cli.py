@@ -92,15 +92,12 @@ def relay_targets(args: argparse.Namespace) -> tuple:
         return ()
     if args.service != "encoder":
         raise ValueError("--relay-to is an encoder option (the decoder is relayed to)")
-    from mcrave_client.connection import Connection, read_token
+    from mcrave_client.connection import Connection
     from mcrave_client.errors import ClientError
 
+    tls = (args.relay_tls_ca, args.relay_tls_cert, args.relay_tls_key)
     try:
-        token = read_token(args.relay_token_file) if args.relay_token_file else None
-        return tuple(
-            Connection(t, args.relay_tls_ca, args.relay_tls_cert, args.relay_tls_key, token)
-            for t in args.relay_to
-        )
+        return tuple(Connection.from_files(t, *tls, args.relay_token_file) for t in args.relay_to)
     except ClientError as error:
         raise ValueError(f"--relay-to: {error}") from None
 

@@ -78,8 +78,6 @@ def start_mirror(
 
     The decoder's own --tls-* files double as the client's (same CA; its certificate for mTLS).
     """
-    from mcrave_client.connection import read_token
-
     path = lambda p: Path(p) if p else None  # noqa: E731
     if not tls_ca and not insecure and ":" in target and not is_loopback(target):
         raise ValueError(
@@ -87,9 +85,8 @@ def start_mirror(
             "give --tls-ca (the trainer's CA), or --insecure to pull anyway"
         )
     try:
-        token = read_token(Path(token_file)) if token_file else None
-        conn = Connection(target, path(tls_ca), path(tls_cert) if tls_ca else None,
-                          path(tls_key) if tls_ca else None, token)  # fmt: skip
+        conn = Connection.from_files(target, path(tls_ca), path(tls_cert) if tls_ca else None,
+                                     path(tls_key) if tls_ca else None, path(token_file))  # fmt: skip
     except ClientError as err:  # the CLI reports ValueErrors as one line, exit 2
         raise ValueError(f"--pull-from {target}: {err}") from None
     models.mkdir(parents=True, exist_ok=True)

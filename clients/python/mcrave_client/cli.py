@@ -14,7 +14,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from mcrave_client.client import DecoderClient, EncoderClient, ModelClient
-from mcrave_client.connection import Connection, read_token
+from mcrave_client.connection import Connection
 from mcrave_client.errors import ClientError
 from mcrave_client.framing import FramingError
 from mcrave_client.infer import infer_file
@@ -79,8 +79,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def connection(target: str, args: argparse.Namespace) -> Connection:
-    token = read_token(args.token_file) if args.token_file else None
-    return Connection(target, args.tls_ca, args.tls_cert, args.tls_key, token)
+    return Connection.from_files(target, args.tls_ca, args.tls_cert, args.tls_key, args.token_file)
 
 
 def _infer(args: argparse.Namespace) -> None:

@@ -48,6 +48,19 @@ class Connection:
                 "use TLS (--tls-ca) or a loopback address"
             )
 
+    @classmethod
+    def from_files(
+        cls,
+        target: str,
+        tls_ca: Path | None = None,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
+        token_file: Path | None = None,
+    ) -> Connection:
+        """A connection whose bearer token is read from `token_file`: what command lines take."""
+        token = read_token(token_file) if token_file else None
+        return cls(target, tls_ca, tls_cert, tls_key, token)
+
     @property
     def secure(self) -> bool:
         return self.tls_ca is not None

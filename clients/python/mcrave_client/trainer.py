@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from mcrave_client.connection import Connection, read_token
+from mcrave_client.connection import Connection
 from mcrave_client.errors import ClientError, from_rpc_error
 from mcrave_client.proto import trainer_pb2, trainer_pb2_grpc
 
@@ -325,8 +325,9 @@ def _watch(client: TrainerClient, job_id: str, log_lines: int) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    token = read_token(args.token_file) if args.token_file else None
-    conn = Connection(args.trainer, args.tls_ca, args.tls_cert, args.tls_key, token)
+    conn = Connection.from_files(
+        args.trainer, args.tls_ca, args.tls_cert, args.tls_key, args.token_file
+    )
     with TrainerClient(conn) as client:
         if args.action == "submit":
             resources = trainer_pb2.Resources(
