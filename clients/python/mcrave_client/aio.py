@@ -296,19 +296,10 @@ class AsyncPipeline:
         relay: bool | str | None = None,
     ) -> PipelineStream:
         plan = StreamPlan.of(self, present, latent_only, relay)
-        encoder = await self.encoder.stream(
-            model, plan.present, chunk_frames, version, plan.keep_audio, plan.relay
-        )
-        bound = encoder.info.model
+        encoder = await self.encoder.stream(*plan.encoder_args(model, chunk_frames, version))
         try:
-            decoder = await self.decoder.stream(
-                bound.name,
-                chunk_frames,
-                bound.version,
-                seed,
-                plan.decoder_present,
-                plan.relay_token,
-            )
+            args = plan.decoder_args(encoder.info.model, chunk_frames, seed)
+            decoder = await self.decoder.stream(*args)
         except BaseException:
             encoder.cancel()
             raise

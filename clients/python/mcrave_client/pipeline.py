@@ -98,9 +98,14 @@ class StreamPlan:
             relay=request,
         )
 
-    @property
-    def relay_token(self) -> str:
-        return self.relay.token if self.relay else ""
+    def encoder_args(self, model: Any, chunk_frames: int, version: int) -> tuple:
+        """The encoder client's `stream` arguments."""
+        return model, self.present, chunk_frames, version, self.keep_audio, self.relay
+
+    def decoder_args(self, bound: Any, chunk_frames: int, seed: int) -> tuple:
+        """The decoder client's `stream` arguments, for the model the encoder stream bound."""
+        token = self.relay.token if self.relay else ""
+        return bound.name, chunk_frames, bound.version, seed, self.decoder_present, token
 
 
 class PipelineStream:
@@ -199,18 +204,10 @@ class Pipeline:
         """`latent_only`: the decoder gets the latents alone (no present audio on the wire).
         `relay`: this stream's instead of the pipeline's (see `Pipeline`)."""
         plan = StreamPlan.of(self, present, latent_only, relay)
-        encoder = self.encoder.stream(
-            model, plan.present, chunk_frames, version, plan.keep_audio, plan.relay
-        )
-        bound = encoder.info.model
+        encoder = self.encoder.stream(*plan.encoder_args(model, chunk_frames, version))
         try:
             decoder = self.decoder.stream(
-                bound.name,
-                chunk_frames,
-                bound.version,
-                seed,
-                plan.decoder_present,
-                plan.relay_token,
+                *plan.decoder_args(encoder.info.model, chunk_frames, seed)
             )
         except BaseException:
             encoder.cancel()
