@@ -88,17 +88,10 @@ async def run_stream(
     session: Session | None = None
     idle, incoming = Idle(rt.limits), aiter(requests)
     try:
-        request = await idle.next(incoming)
-        kind = _kind(request) if request is not None else None
-        if kind != "config":
-            if kind is None:
-                raise InvalidArgument("stream ended without a StreamConfig", "no-config")
-            raise FailedPrecondition(
-                f"{kind} before the stream config: send a StreamConfig first", "no-config"
-            )
-        session = handler.open(request.config, peer_address(context))
+        config = await first_config(idle, incoming)
+        session = handler.open(config, peer_address(context))
         await rt.send(context, handler.started(session))
-        token = request.config.relay.token
+        token = config.relay.token
         if token and relays is not None:
             await relays.hold(token, session, context, incoming, rt.limits.first_chunk_timeout_s)
         else:
@@ -106,6 +99,19 @@ async def run_stream(
     finally:
         if session is not None:
             session.close()
+
+
+async def first_config(idle: Idle, incoming: AsyncIterator[Any]) -> Any:
+    """The StreamConfig every stream (and relay) starts with; a clear status otherwise."""
+    request = await idle.next(incoming)
+    kind = _kind(request) if request is not None else None
+    if kind != "config":
+        if kind is None:
+            raise InvalidArgument("stream ended without a StreamConfig", "no-config")
+        raise FailedPrecondition(
+            f"{kind} before the stream config: send a StreamConfig first", "no-config"
+        )
+    return request.config
 
 
 async def serve_chunks(

@@ -19,7 +19,7 @@ from services.common.protocol import StreamSpec, read_f32, update
 from services.common.relay import RelayPoints, Waiting
 from services.common.runtime import Runtime, peer_address
 from services.common.server import ServerConfig, ServiceDef
-from services.common.stream_loop import Idle, run_stream, serve_chunks
+from services.common.stream_loop import Idle, first_config, run_stream, serve_chunks
 from services.decoder.oip import DecoderClips
 from services.decoder.session import DecoderSession
 
@@ -164,15 +164,13 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServiceServicer):
     ) -> decoder_pb2.RelayDone:
         """An encoder feeding the Decode stream that waits with its token (services/common/relay.py)."""
         idle, incoming = Idle(self.rt.limits), aiter(requests)
-        first = await idle.next(incoming)
-        if first is None or first.WhichOneof("msg") != "config" or not first.config.relay.token:
-            raise InvalidArgument(
-                "a Relay call starts with a config carrying relay.token", "bad-relay"
-            )
-        waiting = self.relays.join(first.config.relay.token)
+        config = await first_config(idle, incoming)
+        if not config.relay.token:
+            raise InvalidArgument("a Relay call's config carries relay.token", "bad-relay")
+        waiting = self.relays.join(config.relay.token)
         try:
             session = waiting.session
-            self.update(session, stream_pb2.StreamConfig(present=first.config.present))
+            self.update(session, stream_pb2.StreamConfig(present=config.present))
             await serve_chunks(
                 self.rt, _alive(incoming, waiting), idle, self, session, waiting.context
             )
