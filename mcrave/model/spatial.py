@@ -181,17 +181,15 @@ class SpatialStage(nn.Module):
         hop, 2 hop, ...)."""
         return framed.unfold(-1, self.fft, self.hop) * self.window
 
-    def _rfft_and_zero_row(self, frames: Tensor) -> Tensor:
-        """Windowed frames [B, C, F, fft] -> complex [B, C + 1, F, bins], for any C >= 0: the last
-        row is zeros (MKL's FFT refuses an empty batch, and a branch on the data-dependent count
-        of channels would break the ONNX export; so would forcing C >= 1, which torch.export
-        cannot prove). The zero row also stands in for sources that are present nowhere."""
-        pad = frames.new_zeros(frames.shape[0], 1, frames.shape[2], frames.shape[3])
-        return torch.fft.rfft(torch.cat([frames, pad], 1), dim=-1)
-
-    def _rfft(self, frames: Tensor) -> Tensor:
-        """Windowed frames [B, C, F, fft] -> complex [B, C, F, bins], any C >= 0."""
-        return self._rfft_and_zero_row(frames)[:, : frames.shape[1]]
+    def _rfft_rows(self, framed: Tensor, rows: Tensor) -> Tensor:
+        """Spectra [B, C + 1, F, bins] of the rows `rows` [C] of framed audio [B, N, fft - hop + T]
+        plus one row of zeros, for any C >= 0: MKL's FFT refuses an empty batch, and a branch on
+        the data-dependent row count would break the ONNX export (so would forcing C >= 1, which
+        torch.export cannot prove). The extra row is picked with the others (channel 0, zeroed):
+        no copy of all the frames to append it."""
+        picked = framed.index_select(1, torch.cat([rows, rows.new_zeros(1)]))
+        picked[:, rows.shape[0]].zero_()
+        return torch.fft.rfft(self._frames(picked), dim=-1)
 
     def _irfft(self, spec: Tensor) -> Tensor:
         """complex [B, C, F, bins] -> synthesis-windowed frames [B, C, F, fft], any C >= 0."""
@@ -446,7 +444,8 @@ class SpatialStage(nn.Module):
         p = present_somewhere.shape[0]
         slot = torch.full([n], p, dtype=torch.long, device=decoded.device)
         slot = slot.index_copy(0, present_somewhere, torch.arange(p, device=decoded.device))
-        x = self._rfft_and_zero_row(self._frames(x_framed.index_select(1, present_somewhere)))
+        # the zero row stands in for sources present nowhere (its features are any finite ones)
+        x = self._rfft_rows(x_framed, present_somewhere)
         channel_of_row = torch.cat([present_somewhere, present_somewhere.new_zeros(1)])
         # features per frame, pooled over the present channels
         log_power = self._log_power(x)  # [B, P + 1, F, K]
@@ -464,7 +463,7 @@ class SpatialStage(nn.Module):
         direct_power = self._band_power(direct)
         fill, ducking = self._decorrelate(direct, direct_power, targets, n, states)
         # the decoder's STFT for the target channels only (the others pass through)
-        dec_t = self._rfft(self._frames(dec_framed.index_select(1, targets)))
+        dec_t = self._rfft_rows(dec_framed, targets)[:, : targets.shape[0]]
         # per-band coefficients; a row with nothing present takes the decoder's spectrum as it is
         # (coefficients 0, 0, 1 and level 1: exact), which spares a select over the spectrum
         on = any_present[:, None, None, None]
