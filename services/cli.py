@@ -72,18 +72,44 @@ def build_parser() -> argparse.ArgumentParser:
     r = parser.add_argument_group(
         "relay (encoder only): forward relayed streams' latents straight to a decoder"
     )
+    parser.add_argument(
+        "--advertise",
+        metavar="HOST:PORT",
+        default="",
+        help="decoder only: the address encoders reach this process at, told to clients of "
+        "relayed streams when a load balancer stands in front of several decoders",
+    )
     r.add_argument(
         "--relay-to",
         metavar="HOST:PORT",
         action="append",
         default=[],
-        help="a decoder this encoder may relay to (repeat for several; clients name one)",
+        help="a decoder this encoder may relay to, or a pattern of them (`*` and `?` in the host, "
+        "e.g. '*.mcrave-decoder.NS.svc.cluster.local:50052'); repeat for several",
     )
     r.add_argument("--relay-tls-ca", type=Path, help="CA (PEM) of the decoders' certificates")
     r.add_argument("--relay-tls-cert", type=Path, help="client certificate (PEM) for their mTLS")
     r.add_argument("--relay-tls-key", type=Path, help="private key (PEM) of --relay-tls-cert")
     r.add_argument("--relay-token-file", type=Path, help="bearer token the decoders expect")
+    r.add_argument(
+        "--relay-tls-server-name",
+        help="name to verify the decoders' certificate against (e.g. their Service's name, when "
+        "relaying to per-pod addresses)",
+    )
     return parser
+
+
+def advertise_address(args: argparse.Namespace) -> str:
+    """The decoder's `--advertise` address (ValueError when it cannot work)."""
+    if not args.advertise:
+        return ""
+    if args.service != "decoder":
+        raise ValueError("--advertise is a decoder option (encoders relay to that address)")
+    from services.common.relay import is_address
+
+    if not is_address(args.advertise):
+        raise ValueError(f"--advertise {args.advertise!r}: expected HOST:PORT")
+    return args.advertise
 
 
 def relay_targets(args: argparse.Namespace) -> tuple:
@@ -97,7 +123,12 @@ def relay_targets(args: argparse.Namespace) -> tuple:
 
     tls = (args.relay_tls_ca, args.relay_tls_cert, args.relay_tls_key)
     try:
-        return tuple(Connection.from_files(t, *tls, args.relay_token_file) for t in args.relay_to)
+        return tuple(
+            Connection.from_files(
+                t, *tls, args.relay_token_file, server_name=args.relay_tls_server_name
+            )
+            for t in args.relay_to
+        )
     except ClientError as error:
         raise ValueError(f"--relay-to: {error}") from None
 
@@ -175,6 +206,7 @@ def main(argv: list[str]) -> int:
             grace_s=args.grace_seconds,
             runtime=args.runtime,
             relay_to=relay_targets(args),
+            advertise=advertise_address(args),
         )
         asyncio.run(serve(cfg, service, ready_file=args.ready_file))
     except (ConfigError, ValueError, OSError) as error:

@@ -5,6 +5,7 @@ frees the slots on both servers."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
 import grpc
@@ -346,3 +347,69 @@ def test_stopping_an_encoder_closes_its_relay_connections(servers) -> None:
             time.sleep(0.05)
     finally:
         dec.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_relay_goes_to_the_address_the_decoder_advertises(servers) -> None:
+    """Behind a load balancer the client dials a shared name and the decoder that takes the stream
+    advertises its own address; the encoder admits it by pattern and dials it. Here the client
+    dials 127.0.0.1:P and the decoder advertises localhost:P."""
+    root = servers[0]
+    port = free_port()
+    dec = ServerThread(DECODER, root, port=port, advertise=f"localhost:{port}")
+    by_pattern = ServerThread(ENCODER, root, relay_to=(Connection(f"local*:{port}"),))
+    by_dialled_name = ServerThread(ENCODER, root, relay_to=(Connection(dec.target),))
+    try:
+        x = audio(3 * CHUNK).T.copy()
+        outputs = []
+        for enc, relay in ((by_pattern, False), (by_pattern, True)):
+            with Pipeline(EncoderClient(enc.target), DecoderClient(dec.target)) as pipeline:
+                stream = pipeline.stream("tiny", (1,), CHUNK, relay=relay)
+                outputs.append(np.concatenate([b.audio for b in stream.run(items(x))], axis=1))
+        assert np.array_equal(outputs[0], outputs[1])
+        # the advertised name is what the encoder is asked for, not the one the client dialled
+        with Pipeline(EncoderClient(by_dialled_name.target), DecoderClient(dec.target)) as pipeline:
+            with pytest.raises(ClientError) as caught:
+                list(pipeline.stream("tiny", (1,), CHUNK, relay=True).run(items(x)))
+        code, text = status(caught.value)
+        assert code == grpc.StatusCode.PERMISSION_DENIED and f"'localhost:{port}'" in text
+        wait_closed(by_pattern, by_dialled_name, dec)
+    finally:
+        for server in (by_pattern, by_dialled_name, dec):
+            server.stop()
+
+
+@pytest.mark.parametrize(
+    "asked", ["evil.example:1", "localhost:1/x", "localhost:12345 ", "user@localhost:12345"]
+)
+def test_relay_patterns_admit_only_plain_addresses_they_match(servers, asked) -> None:
+    root, _, dec, _ = servers
+    enc = ServerThread(ENCODER, root, relay_to=(Connection("local*:*"),))
+    try:
+        with channel(enc.target) as ch:
+            stream = OpenStream(encoder_pb2_grpc.EncoderServiceStub(ch).Encode, timeout=10)
+            stream.send(encoder_pb2.EncodeRequest(config=relayed_config(decoder=asked)))
+            with pytest.raises(grpc.RpcError) as caught:
+                stream.recv()
+        code, text = status(caught.value)
+        assert code == grpc.StatusCode.PERMISSION_DENIED and text.startswith("relay-target")
+        wait_closed(enc)
+    finally:
+        enc.stop()
+
+
+@pytest.mark.parametrize(
+    "argv, problem",
+    [
+        (["encoder", "--advertise", "a:1"], "decoder option"),
+        (["decoder", "--advertise", "no-port"], "expected HOST:PORT"),
+    ],
+)
+def test_advertise_is_checked_on_the_command_line(tmp_path, capsys, argv, problem) -> None:
+    assert cli.main(["serve", *argv, "--models", str(tmp_path)]) == 2
+    assert problem in capsys.readouterr().err

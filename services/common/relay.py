@@ -13,6 +13,7 @@ ends, so a guessed or replayed token finds nothing.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,13 @@ from services.common.errors import (
 )
 
 TOKEN_CHARS = (16, 128)  # shortest and longest relay token
+# HOST:PORT as relays name decoders: a DNS name or IPv4 address, or a bracketed IPv6 one. Nothing
+# else, so an encoder's `--relay-to` pattern cannot be matched by a crafted string
+ADDRESS = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}")
+
+
+def is_address(text: str) -> bool:
+    return ADDRESS.fullmatch(text) is not None
 
 
 def check_token(token: str) -> str:

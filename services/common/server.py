@@ -76,6 +76,7 @@ class ServerConfig(Endpoint):
     grace_s: float = 10.0
     runtime: str = DEFAULT_RUNTIME  # the streaming engine's (mcrave/runtime.py)
     relay_to: tuple[Connection, ...] = ()  # encoder: the decoders it may relay streams to
+    advertise: str = ""  # decoder: HOST:PORT encoders reach this process at (behind a balancer)
 
 
 Closer = Callable[[], Awaitable[None]]  # releases what a service holds beyond its servicers

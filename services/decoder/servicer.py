@@ -80,9 +80,10 @@ def read_present_audio(
 class DecoderServicer(decoder_pb2_grpc.DecoderServiceServicer):
     """Also the `StreamHandler` of Decode streams."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, advertise: str = "") -> None:
         self.rt = runtime
         self.relays = RelayPoints()
+        self.advertise = advertise  # StreamStarted.relay_address
 
     async def _decode(
         self,
@@ -127,9 +128,9 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServiceServicer):
         return DecoderSession.open(self.rt, config, peer)
 
     def started(self, session: DecoderSession) -> decoder_pb2.DecodeResponse:
-        return decoder_pb2.DecodeResponse(
-            started=stream_started(session.spec, self.rt.limits.credit)
-        )
+        started = stream_started(session.spec, self.rt.limits.credit)
+        started.relay_address = self.advertise
+        return decoder_pb2.DecodeResponse(started=started)
 
     def update(self, session: DecoderSession, config: stream_pb2.StreamConfig) -> None:
         """Only `present` may change (from the next chunk); empty switches to latent-only."""
@@ -209,7 +210,7 @@ async def _alive(requests: AsyncIterator, waiting: Waiting) -> AsyncIterator:
 
 
 def _register(server: grpc.aio.Server, runtime: Runtime, cfg: ServerConfig) -> None:
-    servicer = DecoderServicer(runtime)
+    servicer = DecoderServicer(runtime, cfg.advertise)
     decoder_pb2_grpc.add_DecoderServiceServicer_to_server(servicer, server)
     add_inference_service(server, runtime, DecoderClips(servicer.DecodeClip))
 

@@ -3,21 +3,40 @@ audio that made them, go straight to the decoder holding the client's Decode str
 client is not a hop in the middle. The decoder's half is services/common/relay.py.
 
 Only decoders the operator listed (`--relay-to`) are dialled, never an address a client names,
-so a relay cannot be used to reach anything else.
+so a relay cannot be used to reach anything else. A listed pattern (`*.mcrave-decoder.NS.svc.
+cluster.local:50052`) admits the per-pod addresses of decoders behind a load balancer, which
+each advertise their own (`mcrave serve decoder --advertise`) to the clients of relayed streams.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
+from fnmatch import fnmatchcase
 
 import grpc
 import grpc.aio
 from mcrave_client.connection import Connection
-from mcrave_client.proto import decoder_pb2, decoder_pb2_grpc, stream_pb2
+from mcrave_client.proto import (
+    decoder_pb2,
+    decoder_pb2_grpc,
+    models_pb2,
+    models_pb2_grpc,
+    stream_pb2,
+)
 
-from services.common.errors import REASON_KEY, FailedPrecondition, PermissionDenied, from_status
-from services.common.relay import check_token
+from services.common.errors import (
+    REASON_KEY,
+    FailedPrecondition,
+    PermissionDenied,
+    ResourceExhausted,
+    from_status,
+)
+from services.common.relay import check_token, is_address
+
+MAX_DECODERS = 256  # distinct decoders one encoder keeps channels to (patterns admit many)
+PATTERN_CHARS = "*?["
 
 
 class Forward:
@@ -30,9 +49,12 @@ class Forward:
         target: str,
         relay: stream_pb2.Relay,
         present: Sequence[int],
+        probe: grpc.aio.UnaryUnaryMultiCallable,
+        metadata: tuple[tuple[str, str], ...],
     ) -> None:
         self._call = call
         self._target = target
+        self._probe, self._metadata = probe, metadata
         self.with_audio = not relay.latent_only
         self._join: stream_pb2.StreamConfig | None = stream_pb2.StreamConfig(
             relay=stream_pb2.Relay(token=relay.token)
@@ -67,18 +89,27 @@ class Forward:
     async def _write(self, request: decoder_pb2.DecodeRequest) -> None:
         try:
             await self._call.write(request)
-        except grpc.aio.AioRpcError as error:
-            raise self._error(error) from None
-        except asyncio.InvalidStateError:  # the call had already ended: say how
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):  # the call has ended: say how
             call = self._call
-            raise self._error(
-                grpc.aio.AioRpcError(
-                    await call.code(),
-                    await call.initial_metadata(),
-                    await call.trailing_metadata(),
-                    await call.details(),
-                )
-            ) from None
+            error = grpc.aio.AioRpcError(
+                await call.code(),
+                await call.initial_metadata(),
+                await call.trailing_metadata(),
+                await call.details(),
+            )
+            raise self._error(await self._why(error)) from None
+
+    async def _why(self, error: grpc.aio.AioRpcError) -> grpc.aio.AioRpcError:
+        """A write that races the decoder's refusal of the call (a bad token, say) fails as
+        INTERNAL, its real status lost (grpc-python puts its own in place when the write's batch
+        fails); then a unary call with the same credentials asks the decoder why."""
+        if error.code() != grpc.StatusCode.INTERNAL:
+            return error
+        try:
+            await self._probe(models_pb2.ListModelsRequest(), metadata=self._metadata, timeout=5)
+        except grpc.aio.AioRpcError as refusal:
+            return refusal
+        return error
 
     def _error(self, error: grpc.aio.AioRpcError) -> Exception:
         reason = dict(error.trailing_metadata() or ()).get(REASON_KEY, "relay-failed")
@@ -88,32 +119,54 @@ class Forward:
 
 
 class RelayLinks:
-    """The decoders this encoder may relay to, one channel each, dialled on first use."""
+    """The decoders this encoder may relay to (addresses, or patterns of them), one channel
+    each, dialled on first use."""
 
     def __init__(self, decoders: Sequence[Connection]) -> None:
-        self._decoders = {c.target: c for c in decoders}
+        self._patterns = [c for c in decoders if any(ch in c.target for ch in PATTERN_CHARS)]
+        self._decoders = {c.target: c for c in decoders if c not in self._patterns}
         self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def _decoder(self, address: str) -> Connection | None:
+        """The connection for a decoder a client names: listed, or matching a listed pattern
+        (with that pattern's TLS and token)."""
+        listed = self._decoders.get(address)
+        if listed is not None or not is_address(address):
+            return listed
+        for pattern in self._patterns:
+            if fnmatchcase(address, pattern.target):
+                return dataclasses.replace(pattern, target=address)
+        return None
 
     def open(self, relay: stream_pb2.Relay, present: Sequence[int]) -> Forward:
         """The Relay call for a stream whose first config carries `relay` (and `present`)."""
         check_token(relay.token)
-        if not self._decoders:
+        if not self._decoders and not self._patterns:
             raise FailedPrecondition(
                 "this encoder relays to no decoder (start it with --relay-to HOST:PORT): open "
                 "the stream without relay",
                 "relay-off",
             )
-        decoder = self._decoders.get(relay.decoder)
+        decoder = self._decoder(relay.decoder)
         if decoder is None:
+            listed = [*sorted(self._decoders), *(p.target for p in self._patterns)]
             raise PermissionDenied(
                 f"relay.decoder {relay.decoder!r} is not a decoder this encoder relays to: "
-                f"{', '.join(sorted(self._decoders))}",
+                f"{', '.join(listed)}",
                 "relay-target",
             )
         if decoder.target not in self._channels:
+            if len(self._channels) >= MAX_DECODERS:
+                raise ResourceExhausted(
+                    f"this encoder already relays to {MAX_DECODERS} decoders", "relay-decoders"
+                )
             self._channels[decoder.target] = decoder.aio_channel()
-        stub = decoder_pb2_grpc.DecoderServiceStub(self._channels[decoder.target])
-        return Forward(stub.Relay(metadata=decoder.metadata()), decoder.target, relay, present)
+        channel = self._channels[decoder.target]
+        stub = decoder_pb2_grpc.DecoderServiceStub(channel)
+        probe = models_pb2_grpc.ModelServiceStub(channel).ListModels
+        metadata = decoder.metadata()
+        call = stub.Relay(metadata=metadata)
+        return Forward(call, decoder.target, relay, present, probe, metadata)
 
     async def close(self) -> None:
         """Close the channels to the decoders, once the server has stopped (no stream left)."""

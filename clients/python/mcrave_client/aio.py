@@ -296,12 +296,12 @@ class AsyncPipeline:
         relay: bool | str | None = None,
     ) -> PipelineStream:
         plan = StreamPlan.of(self, present, latent_only, relay)
-        encoder = await self.encoder.stream(*plan.encoder_args(model, chunk_frames, version))
+        args = plan.decoder_args(model, chunk_frames, version, seed)
+        decoder = await self.decoder.stream(*args)
         try:
-            args = plan.decoder_args(encoder.info.model, chunk_frames, seed)
-            decoder = await self.decoder.stream(*args)
+            encoder = await self.encoder.stream(*plan.encoder_args(decoder.info, chunk_frames))
         except BaseException:
-            encoder.cancel()
+            decoder.cancel()
             raise
         return join(encoder, decoder, AsyncRelayedStream if plan.relay else None)
 

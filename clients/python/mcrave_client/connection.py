@@ -56,10 +56,11 @@ class Connection:
         tls_cert: Path | None = None,
         tls_key: Path | None = None,
         token_file: Path | None = None,
+        server_name: str | None = None,
     ) -> Connection:
         """A connection whose bearer token is read from `token_file`: what command lines take."""
         token = read_token(token_file) if token_file else None
-        return cls(target, tls_ca, tls_cert, tls_key, token)
+        return cls(target, tls_ca, tls_cert, tls_key, token, server_name)
 
     @property
     def secure(self) -> bool:

@@ -2,13 +2,15 @@
 each with the present channels' audio that produced it (the decoder's spatial stage builds the
 missing channels from that audio), or alone with `latent_only=True`.
 
-The decoder stream is opened on the exact version (and fingerprint) the encoder stream bound, so a
-registry update between the two opens can never mix versions.
+The decoder stream opens first; the encoder stream is opened on the exact version the decoder
+bound, and the pair is refused if their fingerprints differ, so a registry update between the two
+opens can never mix versions.
 
 With `relay=True` the encoder forwards the latents to the decoder itself (stream.proto's `Relay`):
 a chunk crosses three hops instead of four and the client is not one in the middle, which saves
 a network round trip per chunk when the services are remote. The encoder must list the decoder
-(`mcrave serve encoder --relay-to HOST:PORT`).
+(`mcrave serve encoder --relay-to HOST:PORT`, or a pattern); behind a load balancer the decoder
+that took the stream tells its own address (`--advertise`), and the encoder is sent there.
 """
 
 from __future__ import annotations
@@ -59,29 +61,31 @@ def join(encoder: Any, decoder: Any, relayed: type[PipelineStream] | None = None
     return relayed(encoder, decoder)
 
 
-def relay_request(
-    relay: bool | str, decoder_target: str, latent_only: bool
-) -> stream_pb2.Relay | None:
+def relay_request(relay: bool | str, latent_only: bool) -> stream_pb2.Relay | None:
     """A fresh relay for a stream (None when not relayed): an unguessable token, and the
-    decoder's address as the encoder knows it (`relay` as a string, e.g. a cluster-internal
-    name) or as this client dials it (`relay=True`)."""
+    decoder's address as the encoder knows it when `relay` names it (a string, e.g. a
+    cluster-internal name); else it is filled in once the decoder stream has started
+    (`StreamPlan.encoder_args`)."""
     if not relay:
         return None
     return stream_pb2.Relay(
         token=secrets.token_urlsafe(24),
-        decoder=relay if isinstance(relay, str) else decoder_target,
+        decoder=relay if isinstance(relay, str) else "",
         latent_only=latent_only,
     )
 
 
 @dataclass(frozen=True)
 class StreamPlan:
-    """How `Pipeline.stream` (sync or asyncio) opens its two streams."""
+    """How `Pipeline.stream` (sync or asyncio) opens its two streams: the decoder's first (a
+    relayed stream's reader must be waiting, and it tells which decoder process holds it), then
+    the encoder's, bound to the version the decoder bound."""
 
     present: tuple[int, ...]
     keep_audio: bool  # the encoder's replies carry their audio, for the decoder
     decoder_present: tuple[int, ...]  # () = latent-only
     relay: stream_pb2.Relay | None
+    dialled: str  # the decoder's address as this client dials it
 
     @classmethod
     def of(
@@ -90,22 +94,33 @@ class StreamPlan:
         """`relay` None: the pipeline's choice."""
         present = tuple(present)
         chosen = pipeline.relay if relay is None else relay
-        request = relay_request(chosen, pipeline.decoder.connection.target, latent_only)
+        request = relay_request(chosen, latent_only)
         return cls(
             present,
             keep_audio=not latent_only and request is None,
             decoder_present=() if latent_only else present,
             relay=request,
+            dialled=pipeline.decoder.connection.target,
         )
 
-    def encoder_args(self, model: Any, chunk_frames: int, version: int) -> tuple:
-        """The encoder client's `stream` arguments."""
-        return model, self.present, chunk_frames, version, self.keep_audio, self.relay
-
-    def decoder_args(self, bound: Any, chunk_frames: int, seed: int) -> tuple:
-        """The decoder client's `stream` arguments, for the model the encoder stream bound."""
+    def decoder_args(self, model: Any, chunk_frames: int, version: int, seed: int) -> tuple:
+        """The decoder client's `stream` arguments."""
         token = self.relay.token if self.relay else ""
-        return bound.name, chunk_frames, bound.version, seed, self.decoder_present, token
+        return model, chunk_frames, version, seed, self.decoder_present, token
+
+    def encoder_args(self, reader: Any, chunk_frames: int) -> tuple:
+        """The encoder client's `stream` arguments, once the decoder stream has started with
+        `reader` (its StreamInfo): the same version, and for a relay the decoder process that
+        holds the stream (its advertised address behind a load balancer, else as dialled)."""
+        relay = self.relay
+        if relay is not None and not relay.decoder:
+            relay = stream_pb2.Relay(
+                token=relay.token,
+                decoder=reader.relay_address or self.dialled,
+                latent_only=relay.latent_only,
+            )
+        bound = reader.model
+        return bound.name, self.present, chunk_frames, bound.version, self.keep_audio, relay
 
 
 class PipelineStream:
@@ -177,8 +192,9 @@ class Pipeline:
     """An encoder service and a decoder service used together.
 
     `relay`: streams go relayed (the encoder forwards to the decoder; see the module docstring):
-    True for the decoder at the address this client dials, or the address as the encoder's
-    `--relay-to` names it when that differs (e.g. a cluster-internal name)."""
+    True for the decoder process that takes the stream (the address it advertises, else the one
+    this client dials), or the address as the encoder's `--relay-to` names it when that differs
+    (e.g. a cluster-internal name)."""
 
     def __init__(
         self, encoder: EncoderClient, decoder: DecoderClient, *, relay: bool | str = False
@@ -204,13 +220,11 @@ class Pipeline:
         """`latent_only`: the decoder gets the latents alone (no present audio on the wire).
         `relay`: this stream's instead of the pipeline's (see `Pipeline`)."""
         plan = StreamPlan.of(self, present, latent_only, relay)
-        encoder = self.encoder.stream(*plan.encoder_args(model, chunk_frames, version))
+        decoder = self.decoder.stream(*plan.decoder_args(model, chunk_frames, version, seed))
         try:
-            decoder = self.decoder.stream(
-                *plan.decoder_args(encoder.info.model, chunk_frames, seed)
-            )
+            encoder = self.encoder.stream(*plan.encoder_args(decoder.info, chunk_frames))
         except BaseException:
-            encoder.cancel()
+            decoder.cancel()
             raise
         return join(encoder, decoder, RelayedStream if plan.relay else None)
 

@@ -64,11 +64,17 @@ class StreamInfo:
     latency: int
     ratio: int
     latent_size: int
+    relay_address: str = ""  # a decoder's own address for encoders relaying to it ("": as dialled)
 
     @classmethod
     def from_proto(cls, msg: stream_pb2.StreamStarted) -> StreamInfo:
         return cls(
-            ModelRef.from_proto(msg.model), msg.credit, msg.latency, msg.ratio, msg.latent_size
+            ModelRef.from_proto(msg.model),
+            msg.credit,
+            msg.latency,
+            msg.ratio,
+            msg.latent_size,
+            msg.relay_address,
         )
 
 

@@ -78,18 +78,20 @@ class LatentChunk(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., data: _Optional[bytes] = ..., model: _Optional[str] = ..., version: _Optional[int] = ..., fingerprint: _Optional[str] = ..., ack: _Optional[int] = ..., final: bool = ..., audio: _Optional[bytes] = ...) -> None: ...
 
 class StreamStarted(_message.Message):
-    __slots__ = ("model", "credit", "latency", "ratio", "latent_size")
+    __slots__ = ("model", "credit", "latency", "ratio", "latent_size", "relay_address")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CREDIT_FIELD_NUMBER: _ClassVar[int]
     LATENCY_FIELD_NUMBER: _ClassVar[int]
     RATIO_FIELD_NUMBER: _ClassVar[int]
     LATENT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    RELAY_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     model: ModelRef
     credit: int
     latency: int
     ratio: int
     latent_size: int
-    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., credit: _Optional[int] = ..., latency: _Optional[int] = ..., ratio: _Optional[int] = ..., latent_size: _Optional[int] = ...) -> None: ...
+    relay_address: str
+    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., credit: _Optional[int] = ..., latency: _Optional[int] = ..., ratio: _Optional[int] = ..., latent_size: _Optional[int] = ..., relay_address: _Optional[str] = ...) -> None: ...
 
 class ModelRef(_message.Message):
     __slots__ = ("name", "version", "fingerprint")
