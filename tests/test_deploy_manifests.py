@@ -3,6 +3,7 @@ and the builder, compose files resolve, and the Dockerfile copies only paths tha
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 import subprocess
@@ -128,6 +129,47 @@ def test_serving_services_are_headless_and_roll_without_unavailability():
         dep = _deployments(objs)[name]
         assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     assert any(o["kind"] == "PodDisruptionBudget" for o in objs)
+
+
+def _expand(text: str, env: dict[str, str]) -> str:
+    """Kubernetes' $(VAR) expansion of container args (unknown names stay as they are)."""
+    return re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), text)
+
+
+def _field_env(container: dict) -> dict[str, str]:
+    return {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container.get("env", [])}
+
+
+@pytest.mark.parametrize("overlay", ["base", *OVERLAYS])
+def test_relays_reach_the_decoder_pod_that_holds_the_stream(overlay):
+    """Behind the balanced Service a relayed stream's reader sits on one decoder pod: that pod
+    advertises its own DNS name (subdomain of the headless Service), and the encoders' --relay-to
+    pattern admits exactly such names."""
+    objs = kustomize(K8S / "base" if overlay == "base" else K8S / "overlays" / overlay)
+    deps = _deployments(objs)
+    services = {o["metadata"]["name"]: o for o in objs if o["kind"] == "Service"}
+    ns = deps["mcrave-decoder"]["metadata"]["namespace"]
+    pod = deps["mcrave-decoder"]["spec"]["template"]["spec"]
+    assert services[pod["subdomain"]]["spec"]["clusterIP"] == "None"
+    (decoder,) = pod["containers"]
+    assert _field_env(decoder) == {
+        "POD_NAME": "metadata.name",
+        "POD_NAMESPACE": "metadata.namespace",
+    }
+    env = {"POD_NAME": "mcrave-decoder-7d9c5b7f6-x2x7q", "POD_NAMESPACE": ns}
+    (advertised,) = [a.split("=", 1)[1] for a in decoder["args"] if a.startswith("--advertise=")]
+    advertised = _expand(advertised, env)
+    assert advertised == f"{env['POD_NAME']}.{pod['subdomain']}.{ns}.svc.cluster.local:50052"
+    (encoder,) = deps["mcrave-encoder"]["spec"]["template"]["spec"]["containers"]
+    assert _field_env(encoder)["POD_NAMESPACE"] == "metadata.namespace"
+    args = {
+        a.split("=", 1)[0]: _expand(a.split("=", 1)[1], env) for a in encoder["args"] if "=" in a
+    }
+    assert fnmatch.fnmatchcase(advertised, args["--relay-to"])
+    assert not fnmatch.fnmatchcase(f"evil.example.{ns}.svc.cluster.local:50052", args["--relay-to"])
+    if "--tls-ca" in args:  # mTLS overlays relay over mTLS too, checking the Service's name
+        assert args["--relay-tls-ca"] == args["--tls-ca"]
+        assert args["--relay-tls-server-name"] == f"mcrave-decoder.{ns}.svc.cluster.local"
 
 
 def test_trainer_rbac_covers_what_the_kubernetes_backend_calls():
