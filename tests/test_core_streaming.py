@@ -234,3 +234,29 @@ def test_engine_keeps_freed_memory_for_the_next_step():
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
     pages = 8 * 1024 * 1024 // resource.getpagesize()
     assert faults < 4 * pages, f"{faults} minor faults in 10 rounds of 4 x 8 MB ({pages} pages)"
+
+
+def test_encoder_skips_silent_channels_exactly(monkeypatch):
+    """The encoder leaves out channels whose bands are zero (absent now and no audio left in its
+    contexts); through present sets that change (nothing, everything, some, nothing) its latents
+    and states equal those of the full computation, and an empty set runs at all."""
+    from mcrave.model.encoder import Encoder
+
+    model = tiny_model(channels=4)
+    masks = [[0, 0, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]]
+    x = torch.randn(1, 4, model.ratio * 4 * len(masks), generator=torch.Generator().manual_seed(3))
+
+    def run() -> tuple[list[torch.Tensor], StreamState]:
+        engine = StreamingEngine(model, "cpu", runtime="eager")
+        state, outs = engine.new_encoder_state(1), []
+        for i, mask in enumerate(masks):
+            piece = x[..., i * model.ratio * 4 : (i + 1) * model.ratio * 4]
+            state, z = engine.encode_step(state, piece, torch.tensor([mask], dtype=torch.bool))
+            outs.append(z)
+        return outs, state
+
+    skipping, skipping_state = run()
+    monkeypatch.setattr(Encoder, "_audible", lambda self, present, states: torch.arange(4))
+    full, full_state = run()
+    for a, b in zip(skipping + list(skipping_state.tensors), full + list(full_state.tensors)):
+        assert torch.allclose(a, b, atol=1e-6, rtol=0), (a - b).abs().max()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import Optional  # TorchScript reads Optional, not `X | None`
 
 import numpy as np
 import torch
@@ -70,11 +71,21 @@ class PQMFAnalysis(StatefulLayer):
     def state_shape(self) -> tuple[int, int]:
         return (self.channels, self.context)
 
-    def forward(self, x: Tensor, states: list[Tensor]) -> Tensor:
-        b, c, t = x.shape
+    def forward(
+        self,
+        x: Tensor,
+        states: list[Tensor],
+        rows: Optional[Tensor] = None,  # noqa: UP045
+    ) -> Tensor:
+        """x [B, C, T] -> bands [B, C*M, T/M]; with `rows` [R], only those channels' bands
+        [B, R*M, T/M] (the context moves on for all)."""
+        b, t = x.shape[0], x.shape[2]
         x = torch.cat([states[self.sid], x], -1)
         states[self.sid] = x[..., x.shape[-1] - self.context :]
-        y = F.conv1d(x.reshape(b * c, 1, -1), self.kernel, stride=self.bands)
+        if rows is not None:
+            x = x.index_select(1, rows)
+        c = x.shape[1]
+        y = F.conv1d(x.reshape(b * c, 1, x.shape[-1]), self.kernel, stride=self.bands)
         return y.reshape(b, c * self.bands, t // self.bands)
 
 

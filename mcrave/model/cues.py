@@ -76,10 +76,13 @@ class BandCues(nn.Module):
         # spectra of the channels present in some row only: an absent one's power is zero
         # whatever its frames hold (at N=299 with half present, half the FFTs)
         rows = present.any(0).nonzero()[:, 0]  # [P]
-        frames = framed.index_select(1, rows).unfold(-1, self.fft, self.hop)  # [B, P, F, fft]
+        # plus channel 0 as a spare row: MKL's FFT refuses an empty batch (nothing present)
+        spare = torch.cat([rows, rows.new_zeros(1)])
+        frames = framed.index_select(1, spare).unfold(-1, self.fft, self.hop)  # [B, P+1, F, fft]
         m_rows = m.index_select(1, rows)[:, :, None, None]
-        mean = (frames * m_rows).sum(1) / count_present[:, None, None]
-        power_rows = self._band_power(frames) * m_rows  # [B, P, K, F]
+        p = rows.shape[0]
+        mean = (frames[:, :p] * m_rows).sum(1) / count_present[:, None, None]
+        power_rows = self._band_power(frames)[:, :p] * m_rows  # [B, P, K, F]
         power = power_rows.new_zeros([b, n] + list(power_rows.shape[2:]))
         power = power.index_copy(1, rows, power_rows)  # [B, N, K, F]
         # a floor RELATIVE_FLOOR below the frame's mean band power, shared by all channels: in

@@ -61,12 +61,28 @@ class Encoder(nn.Module):
                 self.out.conv.parametrizations.weight.original0[cue_rows] = 0.0
                 self.out.conv.bias[cue_rows] = 0.0
 
+    def _audible(self, present: Tensor, states: list[Tensor]) -> Tensor:
+        """[R] the channels whose bands can be nonzero this step: present in some row, or with
+        audio still in the analysis filter's or the input conv's context (absent a moment ago).
+        Every other channel's bands and contexts are exactly zero, so the analysis and the input
+        conv leave them out: at N=299 with half the channels present, half of both."""
+        b, n = present.shape
+        heard = states[self.analyzer.sid].ne(0).any(2).any(0)  # [N]
+        m = self.bands
+        context = states[self.inp.sid][:, : n * m]  # [B, N*M, k-1]: the band rows
+        recent = context.ne(0).reshape(b, n, -1).any(2).any(0)
+        return (present.any(0) | heard | recent).nonzero()[:, 0]
+
     def forward(self, audio: Tensor, mask: Tensor, states: list[Tensor]) -> tuple[Tensor, Tensor]:
         present = mask.to(torch.bool)[:, :, None]
         audio = torch.where(present, audio, torch.zeros_like(audio))
-        bands = self.analyzer(audio, states)  # [B, N*M, T/M]
+        n, m = audio.shape[1], self.bands
+        audible = self._audible(present[:, :, 0], states)  # [R]
+        bands = self.analyzer(audio, states, audible)  # [B, R*M, T/M]
         flags = present.to(bands.dtype).expand(-1, -1, bands.shape[-1])  # [B, N, T/M]
-        x = self.inp(torch.cat([bands, flags], 1), states)
+        band_rows = (audible[:, None] * m + torch.arange(m, device=audio.device)).reshape(-1)
+        inputs = torch.cat([band_rows, n * m + torch.arange(n, device=audio.device)])
+        x = self.inp(torch.cat([bands, flags], 1), states, inputs)
         for stage in self.stages:
             x = stage(x, states)
         mean, raw_scale = self.out(self.act(x), states).chunk(2, 1)

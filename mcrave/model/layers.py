@@ -149,7 +149,17 @@ class CausalConv1d(StatefulLayer):
     def state_shape(self) -> tuple[int, int]:
         return (self.cin, self.context)
 
-    def forward(self, x: Tensor, states: list[Tensor]) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        states: list[Tensor],
+        inputs: Optional[Tensor] = None,  # noqa: UP045
+    ) -> Tensor:
+        """x [B, C_in, T] -> [B, C_out, T']. With `inputs` [R], x holds only those input rows
+        [B, R, T]: every other input row is zero now and in the context (the caller knows), so
+        it is left out of the product (the encoder's input at large N with channels absent)."""
+        if inputs is not None:
+            return self._forward_inputs(x, states, inputs)
         if self.context > 0:
             x = torch.cat([states[self.sid], x], -1)
             states[self.sid] = x[..., x.shape[-1] - self.context :]
@@ -162,6 +172,16 @@ class CausalConv1d(StatefulLayer):
             self.int8,
             self.int8_scale,
         )
+
+    def _forward_inputs(self, x: Tensor, states: list[Tensor], inputs: Tensor) -> Tensor:
+        weight = self.conv.weight.index_select(1, inputs)
+        if self.context > 0:
+            context = states[self.sid]
+            x = torch.cat([context.index_select(1, inputs), x], -1)
+            tail = x[..., x.shape[-1] - self.context :]
+            states[self.sid] = torch.zeros_like(context).index_copy(1, inputs, tail)
+        # no int8 copy: its kernel needs an inner size that is a multiple of 16
+        return conv1d_gemm(x, weight, self.conv.bias, self.stride, self.dilation)
 
 
 class CausalConvTranspose1d(StatefulLayer):
