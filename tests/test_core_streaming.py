@@ -260,3 +260,37 @@ def test_encoder_skips_silent_channels_exactly(monkeypatch):
     full, full_state = run()
     for a, b in zip(skipping + list(skipping_state.tensors), full + list(full_state.tensors)):
         assert torch.allclose(a, b, atol=1e-6, rtol=0), (a - b).abs().max()
+
+
+def test_a_stream_without_audio_decodes_alike_alone_and_batched():
+    """A stream that stops sending audio for a while (latent-only) decodes the same whether it
+    runs alone (no audio: the latent-only path) or batched beside a spatial stream (its row: no
+    channel present), also while its delay lines still hold its earlier audio, and after its
+    audio returns (the decorrelator's history: with nothing present, no direct sound either way)."""
+    model = tiny_model(channels=3)
+    engine = StreamingEngine(model, "cpu", runtime="eager")
+    r = model.ratio  # shorter than the decorrelator's memory: the delay lines matter
+    steps, silent = 8, (3, 4)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(1, 3, steps * r, generator=g)
+    other = torch.randn(1, 3, steps * r, generator=g)
+    # the other stream hears channel 0 too, so the batch reads this stream's delay line for it
+    first, others = torch.tensor([[True, False, False]]), torch.tensor([[True, True, False]])
+    nothing = torch.zeros(1, 3, dtype=torch.bool)
+    enc, zs = engine.new_encoder_state(1), []
+    for i in range(steps):
+        enc, z = engine.encode_step(enc, x[..., i * r : (i + 1) * r], first)
+        zs.append(z)
+    alone, batched = engine.new_decoder_state(1, [0]), engine.new_decoder_state(2, [0, 1])
+    for i, z in enumerate(zs):
+        piece, heard = x[..., i * r : (i + 1) * r], i not in silent
+        if heard:
+            alone, y_alone = engine.decode_step(alone, z, piece, first)
+        else:
+            alone, y_alone = engine.decode_step(alone, z)
+        audio = torch.cat(
+            [piece if heard else torch.zeros_like(piece), other[..., i * r : (i + 1) * r]]
+        )
+        masks = torch.cat([first if heard else nothing, others])
+        batched, y = engine.decode_step(batched, torch.cat([z, z]), audio, masks)
+        assert torch.allclose(y[:1], y_alone, atol=1e-6, rtol=0), (i, (y[:1] - y_alone).abs().max())

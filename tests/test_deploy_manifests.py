@@ -3,7 +3,6 @@ and the builder, compose files resolve, and the Dockerfile copies only paths tha
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import re
 import subprocess
@@ -23,6 +22,7 @@ from deploy_helpers import (
     require_tool,
 )
 
+from services.encoder.relay import pattern_regex
 from services.trainer import k8s_manifests as km
 
 OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if p.is_dir())
@@ -52,8 +52,9 @@ def test_kustomize_renders_and_core_kinds_validate_strictly(overlay):
     assert len(ns) == 1, f"objects spread over namespaces {ns}"
 
 
-def _deployments(objs: list[dict]) -> dict[str, dict]:
-    return {o["metadata"]["name"]: o for o in objs if o["kind"] == "Deployment"}
+def _workloads(objs: list[dict]) -> dict[str, dict]:
+    """Deployments and StatefulSets by name."""
+    return {o["metadata"]["name"]: o for o in objs if o["kind"] in ("Deployment", "StatefulSet")}
 
 
 @pytest.mark.parametrize("overlay", ["base", *OVERLAYS])
@@ -63,7 +64,7 @@ def test_probes_work_with_mtls(overlay):
     path = K8S / "base" if overlay == "base" else K8S / "overlays" / overlay
     objs = kustomize(path)
     assert any(o["kind"] == "ConfigMap" and o["metadata"]["name"] == "mcrave-probe" for o in objs)
-    for name, dep in _deployments(objs).items():
+    for name, dep in _workloads(objs).items():
         (container,) = dep["spec"]["template"]["spec"]["containers"]
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         args = container["args"]
@@ -126,9 +127,14 @@ def test_serving_services_are_headless_and_roll_without_unavailability():
     for name in ("mcrave-encoder", "mcrave-decoder"):
         assert services[name]["spec"]["clusterIP"] == "None"
         assert {p["name"] for p in services[name]["spec"]["ports"]} == {"grpc", "metrics"}
-        dep = _deployments(objs)[name]
-        assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
-    assert any(o["kind"] == "PodDisruptionBudget" for o in objs)
+    workloads = _workloads(objs)
+    assert workloads["mcrave-encoder"]["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    # the decoder is a StatefulSet (per-pod DNS names for relays): it cannot surge, so it rolls
+    # one pod at a time with more than one replica, and its disruption budget keeps one serving
+    decoder = workloads["mcrave-decoder"]["spec"]
+    assert decoder["updateStrategy"]["type"] == "RollingUpdate" and decoder["replicas"] >= 2
+    budgets = {o["metadata"]["name"]: o for o in objs if o["kind"] == "PodDisruptionBudget"}
+    assert budgets["mcrave-decoder"]["spec"]["minAvailable"] >= 1
 
 
 def _expand(text: str, env: dict[str, str]) -> str:
@@ -143,30 +149,34 @@ def _field_env(container: dict) -> dict[str, str]:
 @pytest.mark.parametrize("overlay", ["base", *OVERLAYS])
 def test_relays_reach_the_decoder_pod_that_holds_the_stream(overlay):
     """Behind the balanced Service a relayed stream's reader sits on one decoder pod: that pod
-    advertises its own DNS name (subdomain of the headless Service), and the encoders' --relay-to
-    pattern admits exactly such names."""
+    advertises its own DNS name (a StatefulSet pod under its headless Service: a Deployment's pods
+    have no hostname, so no such record), and the encoders' --relay-to pattern admits exactly
+    such names."""
     objs = kustomize(K8S / "base" if overlay == "base" else K8S / "overlays" / overlay)
-    deps = _deployments(objs)
+    deps = _workloads(objs)
     services = {o["metadata"]["name"]: o for o in objs if o["kind"] == "Service"}
     ns = deps["mcrave-decoder"]["metadata"]["namespace"]
+    assert deps["mcrave-decoder"]["kind"] == "StatefulSet"
+    governing = deps["mcrave-decoder"]["spec"]["serviceName"]
+    assert services[governing]["spec"]["clusterIP"] == "None"
     pod = deps["mcrave-decoder"]["spec"]["template"]["spec"]
-    assert services[pod["subdomain"]]["spec"]["clusterIP"] == "None"
     (decoder,) = pod["containers"]
     assert _field_env(decoder) == {
         "POD_NAME": "metadata.name",
         "POD_NAMESPACE": "metadata.namespace",
     }
-    env = {"POD_NAME": "mcrave-decoder-7d9c5b7f6-x2x7q", "POD_NAMESPACE": ns}
+    env = {"POD_NAME": "mcrave-decoder-1", "POD_NAMESPACE": ns}
     (advertised,) = [a.split("=", 1)[1] for a in decoder["args"] if a.startswith("--advertise=")]
     advertised = _expand(advertised, env)
-    assert advertised == f"{env['POD_NAME']}.{pod['subdomain']}.{ns}.svc.cluster.local:50052"
+    assert advertised == f"{env['POD_NAME']}.{governing}.{ns}.svc.cluster.local:50052"
     (encoder,) = deps["mcrave-encoder"]["spec"]["template"]["spec"]["containers"]
     assert _field_env(encoder)["POD_NAMESPACE"] == "metadata.namespace"
     args = {
         a.split("=", 1)[0]: _expand(a.split("=", 1)[1], env) for a in encoder["args"] if "=" in a
     }
-    assert fnmatch.fnmatchcase(advertised, args["--relay-to"])
-    assert not fnmatch.fnmatchcase(f"evil.example.{ns}.svc.cluster.local:50052", args["--relay-to"])
+    admits = pattern_regex(args["--relay-to"]).fullmatch  # what the encoder matches with
+    assert admits(advertised)
+    assert not admits(f"evil.example.{ns}.svc.cluster.local:50052")
     if "--tls-ca" in args:  # mTLS overlays relay over mTLS too, checking the Service's name
         assert args["--relay-tls-ca"] == args["--tls-ca"]
         assert args["--relay-tls-server-name"] == f"mcrave-decoder.{ns}.svc.cluster.local"
@@ -187,14 +197,14 @@ def test_trainer_rbac_covers_what_the_kubernetes_backend_calls():
     needed += [("", "services", "create"), ("", "services", "delete"), ("", "pods", "list")]
     needed += [("", "pods/log", "get")]
     assert not [n for n in needed if n not in allowed]
-    trainer = _deployments(objs)["mcrave-trainer"]["spec"]["template"]["spec"]
+    trainer = _workloads(objs)["mcrave-trainer"]["spec"]["template"]["spec"]
     assert trainer["serviceAccountName"] == "mcrave-trainer"
 
 
 def test_gpu_overlay_requests_gpus_and_adds_servicemonitor():
     objs = kustomize(K8S / "overlays" / "gpu")
     for name in ("mcrave-encoder", "mcrave-decoder"):
-        (c,) = _deployments(objs)[name]["spec"]["template"]["spec"]["containers"]
+        (c,) = _workloads(objs)[name]["spec"]["template"]["spec"]["containers"]
         assert c["resources"]["limits"]["nvidia.com/gpu"] == "1"
         assert c["image"].endswith("-cuda")
     (monitor,) = [o for o in objs if o["kind"] == "ServiceMonitor"]

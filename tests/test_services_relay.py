@@ -28,6 +28,7 @@ from services import cli
 from services.common.errors import REASON_KEY
 from services.common.limits import Limits
 from services.decoder.servicer import SERVICE as DECODER
+from services.encoder.relay import RelayLinks
 from services.encoder.servicer import SERVICE as ENCODER
 
 TOKEN = "t" * 24
@@ -385,7 +386,34 @@ def test_relay_goes_to_the_address_the_decoder_advertises(servers) -> None:
 
 
 @pytest.mark.parametrize(
-    "asked", ["evil.example:1", "localhost:1/x", "localhost:12345 ", "user@localhost:12345"]
+    "pattern, address, admitted",
+    [
+        ("*.dec.ns.svc.cluster.local:50052", "pod-1.dec.ns.svc.cluster.local:50052", True),
+        ("*.dec.ns.svc.cluster.local:50052", "POD-1.DEC.ns.svc.cluster.local:50052", True),
+        ("*.dec.ns.svc.cluster.local:50052", "a.b.dec.ns.svc.cluster.local:50052", False),
+        ("*.dec.ns.svc.cluster.local:50052", "pod.dec.ns.svc.cluster.local:50053", False),
+        ("local*:*", "localhost:1", True),
+        ("local*:*", "localhost.evil.example:1", False),  # `*` never crosses a dot
+        ("decoder-?:50052", "decoder-1:50052", True),
+        ("decoder-?:50052", "decoder-1.evil.com:50052", False),
+        ("*:*", "unix:50052", False),  # gRPC would dial a socket file
+        ("*:*", "[::1]:50052", False),  # nor a colon
+    ],
+)
+def test_relay_patterns_match_within_dns_labels(pattern, address, admitted) -> None:
+    links = RelayLinks([Connection(pattern)])
+    assert (links._by_pattern(address) is not None) == admitted
+
+
+@pytest.mark.parametrize(
+    "asked",
+    [
+        "evil.example:1",
+        "localhost:1/x",
+        "localhost:12345 ",
+        "user@localhost:12345",
+        "localhost.x:1",
+    ],
 )
 def test_relay_patterns_admit_only_plain_addresses_they_match(servers, asked) -> None:
     root, _, dec, _ = servers

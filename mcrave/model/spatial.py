@@ -346,7 +346,10 @@ class SpatialStage(nn.Module):
             log_gain = log_gain + level.permute(0, 2, 1, 3)[:, :, None]
         source_present = torch.gather(present, 1, flat).reshape(b, c, s)
         logit = logit.masked_fill(~source_present[:, :, :, None, None], -1e4)
-        share = torch.softmax(logit, dim=2)  # over present sources, per band and frame
+        # over present sources, per band and frame; absent ones weigh nothing even where none is
+        # present (softmax alone would spread the weight evenly): a row with nothing present has
+        # no direct sound, whatever its delay lines still hold, batched or alone
+        share = torch.softmax(logit, dim=2) * source_present[:, :, :, None, None].to(logit.dtype)
         amp = share * torch.exp(log_gain.clamp(-12.0, 4.0))  # [B, C, S, F, K]
         gain = torch.polar(amp, phase)  # complex [B, C, S, F, K]
         # one source at a time (no [B, C, S, F, bins] tensor for large N); each target's source
@@ -372,27 +375,20 @@ class SpatialStage(nn.Module):
         t = frames * self.hop
         return self.overlap_add(buffer.reshape(b, n, t + self.fft - self.hop), t, states)
 
-    def _latent_only(
-        self, z: Tensor, x_framed: Tensor, dec_frames: Tensor, states: list[Tensor]
-    ) -> Tensor:
+    def _latent_only(self, z: Tensor, dec_frames: Tensor, states: list[Tensor]) -> Tensor:
         """No audio: every channel is the decoder's, and a spectrum that passes through the STFT
         unchanged is its analysis frames x the synthesis window (no FFT pair). The stage still
-        runs what its state needs for later steps with audio, to the same values as the full
-        path: the temporal units (with no channel present, their input has nothing pooled) and
-        the decorrelator's history, the direct sound of the last `max_delay` frames (built from
-        whatever audio is still in the delay lines)."""
+        moves its state on to the same values as the full path with nothing present: the
+        temporal units (their input has nothing pooled) and the decorrelator's history, which
+        takes in silence (no channel present, no direct sound: `_direct`)."""
         b, n, frames, _ = dec_frames.shape
-        present = torch.zeros(b, n, dtype=torch.bool, device=dec_frames.device)
         pooled = dec_frames.new_zeros(b, frames, self.hidden)
-        ctx = self._context(z, pooled, dec_frames.new_zeros(b, frames, self.used_bands), states)
+        self._context(z, pooled, dec_frames.new_zeros(b, frames, self.used_bands), states)
         last = min(frames, self.max_delay)
-        tail = x_framed[..., x_framed.shape[-1] - (self.fft - self.hop + last * self.hop) :]
-        x = torch.fft.rfft(self._frames(tail), dim=-1)  # [B, N, last, bins]
-        every = torch.arange(n, device=x.device)
-        src = self._features(self._log_power(x), every)
-        ctx = ctx[:, frames - last :].transpose(1, 2)  # [B, N, last, H]
-        direct = self._direct(x, src, every, ctx, z, present, every)
-        self._shift_history(direct, every, n, states)
+        silence = torch.zeros(
+            [b, n, last, self.fft // 2 + 1], dtype=torch.complex64, device=dec_frames.device
+        )
+        self._shift_history(silence, torch.arange(n, device=dec_frames.device), n, states)
         return self._synthesis(dec_frames * self.synthesis_window, states)
 
     def _log_power(self, x: Tensor) -> Tensor:
@@ -430,7 +426,7 @@ class SpatialStage(nn.Module):
         x_framed = self.present_frames(aligned, states)
         dec_framed = self.decoded_frames(decoded, states)
         if latent_only:
-            return self._latent_only(z, x_framed, self._frames(dec_framed), states)
+            return self._latent_only(z, self._frames(dec_framed), states)
         # Only channels missing in some row are targets: a present channel passes through, so
         # building it would be thrown away.
         targets = (~present).any(0).nonzero()[:, 0]  # [C]

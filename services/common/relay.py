@@ -35,8 +35,13 @@ TOKEN_CHARS = (16, 128)  # shortest and longest relay token
 ADDRESS = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}")
 
 
+# hosts gRPC would read as a URI scheme ("unix:50052" is a socket file named 50052)
+GRPC_SCHEMES = {"dns", "ipv4", "ipv6", "unix", "unix-abstract", "vsock"}
+
+
 def is_address(text: str) -> bool:
-    return ADDRESS.fullmatch(text) is not None
+    host = text.rpartition(":")[0].lower()
+    return ADDRESS.fullmatch(text) is not None and host not in GRPC_SCHEMES
 
 
 def check_token(token: str) -> str:

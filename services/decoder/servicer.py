@@ -125,11 +125,14 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServiceServicer):
                 "encoder's)",
                 "bad-relay",
             )
-        return DecoderSession.open(self.rt, config, peer)
+        session = DecoderSession.open(self.rt, config, peer)
+        session.relayed = bool(relay.token)
+        return session
 
     def started(self, session: DecoderSession) -> decoder_pb2.DecodeResponse:
         started = stream_started(session.spec, self.rt.limits.credit)
-        started.relay_address = self.advertise
+        if session.relayed:  # where its encoder must go; nobody else needs the pod's name
+            started.relay_address = self.advertise
         return decoder_pb2.DecodeResponse(started=started)
 
     def update(self, session: DecoderSession, config: stream_pb2.StreamConfig) -> None:

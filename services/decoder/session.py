@@ -13,6 +13,7 @@ class DecoderSession(EngineSession):
     `Stream` (slot)."""
 
     kind = "decode"
+    relayed = False  # a relay reader: its chunks come from an encoder's Relay call
 
     async def decode(self, latents: np.ndarray, audio: np.ndarray | None = None) -> np.ndarray:
         """latents [F, D] (+ audio [<= F*ratio, |present|] of `spec.present`, zero-padded to

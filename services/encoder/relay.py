@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 from collections.abc import Sequence
-from fnmatch import fnmatchcase
 
 import grpc
 import grpc.aio
@@ -26,17 +26,37 @@ from mcrave_client.proto import (
     stream_pb2,
 )
 
-from services.common.errors import (
-    REASON_KEY,
-    FailedPrecondition,
-    PermissionDenied,
-    ResourceExhausted,
-    from_status,
-)
+from services.common.errors import REASON_KEY, FailedPrecondition, PermissionDenied, from_status
 from services.common.relay import check_token, is_address
 
-MAX_DECODERS = 256  # distinct decoders one encoder keeps channels to (patterns admit many)
-PATTERN_CHARS = "*?["
+WILDCARDS = "*?"
+_closing: set[asyncio.Task] = set()  # channel closes in flight (a task needs a reference)
+
+
+def is_pattern(target: str) -> bool:
+    return any(c in target for c in WILDCARDS)
+
+
+def pattern_regex(pattern: str) -> re.Pattern:
+    """An operator's `--relay-to` pattern as a regex over HOST:PORT: `*` and `?` stand for
+    characters of one DNS label (letters, digits, '-'), never a dot or a colon, so
+    `*.mcrave-decoder.NS.svc.cluster.local:50052` admits pod names of that domain and nothing
+    else, and `local*:*` does not admit `localhost.evil.example:1`. Everything else is literal;
+    case-insensitive, like DNS."""
+    parts = []
+    for ch in pattern:
+        parts.append({"*": "[A-Za-z0-9-]*", "?": "[A-Za-z0-9-]"}.get(ch) or re.escape(ch))
+    return re.compile("".join(parts), re.IGNORECASE)
+
+
+def _close_later(channel: grpc.aio.Channel) -> None:
+    """Close a stream's own channel from synchronous cleanup (on the event loop's thread)."""
+    try:
+        task = asyncio.get_running_loop().create_task(channel.close())
+    except RuntimeError:  # no loop running: the channel goes with its last reference
+        return
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
 
 
 class Forward:
@@ -51,10 +71,12 @@ class Forward:
         present: Sequence[int],
         probe: grpc.aio.UnaryUnaryMultiCallable,
         metadata: tuple[tuple[str, str], ...],
+        owned: grpc.aio.Channel | None = None,
     ) -> None:
         self._call = call
         self._target = target
         self._probe, self._metadata = probe, metadata
+        self._owned = owned  # the stream's own channel (a decoder admitted by pattern)
         self.with_audio = not relay.latent_only
         self._join: stream_pb2.StreamConfig | None = stream_pb2.StreamConfig(
             relay=stream_pb2.Relay(token=relay.token)
@@ -84,7 +106,11 @@ class Forward:
             raise self._error(error) from None
 
     def cancel(self) -> None:
+        """End the call (a no-op once it has finished) and release the stream's own channel."""
         self._call.cancel()
+        if self._owned is not None:
+            _close_later(self._owned)
+            self._owned = None
 
     async def _write(self, request: decoder_pb2.DecodeRequest) -> None:
         try:
@@ -119,22 +145,22 @@ class Forward:
 
 
 class RelayLinks:
-    """The decoders this encoder may relay to (addresses, or patterns of them), one channel
-    each, dialled on first use."""
+    """The decoders this encoder may relay to: listed ones get one channel each, dialled on
+    first use; one admitted by a pattern gets a channel per stream, closed with it (pods come
+    and go: a cache would grow without bound; gRPC shares the connection underneath)."""
 
     def __init__(self, decoders: Sequence[Connection]) -> None:
-        self._patterns = [c for c in decoders if any(ch in c.target for ch in PATTERN_CHARS)]
-        self._decoders = {c.target: c for c in decoders if c not in self._patterns}
+        self._patterns = [(pattern_regex(c.target), c) for c in decoders if is_pattern(c.target)]
+        self._decoders = {c.target: c for c in decoders if not is_pattern(c.target)}
         self._channels: dict[str, grpc.aio.Channel] = {}
 
-    def _decoder(self, address: str) -> Connection | None:
-        """The connection for a decoder a client names: listed, or matching a listed pattern
-        (with that pattern's TLS and token)."""
-        listed = self._decoders.get(address)
-        if listed is not None or not is_address(address):
-            return listed
-        for pattern in self._patterns:
-            if fnmatchcase(address, pattern.target):
+    def _by_pattern(self, address: str) -> Connection | None:
+        """A connection to `address` if it matches a listed pattern (with that pattern's TLS,
+        token and server name)."""
+        if not is_address(address):
+            return None
+        for regex, pattern in self._patterns:
+            if regex.fullmatch(address):
                 return dataclasses.replace(pattern, target=address)
         return None
 
@@ -147,26 +173,27 @@ class RelayLinks:
                 "the stream without relay",
                 "relay-off",
             )
-        decoder = self._decoder(relay.decoder)
-        if decoder is None:
-            listed = [*sorted(self._decoders), *(p.target for p in self._patterns)]
-            raise PermissionDenied(
-                f"relay.decoder {relay.decoder!r} is not a decoder this encoder relays to: "
-                f"{', '.join(listed)}",
-                "relay-target",
-            )
-        if decoder.target not in self._channels:
-            if len(self._channels) >= MAX_DECODERS:
-                raise ResourceExhausted(
-                    f"this encoder already relays to {MAX_DECODERS} decoders", "relay-decoders"
+        owned = None
+        decoder = self._decoders.get(relay.decoder)
+        if decoder is not None:
+            if decoder.target not in self._channels:
+                self._channels[decoder.target] = decoder.aio_channel()
+            channel = self._channels[decoder.target]
+        else:
+            decoder = self._by_pattern(relay.decoder)
+            if decoder is None:
+                listed = [*sorted(self._decoders), *(c.target for _, c in self._patterns)]
+                raise PermissionDenied(
+                    f"relay.decoder {relay.decoder!r} is not a decoder this encoder relays to: "
+                    f"{', '.join(listed)}",
+                    "relay-target",
                 )
-            self._channels[decoder.target] = decoder.aio_channel()
-        channel = self._channels[decoder.target]
+            channel = owned = decoder.aio_channel()
         stub = decoder_pb2_grpc.DecoderServiceStub(channel)
         probe = models_pb2_grpc.ModelServiceStub(channel).ListModels
         metadata = decoder.metadata()
         call = stub.Relay(metadata=metadata)
-        return Forward(call, decoder.target, relay, present, probe, metadata)
+        return Forward(call, decoder.target, relay, present, probe, metadata, owned)
 
     async def close(self) -> None:
         """Close the channels to the decoders, once the server has stopped (no stream left)."""
