@@ -203,16 +203,22 @@ def test_feeder_error_reaches_the_reader(servers) -> None:
     wait_closed(dec)
 
 
+def open_relay(dch: grpc.Channel, ech: grpc.Channel, decoder: str) -> tuple:
+    """A relay reader on the decoder and the encoder stream that feeds it, both started."""
+    reader = open_reader(dch)
+    encoder = OpenStream(encoder_pb2_grpc.EncoderServiceStub(ech).Encode, timeout=30)
+    encoder.send(encoder_pb2.EncodeRequest(config=relayed_config(decoder=decoder)))
+    assert encoder.recv().WhichOneof("msg") == "started"
+    return reader, encoder
+
+
 def test_reader_cancel_ends_the_encoder_stream(servers) -> None:
     """The client reading the decoded audio goes away: the encoder's stream ends with
     `relay-gone` at its next chunk, and both servers free their slots."""
     _, enc, dec, _ = servers
     x = audio(4 * CHUNK)
     with channel(dec.target) as dch, channel(enc.target) as ech:
-        reader = open_reader(dch)
-        encoder = OpenStream(encoder_pb2_grpc.EncoderServiceStub(ech).Encode, timeout=30)
-        encoder.send(encoder_pb2.EncodeRequest(config=relayed_config(decoder=dec.target)))
-        assert encoder.recv().WhichOneof("msg") == "started"
+        reader, encoder = open_relay(dch, ech, dec.target)
 
         def chunk(seq: int) -> encoder_pb2.EncodeRequest:
             pcm = np.ascontiguousarray(x[seq * CHUNK : (seq + 1) * CHUNK, [1]]).tobytes()
@@ -238,10 +244,7 @@ def test_encoder_failure_ends_the_reader(servers) -> None:
     _, enc, dec, _ = servers
     x = audio(2 * CHUNK)
     with channel(dec.target) as dch, channel(enc.target) as ech:
-        reader = open_reader(dch)
-        encoder = OpenStream(encoder_pb2_grpc.EncoderServiceStub(ech).Encode, timeout=30)
-        encoder.send(encoder_pb2.EncodeRequest(config=relayed_config(decoder=dec.target)))
-        assert encoder.recv().WhichOneof("msg") == "started"
+        reader, encoder = open_relay(dch, ech, dec.target)
         pcm = np.ascontiguousarray(x[:CHUNK, [1]]).tobytes()
         encoder.send(encoder_pb2.EncodeRequest(chunk=stream_pb2.AudioChunk(seq=0, pcm=pcm)))
         assert reader.recv().audio.ack == 0

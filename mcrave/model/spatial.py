@@ -181,14 +181,18 @@ class SpatialStage(nn.Module):
         hop, 2 hop, ...)."""
         return framed.unfold(-1, self.fft, self.hop) * self.window
 
-    def _rfft_rows(self, framed: Tensor, rows: Tensor) -> Tensor:
-        """Spectra [B, C + 1, F, bins] of the rows `rows` [C] of framed audio [B, N, fft - hop + T]
-        plus one row of zeros, for any C >= 0: MKL's FFT refuses an empty batch, and a branch on
-        the data-dependent row count would break the ONNX export (so would forcing C >= 1, which
-        torch.export cannot prove). The extra row is picked with the others (channel 0, zeroed):
-        no copy of all the frames to append it."""
-        picked = framed.index_select(1, torch.cat([rows, rows.new_zeros(1)]))
-        picked[:, rows.shape[0]].zero_()
+    def _with_spare(self, rows: Tensor) -> Tensor:
+        """Channel indices [C] -> [C + 1], channel 0 appended as a spare row (`_rfft_rows`)."""
+        return torch.cat([rows, rows.new_zeros(1)])
+
+    def _rfft_rows(self, framed: Tensor, rows_and_spare: Tensor) -> Tensor:
+        """Spectra [B, C + 1, F, bins] of framed audio [B, N, fft - hop + T] at the rows
+        `rows_and_spare` (`_with_spare`), the spare row zeroed, for any C >= 0: MKL's FFT refuses
+        an empty batch, and a branch on the data-dependent row count would break the ONNX export
+        (so would forcing C >= 1, which torch.export cannot prove). The spare is picked with the
+        others: no copy of all the frames to append a row."""
+        picked = framed.index_select(1, rows_and_spare)
+        picked[:, rows_and_spare.shape[0] - 1].zero_()
         return torch.fft.rfft(self._frames(picked), dim=-1)
 
     def _irfft(self, spec: Tensor) -> Tensor:
@@ -289,9 +293,9 @@ class SpatialStage(nn.Module):
     def _context(
         self, z: Tensor, pooled: Tensor, mean_power: Tensor, states: list[Tensor]
     ) -> Tensor:
-        """Every channel's context [B, F, N, H] (frames-major) from the present channels' pooled features
-        [B, F, H] and mean log band powers [B, F, K], the latents and the channel embeddings,
-        through the temporal units."""
+        """Every channel's context [B, F, N, H] (frames-major) from the present channels' pooled
+        features [B, F, H] and mean log band powers [B, F, K], the latents and the channel
+        embeddings, through the temporal units."""
         lat = self.latent(z.transpose(1, 2)).repeat_interleave(self.frames_per_latent, 1)
         shared = torch.cat([pooled, lat, mean_power], -1)  # [B, F, 2H + K]
         # the first layer of `target` over [shared, embedding], as the sum of its two parts: the
@@ -440,9 +444,8 @@ class SpatialStage(nn.Module):
         p = present_somewhere.shape[0]
         slot = torch.full([n], p, dtype=torch.long, device=decoded.device)
         slot = slot.index_copy(0, present_somewhere, torch.arange(p, device=decoded.device))
-        # the zero row stands in for sources present nowhere (its features are any finite ones)
-        x = self._rfft_rows(x_framed, present_somewhere)
-        channel_of_row = torch.cat([present_somewhere, present_somewhere.new_zeros(1)])
+        channel_of_row = self._with_spare(present_somewhere)  # the zero row's features: any
+        x = self._rfft_rows(x_framed, channel_of_row)
         # features per frame, pooled over the present channels
         log_power = self._log_power(x)  # [B, P + 1, F, K]
         src = self._features(log_power, channel_of_row)  # [B, P + 1, F, H]
@@ -459,7 +462,7 @@ class SpatialStage(nn.Module):
         direct_power = self._band_power(direct)
         fill, ducking = self._decorrelate(direct, direct_power, targets, n, states)
         # the decoder's STFT for the target channels only (the others pass through)
-        dec_t = self._rfft_rows(dec_framed, targets)[:, : targets.shape[0]]
+        dec_t = self._rfft_rows(dec_framed, self._with_spare(targets))[:, : targets.shape[0]]
         # per-band coefficients; a row with nothing present takes the decoder's spectrum as it is
         # (coefficients 0, 0, 1 and level 1: exact), which spares a select over the spectrum
         on = any_present[:, None, None, None]

@@ -65,18 +65,17 @@ class Forward:
 
     def __init__(
         self,
-        call: grpc.aio.StreamUnaryCall,
-        target: str,
+        channel: grpc.aio.Channel,
+        decoder: Connection,
         relay: stream_pb2.Relay,
         present: Sequence[int],
-        probe: grpc.aio.UnaryUnaryMultiCallable,
-        metadata: tuple[tuple[str, str], ...],
-        owned: grpc.aio.Channel | None = None,
+        owns_channel: bool,
     ) -> None:
-        self._call = call
-        self._target = target
-        self._probe, self._metadata = probe, metadata
-        self._owned = owned  # the stream's own channel (a decoder admitted by pattern)
+        self._decoder = decoder
+        self._channel = channel
+        self._owned = owns_channel  # the stream's own channel (a decoder admitted by pattern)
+        stub = decoder_pb2_grpc.DecoderServiceStub(channel)
+        self._call = stub.Relay(metadata=decoder.metadata())
         self.with_audio = not relay.latent_only
         self._join: stream_pb2.StreamConfig | None = stream_pb2.StreamConfig(
             relay=stream_pb2.Relay(token=relay.token)
@@ -108,9 +107,9 @@ class Forward:
     def cancel(self) -> None:
         """End the call (a no-op once it has finished) and release the stream's own channel."""
         self._call.cancel()
-        if self._owned is not None:
-            _close_later(self._owned)
-            self._owned = None
+        if self._owned:
+            _close_later(self._channel)
+            self._owned = False
 
     async def _write(self, request: decoder_pb2.DecodeRequest) -> None:
         try:
@@ -131,8 +130,11 @@ class Forward:
         fails); then a unary call with the same credentials asks the decoder why."""
         if error.code() != grpc.StatusCode.INTERNAL:
             return error
+        probe = models_pb2_grpc.ModelServiceStub(self._channel).ListModels
         try:
-            await self._probe(models_pb2.ListModelsRequest(), metadata=self._metadata, timeout=5)
+            await probe(
+                models_pb2.ListModelsRequest(), metadata=self._decoder.metadata(), timeout=5
+            )
         except grpc.aio.AioRpcError as refusal:
             return refusal
         return error
@@ -140,7 +142,7 @@ class Forward:
     def _error(self, error: grpc.aio.AioRpcError) -> Exception:
         reason = dict(error.trailing_metadata() or ()).get(REASON_KEY, "relay-failed")
         return from_status(
-            error.code(), f"relay to decoder {self._target}: {error.details()}", reason
+            error.code(), f"relay to decoder {self._decoder.target}: {error.details()}", reason
         )
 
 
@@ -173,27 +175,20 @@ class RelayLinks:
                 "the stream without relay",
                 "relay-off",
             )
-        owned = None
         decoder = self._decoders.get(relay.decoder)
         if decoder is not None:
             if decoder.target not in self._channels:
                 self._channels[decoder.target] = decoder.aio_channel()
-            channel = self._channels[decoder.target]
-        else:
-            decoder = self._by_pattern(relay.decoder)
-            if decoder is None:
-                listed = [*sorted(self._decoders), *(c.target for _, c in self._patterns)]
-                raise PermissionDenied(
-                    f"relay.decoder {relay.decoder!r} is not a decoder this encoder relays to: "
-                    f"{', '.join(listed)}",
-                    "relay-target",
-                )
-            channel = owned = decoder.aio_channel()
-        stub = decoder_pb2_grpc.DecoderServiceStub(channel)
-        probe = models_pb2_grpc.ModelServiceStub(channel).ListModels
-        metadata = decoder.metadata()
-        call = stub.Relay(metadata=metadata)
-        return Forward(call, decoder.target, relay, present, probe, metadata, owned)
+            return Forward(self._channels[decoder.target], decoder, relay, present, False)
+        decoder = self._by_pattern(relay.decoder)
+        if decoder is None:
+            listed = [*sorted(self._decoders), *(c.target for _, c in self._patterns)]
+            raise PermissionDenied(
+                f"relay.decoder {relay.decoder!r} is not a decoder this encoder relays to: "
+                f"{', '.join(listed)}",
+                "relay-target",
+            )
+        return Forward(decoder.aio_channel(), decoder, relay, present, True)
 
     async def close(self) -> None:
         """Close the channels to the decoders, once the server has stopped (no stream left)."""
